@@ -1,0 +1,1 @@
+"""Channel adapters shipped with the gateway; each registers through the entry-point group."""

@@ -1,0 +1,1 @@
+"""Web doors: the company form and the partner (ombudsman) API."""

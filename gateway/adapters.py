@@ -1,0 +1,235 @@
+"""The adapter contract: how a door plugs into the gateway.
+
+An adapter knows one protocol. It authenticates the sender, parses the wire format into an
+``Inbound``, hands it to ``deliver()`` and answers the protocol. ``deliver()`` stores and
+registers the message through the gateway's sink and returns the ``Receipt``; the
+customer is then acknowledged in their door by ``acknowledge()``.
+
+Push adapters (webhooks, forms) contribute aiohttp routes; pull adapters (IMAP, long
+poll) implement ``pull()`` and the base class runs it in a loop with exponential backoff
+and jitter. Adapters are found by name through the entry-point group
+``complaint_gateway.channels``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from aiohttp import web
+
+from gateway.inbound import Inbound, Receipt
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.metrics import Metrics
+    from normalizer.schema import Complaint, Identity
+
+
+class TemporaryFailure(Exception):
+    """The message could not be made durable; the door must answer "try again"."""
+
+
+@dataclass(slots=True)
+class Submitted:
+    """What the sink returns: the receipt, and the complaint as registered (if any)."""
+
+    receipt: Receipt
+    complaint: Complaint | None
+
+
+class Sink(Protocol):
+    async def submit(self, inbound: Inbound) -> Submitted: ...
+
+
+class StateStore(Protocol):
+    """Durable per-channel state kept by the registry backend: cursors and locks."""
+
+    async def get_cursor(self, name: str) -> str | None: ...
+
+    async def set_cursor(self, name: str, value: str) -> None: ...
+
+    async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
+
+    async def release_lock(self, name: str, owner: str) -> None: ...
+
+
+class AcknowledgementTexts(Protocol):
+    def render(self, complaint: Complaint, receipt: Receipt, *, door: str, public: bool = False) -> str: ...
+
+
+@dataclass(slots=True)
+class AdapterContext:
+    """Everything an adapter instance may use. Adapters never touch the database."""
+
+    instance: str
+    settings: dict[str, Any]
+    sink: Sink
+    state: StateStore
+    metrics: Metrics
+    config: GatewayConfig
+    texts: AcknowledgementTexts
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("complaint_gateway.channel"))
+
+
+class Adapter:
+    """Base of every channel adapter. Subclass ``PushAdapter`` or ``PullAdapter``."""
+
+    #: The name used in config.yaml ``adapter:`` and in the entry point.
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1.0"
+    description: ClassVar[str] = ""
+    #: What the door can do: "push", "pull", "acknowledge", "reply", "attachments", ...
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: JSON Schema of the adapter's settings (its section under ``channels:``).
+    settings_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    def __init__(self, context: AdapterContext) -> None:
+        self.context = context
+        self.instance = context.instance
+        self.settings = context.settings
+        self.log = context.logger.getChild(self.instance)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Called once when the gateway starts (open connections, start servers)."""
+
+    async def stop(self) -> None:
+        """Called once at shutdown; the base awaits acknowledgements still being sent."""
+        await self.drain()
+
+    # -- intake -----------------------------------------------------------------------
+    async def deliver(self, inbound: Inbound) -> Submitted:
+        """Store and register ``inbound``; acknowledge the customer in the background.
+
+        Raises ``TemporaryFailure`` when the message could not be made durable: the
+        adapter must then answer its protocol's "try again" (SMTP 451, HTTP 503).
+        """
+        submitted = await self.context.sink.submit(inbound)
+        if submitted.complaint is not None and self.should_acknowledge(submitted):
+            self.spawn(self._acknowledge_safely(submitted.receipt, submitted.complaint))
+        return submitted
+
+    def should_acknowledge(self, submitted: Submitted) -> bool:
+        complaint = submitted.complaint
+        return (
+            submitted.receipt.answers_customer
+            and complaint is not None
+            and not complaint.auto_submitted
+            and "acknowledge" in self.capabilities
+            and bool(self.settings.get("acknowledge", True))
+        )
+
+    async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
+        """Tell the customer their registration number in this door. Doors that answer
+        inside their own protocol response (web form, TwiML) need not override it."""
+
+    async def send_reply(self, complaint: Complaint, text: str) -> None:
+        """An operator's answer to the customer through this door."""
+        raise NotImplementedError(f"adapter {self.name!r} cannot send replies")
+
+    async def _acknowledge_safely(self, receipt: Receipt, complaint: Complaint) -> None:
+        try:
+            await self.acknowledge(receipt, complaint)
+            self.context.metrics.acknowledged.labels(self.instance, "sent").inc()
+        except Exception as exc:  # the complaint is registered; a failed answer must not undo it
+            self.context.metrics.acknowledged.labels(self.instance, "failed").inc()
+            self.log.warning("acknowledgement failed", extra={"registration_number": receipt.registration_number, "error": repr(exc)})
+
+    # -- background work --------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; it is awaited (not lost) at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- command line -----------------------------------------------------------------
+    @classmethod
+    def add_cli_commands(cls, subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+        """Adapters may add ``complaint-gateway <command>`` sub-commands."""
+
+
+class PushAdapter(Adapter):
+    """An adapter the door calls: webhooks, forms. It contributes HTTP routes."""
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        raise NotImplementedError
+
+
+class PullAdapter(Adapter):
+    """An adapter that fetches from the door: IMAP, long poll.
+
+    Implement ``pull()``: one cycle of fetching and delivering; it returns when the cycle
+    is done, or raises when the connection failed. Advance the door's cursor only after
+    ``deliver()`` returned. The base class calls ``pull()`` again after
+    ``poll_interval_seconds`` (0 for long poll and IDLE), and after a failure waits
+    with exponential backoff and full jitter before it reconnects.
+    """
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        self._runner: asyncio.Task[None] | None = None
+        self.failures = 0
+        self.poll_interval = float(self.settings.get("poll_interval_seconds", 0))
+        self.backoff_initial = float(self.settings.get("backoff_initial_seconds", 1.0))
+        self.backoff_max = float(self.settings.get("backoff_max_seconds", 300.0))
+
+    async def pull(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the connection to the door (called after a failure and at shutdown)."""
+
+    def backoff_delay(self, failures: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**(failures-1))]."""
+        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** max(0, failures - 1)))
+        return random.uniform(0, ceiling)
+
+    async def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+        await self.close()
+        await self.drain()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.pull()
+                self.failures = 0
+                delay = self.poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                self.context.metrics.pull_failures.labels(self.instance).inc()
+                delay = self.backoff_delay(self.failures)
+                self.log.warning("pull failed; reconnecting", extra={"error": repr(exc), "retry_in": round(delay, 2), "failures": self.failures})
+                await _quietly(self.close())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:  # closing a broken connection may fail too; we reconnect anyway
+        pass

@@ -1,0 +1,111 @@
+"""The app factory: ``create_app(config)`` wires registry, blob store, normaliser, metrics
+and every enabled channel adapter into one aiohttp application."""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from gateway import plugins
+from gateway.acknowledgements import AcknowledgementTexts
+from gateway.adapters import Adapter, AdapterContext, PushAdapter
+from gateway.blobs import BlobStore
+from gateway.config import ConfigError, GatewayConfig, validate
+from gateway.intake import Intake
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.registry import Registry, build_registry
+from normalizer.pipeline import Normalizer, NormalizerSettings
+
+log = logging.getLogger("complaint_gateway.app")
+
+CONFIG = web.AppKey("config", GatewayConfig)
+REGISTRY = web.AppKey("registry", Registry)
+INTAKE = web.AppKey("intake", Intake)
+METRICS = web.AppKey("metrics", Metrics)
+BLOBS = web.AppKey("blobs", BlobStore)
+ADAPTERS = web.AppKey("adapters", dict)
+TEXTS = web.AppKey("texts", AcknowledgementTexts)
+
+
+def adapter_classes(config: GatewayConfig) -> dict[str, type[Adapter]]:
+    """Load and validate the adapter of every enabled channel; mistakes raise ConfigError."""
+    classes: dict[str, type[Adapter]] = {}
+    for instance, section in config.enabled_channels().items():
+        try:
+            cls = plugins.load(section["adapter"])
+        except plugins.UnknownAdapterError as exc:
+            raise ConfigError(f"channels.{instance}.adapter: {exc}") from exc
+        settings = {k: v for k, v in section.items() if k not in ("adapter", "enabled")}
+        validate(settings, cls.settings_schema, prefix=f"channels.{instance}")
+        classes[instance] = cls
+    return classes
+
+
+def create_app(config: GatewayConfig, registry: Registry | None = None) -> web.Application:
+    classes = adapter_classes(config)
+    http = config.http
+    app = web.Application(client_max_size=int(http["max_body_bytes"]))
+    metrics = Metrics()
+    registry = registry or build_registry(config.registry, config.section("normalizer"))
+    blobs = BlobStore(config.blobs_path, fsync=bool(config.section("blobs").get("fsync", True)))
+    normalizer = Normalizer(NormalizerSettings.from_config(config.section("normalizer")))
+    texts = AcknowledgementTexts(config.section("acknowledgements"), normalizer.settings.default_language)
+    intake = Intake(registry, blobs, normalizer, metrics)
+    app[CONFIG], app[REGISTRY], app[METRICS], app[BLOBS], app[INTAKE], app[TEXTS] = (
+        config, registry, metrics, blobs, intake, texts)
+
+    adapters: dict[str, Adapter] = {}
+    for instance, cls in classes.items():
+        section = config.channels[instance]
+        settings = {k: v for k, v in section.items() if k not in ("adapter", "enabled")}
+        context = AdapterContext(instance=instance, settings=settings, sink=intake, state=registry,
+                                 metrics=metrics, config=config, texts=texts)
+        adapter = cls(context)
+        adapters[instance] = adapter
+        if isinstance(adapter, PushAdapter):
+            app.router.add_routes(adapter.routes())
+    app[ADAPTERS] = adapters
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_view)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    registry = app[REGISTRY]
+    await registry.open()
+    started: list[Adapter] = []
+    try:
+        for instance, adapter in app[ADAPTERS].items():
+            await adapter.start()
+            started.append(adapter)
+            log.info("channel started", extra={"channel": instance, "adapter": adapter.name})
+        yield
+    finally:
+        for adapter in reversed(started):
+            try:
+                await adapter.stop()
+            except Exception as exc:  # one channel failing to stop must not keep the others running
+                log.error("channel stop failed", extra={"channel": adapter.instance, "error": repr(exc)})
+        await registry.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    ok = await registry.healthy()
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "backend": registry.backend}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    registry = request.app[REGISTRY]
+    try:
+        metrics.queue_length.set(await registry.queue_length())
+        metrics.dead_letters.set(len(await registry.list_dead_letters()))
+    except Exception as exc:  # metrics must answer even when the backend does not
+        log.warning("metrics: backend unavailable", extra={"error": repr(exc)})
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,64 @@
+"""Shared helpers for push adapters: bounded bodies, rate limits, JSON errors."""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import web
+
+
+class BodyTooLarge(web.HTTPRequestEntityTooLarge):
+    pass
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes with 413 before reading it all."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_error(status: int, error: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": error, **extra}, status=status)
+
+
+def client_address(request: web.Request, trust_forwarded: bool = False) -> str:
+    if trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.remote or "?"
+
+
+class RateLimiter:
+    """A token bucket per key (client address): ``per_minute`` requests, bursts up to
+    ``burst``. ``per_minute: 0`` turns the limit off. Memory is bounded by ``max_keys``."""
+
+    def __init__(self, per_minute: float, burst: int | None = None, max_keys: int = 100_000) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst if burst is not None else max(1, int(per_minute)))
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def allow(self, key: str) -> bool:
+        if not self.enabled:
+            return True
+        now = time.monotonic()
+        tokens, last = self._buckets.pop(key, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return allowed

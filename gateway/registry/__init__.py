@@ -1,0 +1,25 @@
+"""Registry backends behind one contract; ``open_registry(config)`` picks one."""
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.registry.base import Event, Registry, RegistryError, RegistrySettings
+
+__all__ = ["Event", "Registry", "RegistryError", "RegistrySettings", "build_registry"]
+
+
+def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None = None) -> Registry:
+    """The backend named by ``registry.backend`` (``sqlite`` or ``redis``), not yet open."""
+    settings = RegistrySettings.from_config(registry, normalizer)
+    backend = registry.get("backend", "sqlite")
+    if backend == "sqlite":
+        from gateway.registry.sqlite import SqliteRegistry
+
+        sqlite = registry.get("sqlite") or {}
+        return SqliteRegistry(settings, sqlite.get("path", "var/registry.sqlite3"), sqlite.get("synchronous", "FULL"))
+    if backend == "redis":
+        from gateway.registry.redis import RedisRegistry
+
+        redis = registry.get("redis") or {}
+        return RedisRegistry(settings, redis.get("url", "redis://127.0.0.1:6379/0"), redis.get("prefix", "cg:"))
+    raise RegistryError(f"registry.backend: unknown backend {backend!r} (sqlite or redis)")

@@ -1,0 +1,251 @@
+"""The registry contract: the only writer of state, and the queue it feeds.
+
+``submit()`` is one atomic step: idempotency, customer identity, follow-up and repeat
+detection, registration number, queue event. Both backends (SQLite, Redis) implement this
+interface and pass the same contract test suite.
+"""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.inbound import Receipt
+from gateway.registry.fingerprint import max_distance, simhash64, text_digest
+from normalizer.schema import Complaint
+
+EVENT_KINDS = ("new", "follow_up", "repeat")
+
+
+class RegistryError(Exception):
+    """The backend could not do what was asked (unreachable, corrupt)."""
+
+
+@dataclass(slots=True)
+class RegistrySettings:
+    """The backend-independent part of ``registry:`` in config.yaml."""
+
+    number_format: str = "{year}-{seq:06d}"
+    timezone: str = "Europe/Moscow"
+    repeat_window_days: float = 7.0
+    repeat_similarity: float = 0.9
+    repeat_candidates: int = 20
+    visibility_timeout_seconds: float = 300.0
+
+    @classmethod
+    def from_config(cls, registry: dict[str, Any], normalizer: dict[str, Any] | None = None) -> RegistrySettings:
+        repeat = registry.get("repeat") or {}
+        queue = registry.get("queue") or {}
+        defaults = cls()
+        return cls(
+            number_format=(registry.get("registration_number") or {}).get("format", defaults.number_format),
+            timezone=(normalizer or {}).get("timezone", defaults.timezone),
+            repeat_window_days=float(repeat.get("window_days", defaults.repeat_window_days)),
+            repeat_similarity=float(repeat.get("similarity", defaults.repeat_similarity)),
+            repeat_candidates=int(repeat.get("max_candidates", defaults.repeat_candidates)),
+            visibility_timeout_seconds=float(queue.get("visibility_timeout_seconds", defaults.visibility_timeout_seconds)),
+        )
+
+
+_SEQ = re.compile(r"\{seq(?::0?(\d+)d)?\}")
+
+
+@dataclass(slots=True)
+class NumberFormat:
+    """A registration number format such as ``{year}-{seq:06d}`` or ``C{seq:08d}``.
+
+    ``{year}`` is the year of receipt in the configured time zone; the sequence restarts
+    every year when the format contains the year.
+    """
+
+    template: str
+
+    def __post_init__(self) -> None:
+        if len(_SEQ.findall(self.template)) != 1:
+            raise ValueError("registration number format must contain {seq} or {seq:0Nd} exactly once")
+        rest = _SEQ.sub("", self.template).replace("{year}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError("registration number format may only use {year} and {seq}")
+
+    @property
+    def yearly(self) -> bool:
+        return "{year}" in self.template
+
+    def printf(self, year: str) -> str:
+        """The format as a printf pattern for one year: ``2026-%06d``."""
+        head = self.template.replace("{year}", year).replace("%", "%%")
+        match = _SEQ.search(head)
+        assert match is not None
+        width = match.group(1)
+        return head[: match.start()] + (f"%0{width}d" if width else "%d") + head[match.end() :]
+
+    def counter_name(self, year: str) -> str:
+        return f"seq:{year}" if self.yearly else "seq"
+
+    def pattern(self) -> re.Pattern[str]:
+        """A regex that finds registration numbers of this format in text."""
+        escaped = re.escape(self.template)
+        escaped = escaped.replace(re.escape("{year}"), r"\d{4}")
+        escaped = _SEQ.sub(lambda m: r"\d{%s,}" % (m.group(1) or "1"), escaped.replace("\\{", "{").replace("\\}", "}"))
+        return re.compile(r"(?<![\w-])" + escaped + r"(?![\w-])")
+
+
+@dataclass(slots=True)
+class SubmitPlan:
+    """What Python computes before the atomic step, so the step itself stays small."""
+
+    complaint: Complaint
+    identity_keys: list[str]
+    year: str
+    printf: str
+    counter: str
+    received_epoch: float
+    simhash: int
+    digest: str
+    window_seconds: float
+    max_distance: int
+    candidates: int
+
+
+def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: NumberFormat) -> SubmitPlan:
+    received = datetime.fromisoformat(complaint.received_at.replace("Z", "+00:00"))
+    year = str(received.astimezone(ZoneInfo(settings.timezone)).year)
+    text = complaint.text if complaint.text.strip() else (complaint.subject or "")
+    return SubmitPlan(
+        complaint=complaint,
+        identity_keys=[i.key for i in complaint.customer.identities],
+        year=year,
+        printf=number_format.printf(year),
+        counter=number_format.counter_name(year),
+        received_epoch=received.timestamp(),
+        simhash=simhash64(text),
+        digest=text_digest(text + "\x00" + ",".join(sorted(a.sha256 for a in complaint.attachments))),
+        window_seconds=settings.repeat_window_days * 86400.0,
+        max_distance=max_distance(settings.repeat_similarity),
+        candidates=settings.repeat_candidates,
+    )
+
+
+@dataclass(slots=True)
+class Event:
+    """One queue event as a consumer reads it."""
+
+    id: str
+    event: str
+    registration_number: str | None
+    customer_id: str | None
+    complaint_id: str | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    deliveries: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event": self.event,
+            "registration_number": self.registration_number,
+            "customer_id": self.customer_id,
+            "complaint_id": self.complaint_id,
+            "deliveries": self.deliveries,
+            **self.payload,
+        }
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Registry(ABC):
+    """One interface, two backends (``sqlite``, ``redis``)."""
+
+    backend: str = ""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.settings = settings
+        self.number_format = NumberFormat(settings.number_format)
+
+    # -- life cycle -------------------------------------------------------------------
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def healthy(self) -> bool: ...
+
+    # -- intake -----------------------------------------------------------------------
+    async def submit(self, complaint: Complaint) -> Receipt:
+        """Register ``complaint`` atomically and return its receipt."""
+        receipt = await self._submit(make_plan(complaint, self.settings, self.number_format))
+        complaint.registration_number = receipt.registration_number
+        complaint.customer.customer_id = receipt.customer_id
+        if receipt.status != "duplicate" and receipt.complaint_id:
+            complaint.id = receipt.complaint_id
+        return receipt
+
+    @abstractmethod
+    async def _submit(self, plan: SubmitPlan) -> Receipt: ...
+
+    # -- reading ----------------------------------------------------------------------
+    @abstractmethod
+    async def get_message(self, complaint_id: str) -> Complaint | None:
+        """One stored message (complaint, follow-up, repeat or automatic) by its id."""
+
+    @abstractmethod
+    async def get_registration(self, registration_number: str) -> dict[str, Any] | None:
+        """A registration: its first complaint, follow-ups and repeats, in order."""
+
+    @abstractmethod
+    async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
+        """Stored messages, newest first; ``before`` is a complaint id to page from."""
+
+    @abstractmethod
+    async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """``{customer_id, name, identities, registrations}``."""
+
+    @abstractmethod
+    async def merge_suggestions(self) -> list[dict[str, Any]]:
+        """Open suggestions to merge two customers that one message linked."""
+
+    # -- queue ------------------------------------------------------------------------
+    @abstractmethod
+    async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
+        """Events not yet acknowledged by ``group``: first those delivered to a consumer
+        longer than the visibility timeout ago (redelivery), then new ones."""
+
+    @abstractmethod
+    async def ack_events(self, group: str, ids: list[str]) -> int: ...
+
+    @abstractmethod
+    async def queue_length(self) -> int: ...
+
+    # -- dead letters -----------------------------------------------------------------
+    @abstractmethod
+    async def add_dead_letter(self, record: dict[str, Any], reason: str) -> str: ...
+
+    @abstractmethod
+    async def list_dead_letters(self, include_resolved: bool = False) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def resolve_dead_letter(self, dead_letter_id: str, receipt: Receipt) -> None: ...
+
+    # -- adapter state ----------------------------------------------------------------
+    @abstractmethod
+    async def get_cursor(self, name: str) -> str | None: ...
+
+    @abstractmethod
+    async def set_cursor(self, name: str, value: str) -> None: ...
+
+    @abstractmethod
+    async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lock ``name`` for ``owner``; False while another holds it."""
+
+    @abstractmethod
+    async def release_lock(self, name: str, owner: str) -> None: ...

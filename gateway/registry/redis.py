@@ -1,0 +1,255 @@
+"""The Redis registry backend: the state in hashes, the queue in a Redis Stream.
+
+``submit()`` is one Lua script (``submit.lua``): one round trip, atomic across any number
+of gateway processes and machines. Consumers read the stream ``<prefix>events`` with
+consumer groups; see docs/queue.md.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from gateway.inbound import Receipt
+from gateway.registry.base import Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from normalizer.schema import Complaint
+
+_LOCK = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisRegistry(Registry):
+    backend = "redis"
+
+    def __init__(self, settings: RegistrySettings, url: str, prefix: str = "cg:") -> None:
+        super().__init__(settings)
+        self.url = url
+        self.prefix = prefix
+        self.stream = prefix + "events"
+        self._redis: aioredis.Redis | None = None
+        self._groups: set[str] = set()
+
+    @property
+    def r(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RegistryError("registry is not open")
+        return self._redis
+
+    async def open(self) -> None:
+        self._redis = aioredis.Redis.from_url(self.url, decode_responses=True)
+        source = resources.files("gateway.registry").joinpath("submit.lua").read_text("utf-8")
+        self._submit_script = self._redis.register_script(source)
+        self._lock_script = self._redis.register_script(_LOCK)
+        self._unlock_script = self._redis.register_script(_UNLOCK)
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise RegistryError(f"redis at {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self.r.ping())
+        except (RedisError, RegistryError):
+            return False
+
+    # -- submit -----------------------------------------------------------------------
+    async def _submit(self, plan: SubmitPlan) -> Receipt:
+        c = plan.complaint
+        number_token = "CGNUMBER" + uuid.uuid4().hex
+        customer_token = "CGCUSTOMER" + uuid.uuid4().hex
+        saved = c.registration_number, c.customer.customer_id
+        c.registration_number, c.customer.customer_id = number_token, customer_token
+        try:
+            body = c.to_json()
+        finally:
+            c.registration_number, c.customer.customer_id = saved
+        params = {
+            "channel": c.channel,
+            "message_id": c.channel_message_id,
+            "identities": plan.identity_keys,
+            "name": c.customer.name,
+            "new_customer_id": uuid.uuid4().hex,
+            "id": c.id,
+            "now": iso(utcnow()),
+            "auto": c.auto_submitted,
+            "in_reply_to": c.in_reply_to,
+            "received": plan.received_epoch,
+            "window": plan.window_seconds,
+            "candidates": plan.candidates,
+            "hi": plan.simhash >> 32,
+            "lo": plan.simhash & 0xFFFFFFFF,
+            "digest": plan.digest,
+            "max_distance": plan.max_distance,
+            "printf": plan.printf,
+            "counter": plan.counter,
+            "number_token": number_token,
+            "customer_token": customer_token,
+        }
+        try:
+            status, receipt_json = await self._submit_script(keys=[self.prefix], args=[json.dumps(params, ensure_ascii=False), body])
+        except RedisError as exc:
+            raise RegistryError(f"redis submit: {exc}") from exc
+        previous = Receipt.from_dict(json.loads(receipt_json))
+        if status == "duplicate":
+            return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
+        return previous
+
+    # -- reading ----------------------------------------------------------------------
+    async def get_message(self, complaint_id: str) -> Complaint | None:
+        body = await self.r.hget(self.prefix + "message:" + complaint_id, "body")
+        return Complaint.from_json(body) if body else None
+
+    async def get_registration(self, registration_number: str) -> dict[str, Any] | None:
+        key = self.prefix + "registration:" + registration_number
+        reg = await self.r.hgetall(key)
+        if not reg:
+            return None
+        ids = await self.r.lrange(key + ":messages", 0, -1)
+        messages = []
+        for complaint_id in ids:
+            kind, body = await self.r.hmget(self.prefix + "message:" + complaint_id, ["kind", "body"])
+            if body:
+                messages.append({"kind": kind, "complaint": json.loads(body)})
+        return {
+            "registration_number": registration_number,
+            "customer_id": reg["customer_id"],
+            "created_at": reg["created_at"],
+            "messages": messages,
+        }
+
+    async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
+        timeline = self.prefix + "timeline"
+        if before:
+            score = await self.r.zscore(timeline, before)
+            if score is None:
+                return []
+            ids = await self.r.zrevrangebyscore(timeline, f"({score}", "-inf", start=0, num=limit)
+        else:
+            ids = await self.r.zrevrange(timeline, 0, limit - 1)
+        out = []
+        for complaint_id in ids:
+            message = await self.get_message(complaint_id)
+            if message is not None:
+                out.append(message)
+        return out
+
+    async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        key = self.prefix + "customer:" + customer_id
+        row = await self.r.hgetall(key)
+        if not row:
+            return None
+        keys = sorted(await self.r.smembers(key + ":identities"))
+        return {
+            "customer_id": customer_id,
+            "name": row.get("name"),
+            "created_at": row.get("created_at"),
+            "merged_into": row.get("merged_into") or None,
+            "identities": [dict(zip(("kind", "value"), k.split(":", 1))) for k in keys],
+            "registrations": await self.r.lrange(key + ":registrations", 0, -1),
+        }
+
+    async def merge_suggestions(self) -> list[dict[str, Any]]:
+        rows = [json.loads(v) for v in (await self.r.hgetall(self.prefix + "merge_suggestions")).values()]
+        return sorted((r for r in rows if r.get("state", "open") == "open"), key=lambda r: r["created_at"])
+
+    # -- queue ------------------------------------------------------------------------
+    async def _ensure_group(self, group: str) -> None:
+        if group in self._groups:
+            return
+        try:
+            await self.r.xgroup_create(self.stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(group)
+
+    async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
+        await self._ensure_group(group)
+        idle_ms = int(self.settings.visibility_timeout_seconds * 1000)
+        _, claimed, _ = await self.r.xautoclaim(self.stream, group, consumer, idle_ms, "0-0", count=count)
+        events = [self._event(i, f) for i, f in claimed if f]
+        if events:
+            counts = {p["message_id"]: p["times_delivered"] for p in await self.r.xpending_range(
+                self.stream, group, min=events[0].id, max=events[-1].id, count=len(events) * 2)}
+            for event in events:
+                event.deliveries = int(counts.get(event.id, 1))
+        if len(events) < count:
+            fresh = await self.r.xreadgroup(group, consumer, {self.stream: ">"}, count=count - len(events),
+                                            block=block_ms if not events and block_ms > 0 else None)
+            for _, entries in fresh or []:
+                events.extend(self._event(i, f) for i, f in entries)
+        return events
+
+    @staticmethod
+    def _event(event_id: str, fields: dict[str, str]) -> Event:
+        return Event(event_id, fields["event"], fields.get("registration_number"), fields.get("customer_id"),
+                     fields.get("complaint_id"), {"complaint": json.loads(fields["complaint"])})
+
+    async def ack_events(self, group: str, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        return int(await self.r.xack(self.stream, group, *ids))
+
+    async def queue_length(self) -> int:
+        return int(await self.r.xlen(self.stream))
+
+    # -- dead letters -----------------------------------------------------------------
+    async def add_dead_letter(self, record: dict[str, Any], reason: str) -> str:
+        dead_letter_id = uuid.uuid4().hex
+        entry = {"id": dead_letter_id, "channel": record.get("channel", "?"), "reason": reason, "record": record,
+                 "created_at": iso(utcnow()), "resolved_at": None, "receipt": None}
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.prefix + "dead_letters", dead_letter_id, json.dumps(entry, ensure_ascii=False))
+            pipe.zadd(self.prefix + "dead_letters:open", {dead_letter_id: time.time()})
+            await pipe.execute()
+        return dead_letter_id
+
+    async def list_dead_letters(self, include_resolved: bool = False) -> list[dict[str, Any]]:
+        rows = [json.loads(v) for v in (await self.r.hgetall(self.prefix + "dead_letters")).values()]
+        if not include_resolved:
+            rows = [r for r in rows if not r["resolved_at"]]
+        return sorted(rows, key=lambda r: r["created_at"])
+
+    async def resolve_dead_letter(self, dead_letter_id: str, receipt: Receipt) -> None:
+        raw = await self.r.hget(self.prefix + "dead_letters", dead_letter_id)
+        if raw is None:
+            raise RegistryError(f"no dead letter {dead_letter_id}")
+        entry = json.loads(raw)
+        entry.update(resolved_at=iso(utcnow()), receipt=receipt.to_dict())
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.prefix + "dead_letters", dead_letter_id, json.dumps(entry, ensure_ascii=False))
+            pipe.zrem(self.prefix + "dead_letters:open", dead_letter_id)
+            await pipe.execute()
+
+    # -- adapter state ----------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None:
+        value = await self.r.get(self.prefix + "cursor:" + name)
+        return str(value) if value is not None else None
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        await self.r.set(self.prefix + "cursor:" + name, value)
+
+    async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        return bool(await self._lock_script(keys=[self.prefix + "lock:" + name], args=[owner, int(ttl_seconds * 1000)]))
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._unlock_script(keys=[self.prefix + "lock:" + name], args=[owner])
+

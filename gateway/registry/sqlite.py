@@ -1,0 +1,407 @@
+"""The embedded registry backend: one SQLite file, WAL mode, one writer at a time.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so several gateway processes sharing
+the file serialise their submits and never create two customers or two registrations.
+Calls run on one dedicated thread per process so the event loop never blocks on disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.inbound import Receipt
+from gateway.registry.base import Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from normalizer.schema import Complaint
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id TEXT PRIMARY KEY, name TEXT, created_at TEXT NOT NULL, merged_into TEXT);
+CREATE TABLE IF NOT EXISTS identities (
+    key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS identities_customer ON identities(customer_id);
+CREATE TABLE IF NOT EXISTS merge_suggestions (
+    id TEXT PRIMARY KEY, customer_a TEXT NOT NULL, customer_b TEXT NOT NULL, identity TEXT NOT NULL,
+    complaint_id TEXT, state TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL,
+    UNIQUE (customer_a, customer_b, state));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS registrations (
+    number TEXT PRIMARY KEY, customer_id TEXT NOT NULL, complaint_id TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS registrations_customer ON registrations(customer_id);
+CREATE TABLE IF NOT EXISTS messages (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, number TEXT,
+    customer_id TEXT, channel TEXT NOT NULL, channel_message_id TEXT NOT NULL,
+    received_epoch REAL NOT NULL, simhash INTEGER NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_number ON messages(number);
+CREATE INDEX IF NOT EXISTS messages_recent ON messages(customer_id, kind, received_epoch);
+CREATE TABLE IF NOT EXISTS receipts (
+    channel TEXT NOT NULL, message_id TEXT NOT NULL, receipt TEXT NOT NULL, PRIMARY KEY (channel, message_id));
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, number TEXT, customer_id TEXT,
+    complaint_id TEXT, payload TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS consumer_groups (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    group_name TEXT NOT NULL, seq INTEGER NOT NULL, consumer TEXT NOT NULL, delivered_at REAL NOT NULL,
+    deliveries INTEGER NOT NULL, PRIMARY KEY (group_name, seq));
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY, channel TEXT NOT NULL, reason TEXT NOT NULL, record TEXT NOT NULL,
+    created_at TEXT NOT NULL, resolved_at TEXT, receipt TEXT);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+"""
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _unsigned(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+class SqliteRegistry(Registry):
+    backend = "sqlite"
+
+    def __init__(self, settings: RegistrySettings, path: str | Path, synchronous: str = "FULL") -> None:
+        super().__init__(settings)
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._db: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-registry")
+
+    # -- plumbing ---------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"sqlite: {exc}") from exc
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RegistryError("registry is not open")
+        return self._db
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA busy_timeout=60000")
+        db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        self._db = db
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def healthy(self) -> bool:
+        try:
+            return await self._run(lambda: self.db.execute("SELECT 1").fetchone() == (1,))
+        except RegistryError:
+            return False
+
+    # -- submit -----------------------------------------------------------------------
+    async def _submit(self, plan: SubmitPlan) -> Receipt:
+        return await self._run(self._tx, lambda db: self._submit_tx(db, plan))
+
+    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan) -> Receipt:
+        c = plan.complaint
+        row = db.execute(
+            "SELECT receipt FROM receipts WHERE channel=? AND message_id=?", (c.channel, c.channel_message_id)
+        ).fetchone()
+        if row:
+            previous = Receipt.from_dict(json.loads(row[0]))
+            return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
+
+        now = iso(utcnow())
+        customer_id = self._resolve_customer(db, plan, now)
+        c.customer.customer_id = customer_id
+
+        kind, number = "new", None
+        if c.auto_submitted:
+            kind = "automatic"
+        elif c.in_reply_to:
+            owner = db.execute("SELECT customer_id FROM registrations WHERE number=?", (c.in_reply_to,)).fetchone()
+            if owner and owner[0] == customer_id:
+                kind, number = "follow_up", c.in_reply_to
+            else:
+                c.meta["in_reply_to_rejected"] = c.in_reply_to
+                c.in_reply_to = None
+        if kind == "new":
+            number = self._find_repeat(db, plan, customer_id)
+            if number is not None:
+                kind = "repeat"
+                c.meta["repeat_of"] = number
+        if kind == "new":
+            db.execute(
+                "INSERT INTO counters(name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (plan.counter,),
+            )
+            seq = db.execute("SELECT value FROM counters WHERE name=?", (plan.counter,)).fetchone()[0]
+            number = plan.printf % seq
+            db.execute(
+                "INSERT INTO registrations(number, customer_id, complaint_id, created_at) VALUES (?,?,?,?)",
+                (number, customer_id, c.id, now),
+            )
+        c.registration_number = number
+        body = c.to_json()
+        db.execute(
+            "INSERT INTO messages(id, kind, number, customer_id, channel, channel_message_id, received_epoch,"
+            " simhash, digest, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (c.id, kind, number, customer_id, c.channel, c.channel_message_id, plan.received_epoch,
+             _signed(plan.simhash), plan.digest, body),
+        )
+        if kind != "automatic":
+            db.execute(
+                "INSERT INTO events(kind, number, customer_id, complaint_id, payload, created_at) VALUES (?,?,?,?,?,?)",
+                (kind, number, customer_id, c.id, '{"complaint":' + body + "}", now),
+            )
+        receipt = Receipt(kind, number, customer_id, c.id)  # type: ignore[arg-type]
+        db.execute(
+            "INSERT INTO receipts(channel, message_id, receipt) VALUES (?,?,?)",
+            (c.channel, c.channel_message_id, json.dumps(receipt.to_dict())),
+        )
+        return receipt
+
+    def _resolve_customer(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> str:
+        owners: list[str] = []
+        unknown: list[str] = []
+        for key in plan.identity_keys:
+            row = db.execute("SELECT customer_id FROM identities WHERE key=?", (key,)).fetchone()
+            if row is None:
+                unknown.append(key)
+            else:
+                owner = self._current_customer(db, row[0])
+                if owner not in owners:
+                    owners.append(owner)
+        name = plan.complaint.customer.name
+        if owners:
+            customer_id = owners[0]
+            db.execute("UPDATE customers SET name=? WHERE customer_id=? AND name IS NULL", (name, customer_id))
+        else:
+            customer_id = uuid.uuid4().hex
+            db.execute("INSERT INTO customers(customer_id, name, created_at) VALUES (?,?,?)", (customer_id, name, now))
+        for other in owners[1:]:
+            a, b = sorted((customer_id, other))
+            db.execute(
+                "INSERT OR IGNORE INTO merge_suggestions(id, customer_a, customer_b, identity, complaint_id, created_at)"
+                " VALUES (?,?,?,?,?,?)",
+                (uuid.uuid4().hex, a, b, ",".join(plan.identity_keys), plan.complaint.id, now),
+            )
+        if len(owners) > 1:
+            plan.complaint.meta["merge_suggested"] = owners[1:]
+        for key in unknown:
+            db.execute("INSERT INTO identities(key, customer_id, created_at) VALUES (?,?,?)", (key, customer_id, now))
+        return customer_id
+
+    @staticmethod
+    def _current_customer(db: sqlite3.Connection, customer_id: str) -> str:
+        seen = {customer_id}
+        while True:
+            row = db.execute("SELECT merged_into FROM customers WHERE customer_id=?", (customer_id,)).fetchone()
+            if not row or not row[0] or row[0] in seen:
+                return customer_id
+            customer_id = row[0]
+            seen.add(customer_id)
+
+    def _find_repeat(self, db: sqlite3.Connection, plan: SubmitPlan, customer_id: str) -> str | None:
+        rows = db.execute(
+            "SELECT number, simhash, digest FROM messages WHERE customer_id=? AND kind='new' AND received_epoch>=?"
+            " ORDER BY received_epoch DESC LIMIT ?",
+            (customer_id, plan.received_epoch - plan.window_seconds, plan.candidates),
+        ).fetchall()
+        for number, simhash, digest in rows:
+            if digest == plan.digest or (_unsigned(simhash) ^ plan.simhash).bit_count() <= plan.max_distance:
+                return str(number)
+        return None
+
+    # -- reading ----------------------------------------------------------------------
+    async def get_message(self, complaint_id: str) -> Complaint | None:
+        row = await self._run(lambda: self.db.execute("SELECT body FROM messages WHERE id=?", (complaint_id,)).fetchone())
+        return Complaint.from_json(row[0]) if row else None
+
+    async def get_registration(self, registration_number: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            reg = self.db.execute(
+                "SELECT customer_id, complaint_id, created_at FROM registrations WHERE number=?", (registration_number,)
+            ).fetchone()
+            if reg is None:
+                return None
+            rows = self.db.execute(
+                "SELECT kind, body FROM messages WHERE number=? ORDER BY rowid", (registration_number,)
+            ).fetchall()
+            return {
+                "registration_number": registration_number,
+                "customer_id": reg[0],
+                "created_at": reg[2],
+                "messages": [{"kind": k, "complaint": json.loads(b)} for k, b in rows],
+            }
+
+        return await self._run(read)
+
+    async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
+        def read() -> list[Complaint]:
+            if before:
+                rows = self.db.execute(
+                    "SELECT body FROM messages WHERE rowid < (SELECT rowid FROM messages WHERE id=?)"
+                    " ORDER BY rowid DESC LIMIT ?", (before, limit)).fetchall()
+            else:
+                rows = self.db.execute("SELECT body FROM messages ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+            return [Complaint.from_json(r[0]) for r in rows]
+
+        return await self._run(read)
+
+    async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            row = self.db.execute(
+                "SELECT customer_id, name, created_at, merged_into FROM customers WHERE customer_id=?", (customer_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            keys = [r[0] for r in self.db.execute(
+                "SELECT key FROM identities WHERE customer_id=? ORDER BY created_at, key", (customer_id,))]
+            numbers = [r[0] for r in self.db.execute(
+                "SELECT number FROM registrations WHERE customer_id=? ORDER BY created_at, number", (customer_id,))]
+            return {
+                "customer_id": row[0],
+                "name": row[1],
+                "created_at": row[2],
+                "merged_into": row[3],
+                "identities": [dict(zip(("kind", "value"), k.split(":", 1))) for k in keys],
+                "registrations": numbers,
+            }
+
+        return await self._run(read)
+
+    async def merge_suggestions(self) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            rows = self.db.execute(
+                "SELECT id, customer_a, customer_b, identity, complaint_id, created_at FROM merge_suggestions"
+                " WHERE state='open' ORDER BY created_at").fetchall()
+            return [dict(zip(("id", "customer_a", "customer_b", "identities", "complaint_id", "created_at"), r))
+                    for r in rows]
+
+        return await self._run(read)
+
+    # -- queue ------------------------------------------------------------------------
+    async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
+        deadline = time.monotonic() + block_ms / 1000.0
+        while True:
+            events = await self._run(self._tx, lambda db: self._read_tx(db, group, consumer, count))
+            if events or time.monotonic() >= deadline:
+                return events
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _read_tx(self, db: sqlite3.Connection, group: str, consumer: str, count: int) -> list[Event]:
+        now = time.time()
+        db.execute("INSERT OR IGNORE INTO consumer_groups(name, last_seq) VALUES (?, 0)", (group,))
+        expired = [r[0] for r in db.execute(
+            "SELECT seq FROM pending WHERE group_name=? AND delivered_at<=? ORDER BY seq LIMIT ?",
+            (group, now - self.settings.visibility_timeout_seconds, count))]
+        for seq in expired:
+            db.execute("UPDATE pending SET consumer=?, delivered_at=?, deliveries=deliveries+1 WHERE group_name=? AND seq=?",
+                       (consumer, now, group, seq))
+        fresh: list[int] = []
+        if len(expired) < count:
+            last = db.execute("SELECT last_seq FROM consumer_groups WHERE name=?", (group,)).fetchone()[0]
+            fresh = [r[0] for r in db.execute(
+                "SELECT seq FROM events WHERE seq>? ORDER BY seq LIMIT ?", (last, count - len(expired)))]
+            for seq in fresh:
+                db.execute("INSERT INTO pending(group_name, seq, consumer, delivered_at, deliveries) VALUES (?,?,?,?,1)",
+                           (group, seq, consumer, now))
+            if fresh:
+                db.execute("UPDATE consumer_groups SET last_seq=? WHERE name=?", (fresh[-1], group))
+        events = []
+        for seq in expired + fresh:
+            kind, number, customer, complaint_id, payload = db.execute(
+                "SELECT kind, number, customer_id, complaint_id, payload FROM events WHERE seq=?", (seq,)).fetchone()
+            deliveries = db.execute("SELECT deliveries FROM pending WHERE group_name=? AND seq=?", (group, seq)).fetchone()[0]
+            events.append(Event(str(seq), kind, number, customer, complaint_id, json.loads(payload), deliveries))
+        return events
+
+    async def ack_events(self, group: str, ids: list[str]) -> int:
+        def ack(db: sqlite3.Connection) -> int:
+            done = 0
+            for event_id in ids:
+                done += db.execute("DELETE FROM pending WHERE group_name=? AND seq=?", (group, int(event_id))).rowcount
+            return done
+
+        return await self._run(self._tx, ack)
+
+    async def queue_length(self) -> int:
+        return await self._run(lambda: int(self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
+
+    # -- dead letters -----------------------------------------------------------------
+    async def add_dead_letter(self, record: dict[str, Any], reason: str) -> str:
+        dead_letter_id = uuid.uuid4().hex
+        await self._run(self._tx, lambda db: db.execute(
+            "INSERT INTO dead_letters(id, channel, reason, record, created_at) VALUES (?,?,?,?,?)",
+            (dead_letter_id, record.get("channel", "?"), reason, json.dumps(record, ensure_ascii=False), iso(utcnow()))))
+        return dead_letter_id
+
+    async def list_dead_letters(self, include_resolved: bool = False) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            where = "" if include_resolved else "WHERE resolved_at IS NULL"
+            rows = self.db.execute(
+                f"SELECT id, channel, reason, record, created_at, resolved_at, receipt FROM dead_letters {where}"
+                " ORDER BY created_at").fetchall()
+            return [{"id": r[0], "channel": r[1], "reason": r[2], "record": json.loads(r[3]), "created_at": r[4],
+                     "resolved_at": r[5], "receipt": json.loads(r[6]) if r[6] else None} for r in rows]
+
+        return await self._run(read)
+
+    async def resolve_dead_letter(self, dead_letter_id: str, receipt: Receipt) -> None:
+        await self._run(self._tx, lambda db: db.execute(
+            "UPDATE dead_letters SET resolved_at=?, receipt=? WHERE id=?",
+            (iso(utcnow()), json.dumps(receipt.to_dict()), dead_letter_id)))
+
+    # -- adapter state ----------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None:
+        row = await self._run(lambda: self.db.execute("SELECT value FROM cursors WHERE name=?", (name,)).fetchone())
+        return row[0] if row else None
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        await self._run(self._tx, lambda db: db.execute(
+            "INSERT INTO cursors(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, value)))
+
+    async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        def take(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            row = db.execute("SELECT owner, expires FROM locks WHERE name=?", (name,)).fetchone()
+            if row and row[0] != owner and row[1] > now:
+                return False
+            db.execute("INSERT INTO locks(name, owner, expires) VALUES (?,?,?) ON CONFLICT(name) DO UPDATE SET"
+                       " owner=excluded.owner, expires=excluded.expires", (name, owner, now + ttl_seconds))
+            return True
+
+        return await self._run(self._tx, take)
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        await self._run(self._tx, lambda db: db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner)))

@@ -1,0 +1,129 @@
+-- The atomic submit of the Redis registry: one server-side script, one round trip.
+-- KEYS[1] key prefix. ARGV[1] JSON parameters (see RedisRegistry._submit), ARGV[2] the
+-- complaint JSON with two placeholder tokens for the registration number and customer id.
+local P = KEYS[1]
+local a = cjson.decode(ARGV[1])
+local body = ARGV[2]
+local null = cjson.null
+
+local receipt_field = a.channel .. "\n" .. a.message_id
+local previous = redis.call('HGET', P .. 'receipts', receipt_field)
+if previous then
+  return {'duplicate', previous}
+end
+
+-- one customer across doors ------------------------------------------------------------
+local function current(cid)
+  for _ = 1, 32 do
+    local merged = redis.call('HGET', P .. 'customer:' .. cid, 'merged_into')
+    if not merged or merged == '' then return cid end
+    cid = merged
+  end
+  return cid
+end
+
+local owners, seen, unknown = {}, {}, {}
+for _, key in ipairs(a.identities) do
+  local cid = redis.call('HGET', P .. 'identity', key)
+  if cid then
+    cid = current(cid)
+    if not seen[cid] then
+      seen[cid] = true
+      owners[#owners + 1] = cid
+    end
+  else
+    unknown[#unknown + 1] = key
+  end
+end
+
+local customer
+if #owners > 0 then
+  customer = owners[1]
+  if a.name ~= null then
+    redis.call('HSETNX', P .. 'customer:' .. customer, 'name', a.name)
+  end
+else
+  customer = a.new_customer_id
+  redis.call('HSET', P .. 'customer:' .. customer, 'created_at', a.now)
+  if a.name ~= null then
+    redis.call('HSET', P .. 'customer:' .. customer, 'name', a.name)
+  end
+end
+for i = 2, #owners do
+  local x, y = customer, owners[i]
+  if y < x then x, y = y, x end
+  if redis.call('SADD', P .. 'merge_pairs', x .. '|' .. y) == 1 then
+    local id = a.id .. '-' .. i
+    redis.call('HSET', P .. 'merge_suggestions', id, cjson.encode({
+      id = id, customer_a = x, customer_b = y, identities = table.concat(a.identities, ','),
+      complaint_id = a.id, created_at = a.now}))
+  end
+end
+for _, key in ipairs(unknown) do
+  redis.call('HSET', P .. 'identity', key, customer)
+  redis.call('SADD', P .. 'customer:' .. customer .. ':identities', key)
+end
+
+-- follow-up, repeat or new -------------------------------------------------------------
+local kind, number = 'new', nil
+if a.auto then
+  kind = 'automatic'
+elseif a.in_reply_to ~= null then
+  local owner = redis.call('HGET', P .. 'registration:' .. a.in_reply_to, 'customer_id')
+  if owner and current(owner) == customer then
+    kind, number = 'follow_up', a.in_reply_to
+  end
+end
+
+local function popcount(x)
+  local n = 0
+  while x ~= 0 do
+    x = bit.band(x, x - 1)
+    n = n + 1
+  end
+  return n
+end
+
+local recent_key = P .. 'recent:' .. customer
+if kind == 'new' then
+  local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
+  for _, entry in ipairs(recent) do
+    local epoch, hi, lo, digest, num = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|(.+)$')
+    if tonumber(epoch) < a.received - a.window then break end
+    if digest == a.digest or
+       popcount(bit.bxor(tonumber(hi), a.hi)) + popcount(bit.bxor(tonumber(lo), a.lo)) <= a.max_distance then
+      kind, number = 'repeat', num
+      break
+    end
+  end
+end
+if kind == 'new' then
+  local seq = redis.call('INCR', P .. 'counter:' .. a.counter)
+  number = string.format(a.printf, seq)
+  redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
+             'created_at', a.now)
+  redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
+  redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|'))
+  redis.call('LTRIM', recent_key, 0, a.candidates - 1)
+end
+
+-- store, enqueue, remember the receipt -------------------------------------------------
+local number_json = 'null'
+if number then number_json = '"' .. string.gsub(number, '"', '\\"') .. '"' end
+body = string.gsub(body, '"' .. a.number_token .. '"', (string.gsub(number_json, '%%', '%%%%')), 1)
+body = string.gsub(body, '"' .. a.customer_token .. '"', '"' .. customer .. '"', 1)
+
+redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
+           'body', body)
+if number then
+  redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
+end
+redis.call('ZADD', P .. 'timeline', redis.call('INCR', P .. 'timeline_seq'), a.id)
+if kind ~= 'automatic' then
+  redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
+             'complaint_id', a.id, 'complaint', body)
+end
+local receipt = cjson.encode({status = kind, registration_number = number or null, customer_id = customer,
+                              complaint_id = a.id})
+redis.call('HSET', P .. 'receipts', receipt_field, receipt)
+return {kind, receipt}

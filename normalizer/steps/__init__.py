@@ -1,0 +1,1 @@
+"""Normalisation steps: each module holds one plain function ``step(draft, settings)``."""

@@ -1,0 +1,104 @@
+"""The web form door, end to end over real HTTP."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import FormData
+
+from tests.conftest import registry_of
+
+COMPLAINT = {"name": "Иван Петров", "phone": "8 (916) 123-45-67", "email": "Ivan.Petrov@Example.com",
+             "text": "Третий день нет интернета, роутер мигает красным."}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def client(request, make_config, start_gateway, redis_url):
+    return await start_gateway(make_config(backend=request.param))
+
+
+async def test_json_complaint_is_registered_and_queued(client):
+    resp = await client.post("/web/complaints", json=COMPLAINT)
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["status"] == "new"
+    assert body["registration_number"].startswith("2026-") or body["registration_number"][:4].isdigit()
+    registry = registry_of(client)
+    events = await registry.read_events("test", "c1", count=10)
+    assert [e.event for e in events] == ["new"]
+    complaint = events[0].payload["complaint"]
+    assert complaint["registration_number"] == body["registration_number"]
+    assert {"kind": "phone", "value": "+79161234567"} in complaint["customer"]["identities"]
+    assert {"kind": "email", "value": "ivan.petrov@example.com"} in complaint["customer"]["identities"]
+    assert complaint["reply_to"] == {"kind": "email", "value": "ivan.petrov@example.com"}
+
+
+async def test_idempotency_key_returns_same_receipt(client):
+    first = await client.post("/web/complaints", json=COMPLAINT, headers={"Idempotency-Key": "form-42"})
+    second = await client.post("/web/complaints", json=COMPLAINT, headers={"Idempotency-Key": "form-42"})
+    a, b = await first.json(), await second.json()
+    assert (first.status, second.status) == (201, 200)
+    assert a["registration_number"] == b["registration_number"] and a["id"] == b["id"]
+    assert b["status"] == "duplicate"
+    assert await registry_of(client).queue_length() == 1
+
+
+async def test_multipart_form_with_file_gives_html_receipt(client):
+    form = FormData()
+    for key, value in COMPLAINT.items():
+        form.add_field(key, value)
+    form.add_field("attachments", b"%PDF-1.4 fake bill", filename="../../etc/bill.pdf", content_type="application/pdf")
+    resp = await client.post("/web/complaints", data=form, headers={"Accept": "text/html"})
+    assert resp.status == 201
+    html = await resp.text()
+    assert 'id="registration-number"' in html
+    events = await registry_of(client).read_events("test", "c1")
+    attachment = events[0].payload["complaint"]["attachments"][0]
+    assert attachment["filename"] == "bill.pdf"
+    assert attachment["size"] == len(b"%PDF-1.4 fake bill")
+
+
+async def test_invalid_fields_get_422_with_message_per_field(client):
+    resp = await client.post("/web/complaints", json={"text": "short", "email": "not-an-address", "lang": "en"})
+    assert resp.status == 422
+    fields = (await resp.json())["fields"]
+    assert set(fields) >= {"text", "email"}
+    assert "10" in fields["text"]
+
+
+async def test_malformed_json_gets_400(client):
+    resp = await client.post("/web/complaints", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert "JSON" in (await resp.json())["fields"]["body"]
+
+
+async def test_honeypot_is_refused_and_counted(client):
+    resp = await client.post("/web/complaints", json={**COMPLAINT, "website": "http://spam.example"})
+    assert resp.status == 400
+    metrics = await (await client.get("/metrics")).text()
+    assert 'complaint_gateway_rejected_total{channel="web",reason="honeypot"} 1.0' in metrics
+    assert await registry_of(client).queue_length() == 0
+
+
+async def test_form_page_is_served_in_three_languages(client):
+    for lang, word in (("ru", "Суть жалобы"), ("pl", "Treść reklamacji"), ("en", "Your complaint")):
+        resp = await client.get(f"/web/?lang={lang}")
+        html = await resp.text()
+        assert resp.status == 200 and f'lang="{lang}"' in html and word in html
+        assert '<label for="text">' in html
+
+
+async def test_oversized_body_gets_413(make_config, start_gateway):
+    client = await start_gateway(make_config(channels={"web": {"adapter": "web_form", "max_body_bytes": 2048,
+                                                                "rate_limit_per_minute": 0}}))
+    resp = await client.post("/web/complaints", data=json.dumps({**COMPLAINT, "text": "x" * 5000}),
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 413
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_rate_limit_answers_429(make_config, start_gateway):
+    client = await start_gateway(make_config(channels={"web": {"adapter": "web_form", "rate_limit_per_minute": 2}}))
+    statuses = [(await client.post("/web/complaints", json={**COMPLAINT, "text": COMPLAINT["text"] + str(i)})).status
+                for i in range(4)]
+    assert statuses == [201, 201, 429, 429]
