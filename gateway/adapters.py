@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -73,6 +74,8 @@ class AdapterContext:
     metrics: Metrics
     config: GatewayConfig
     texts: AcknowledgementTexts
+    #: Finds registration numbers in text (subjects, replies): ``number_pattern.findall(s)``.
+    number_pattern: re.Pattern[str] = field(default_factory=lambda: re.compile(r"(?!x)x"))
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("complaint_gateway.channel"))
 
 

@@ -61,7 +61,8 @@ def create_app(config: GatewayConfig, registry: Registry | None = None) -> web.A
         section = config.channels[instance]
         settings = {k: v for k, v in section.items() if k not in ("adapter", "enabled")}
         context = AdapterContext(instance=instance, settings=settings, sink=intake, state=registry,
-                                 metrics=metrics, config=config, texts=texts)
+                                 metrics=metrics, config=config, texts=texts,
+                                 number_pattern=registry.number_format.pattern())
         adapter = cls(context)
         adapters[instance] = adapter
         if isinstance(adapter, PushAdapter):
