@@ -1,0 +1,264 @@
+"""One contract, two backends: every test here runs against SQLite and against Redis."""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from gateway.registry import Registry, RegistrySettings
+from gateway.registry.redis import RedisRegistry
+from gateway.registry.sqlite import SqliteRegistry
+from normalizer.schema import Complaint, Customer, Identity
+
+NOW = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)
+
+
+def complaint(text: str = "Нет интернета с утра, роутер мигает", *, ids: list[tuple[str, str]] | None = None,
+              channel: str = "web", message_id: str | None = None, name: str | None = "Анна",
+              in_reply_to: str | None = None, auto: bool = False, at: datetime = NOW) -> Complaint:
+    return Complaint(
+        id=uuid.uuid4().hex, channel=channel, channel_message_id=message_id or uuid.uuid4().hex,
+        received_at=at.isoformat().replace("+00:00", "Z"),
+        customer=Customer(name=name, identities=[Identity(k, v) for k, v in (ids or [("phone", "+79161234567")])]),
+        text=text, in_reply_to=in_reply_to, auto_submitted=auto)
+
+
+def open_backend(kind: str, tmp_path: Path, redis_url: str, **settings: object) -> Registry:
+    s = RegistrySettings(timezone="Europe/Moscow", **settings)  # type: ignore[arg-type]
+    if kind == "sqlite":
+        return SqliteRegistry(s, tmp_path / "registry.sqlite3", synchronous="NORMAL")
+    return RedisRegistry(s, redis_url, prefix="cgtest:")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def registry(backend: str, tmp_path: Path, redis_url: str):
+    reg = open_backend(backend, tmp_path, redis_url, visibility_timeout_seconds=0.2)
+    await reg.open()
+    yield reg
+    await reg.close()
+
+
+async def test_new_complaint_gets_a_number_and_an_event(registry: Registry) -> None:
+    c = complaint()
+    receipt = await registry.submit(c)
+    assert receipt.status == "new"
+    assert receipt.registration_number == "2026-000001"
+    assert c.registration_number == "2026-000001" and c.customer.customer_id == receipt.customer_id
+    events = await registry.read_events("crm", "worker-1")
+    assert len(events) == 1
+    event = events[0]
+    assert (event.event, event.registration_number, event.customer_id) == ("new", "2026-000001", receipt.customer_id)
+    assert event.payload["complaint"]["registration_number"] == "2026-000001"
+    assert event.payload["complaint"]["customer"]["customer_id"] == receipt.customer_id
+    assert event.payload["complaint"]["text"] == c.text
+    stored = await registry.get_message(receipt.complaint_id or "")
+    assert stored is not None and stored.registration_number == "2026-000001"
+
+
+async def test_same_channel_message_id_is_a_duplicate_with_the_same_receipt(registry: Registry) -> None:
+    first = await registry.submit(complaint(message_id="tg-1001"))
+    again = await registry.submit(complaint(text="anything else", message_id="tg-1001"))
+    assert again.status == "duplicate"
+    assert (again.registration_number, again.customer_id, again.complaint_id) == (
+        first.registration_number, first.customer_id, first.complaint_id)
+    assert await registry.queue_length() == 1
+    other_channel = await registry.submit(complaint(text="Совсем другая жалоба на счёт", channel="vk", message_id="tg-1001"))
+    assert other_channel.status == "new"
+
+
+async def test_identities_arriving_together_link_one_customer_across_doors(registry: Registry) -> None:
+    by_phone = await registry.submit(complaint("Нет связи в квартире", ids=[("phone", "+79161234567")]))
+    both = await registry.submit(complaint("Счёт выставлен дважды за март", ids=[("email", "anna@example.com"), ("phone", "+79161234567")]))
+    by_email = await registry.submit(complaint("Когда вернут деньги за двойной счёт?", ids=[("email", "anna@example.com")]))
+    assert by_phone.customer_id == both.customer_id == by_email.customer_id
+    customer = await registry.get_customer(by_phone.customer_id or "")
+    assert customer is not None
+    assert {(i["kind"], i["value"]) for i in customer["identities"]} == {("phone", "+79161234567"), ("email", "anna@example.com")}
+    assert customer["registrations"] == ["2026-000001", "2026-000002", "2026-000003"]
+    assert await registry.merge_suggestions() == []
+
+
+async def test_message_joining_two_customers_suggests_a_merge_instead_of_merging(registry: Registry) -> None:
+    a = await registry.submit(complaint("Нет связи в квартире", ids=[("phone", "+79161234567")]))
+    b = await registry.submit(complaint("Не работает телевидение", ids=[("email", "boris@example.com")], name="Борис"))
+    joined = await registry.submit(complaint("Верните деньги за март", ids=[("phone", "+79161234567"), ("email", "boris@example.com")]))
+    assert a.customer_id != b.customer_id
+    assert joined.customer_id == a.customer_id
+    suggestions = await registry.merge_suggestions()
+    assert len(suggestions) == 1
+    assert {suggestions[0]["customer_a"], suggestions[0]["customer_b"]} == {a.customer_id, b.customer_id}
+    customer_b = await registry.get_customer(b.customer_id or "")
+    assert customer_b is not None and customer_b["identities"] == [{"kind": "email", "value": "boris@example.com"}]
+
+
+async def test_follow_up_only_from_the_complaints_own_customer(registry: Registry) -> None:
+    first = await registry.submit(complaint("Нет интернета с утра"))
+    follow = await registry.submit(complaint("Дополняю: роутер перезагружал, не помогло", in_reply_to=first.registration_number))
+    stranger = await registry.submit(complaint("Хочу дописать к чужой жалобе", ids=[("email", "mallory@example.com")],
+                                               in_reply_to=first.registration_number))
+    assert follow.status == "follow_up" and follow.registration_number == first.registration_number
+    assert stranger.status == "new" and stranger.registration_number != first.registration_number
+    registration = await registry.get_registration(first.registration_number or "")
+    assert registration is not None
+    assert [m["kind"] for m in registration["messages"]] == ["new", "follow_up"]
+    events = await registry.read_events("crm", "w")
+    assert [(e.event, e.registration_number) for e in events] == [
+        ("new", first.registration_number), ("follow_up", first.registration_number), ("new", stranger.registration_number)]
+
+
+async def test_near_identical_text_in_the_window_is_a_repeat(registry: Registry) -> None:
+    first = await registry.submit(complaint("Третий день нет интернета в доме на Ленина 5, роутер мигает красным", at=NOW))
+    repeat = await registry.submit(complaint("Третий день нет интернета в доме на Ленина 5, роутер мигает красным!!!",
+                                             at=NOW + timedelta(days=2)))
+    different = await registry.submit(complaint("Прошу пересчитать абонентскую плату за февраль", at=NOW + timedelta(days=2)))
+    late = await registry.submit(complaint("Третий день нет интернета в доме на Ленина 5, роутер мигает красным",
+                                           at=NOW + timedelta(days=30)))
+    assert repeat.status == "repeat" and repeat.registration_number == first.registration_number
+    assert different.status == "new"
+    assert late.status == "new" and late.registration_number != first.registration_number
+    stranger = await registry.submit(complaint("Третий день нет интернета в доме на Ленина 5, роутер мигает красным",
+                                               ids=[("email", "neighbour@example.com")], at=NOW + timedelta(days=1)))
+    assert stranger.status == "new"
+
+
+async def test_automatic_messages_are_kept_without_number_or_event(registry: Registry) -> None:
+    receipt = await registry.submit(complaint("I am out of office until Monday", ids=[("email", "robot@example.com")], auto=True))
+    assert receipt.status == "automatic" and receipt.registration_number is None
+    assert await registry.queue_length() == 0
+    stored = await registry.get_message(receipt.complaint_id or "")
+    assert stored is not None and stored.auto_submitted
+
+
+async def test_numbers_follow_the_configured_format_and_restart_each_year(backend: str, tmp_path: Path, redis_url: str) -> None:
+    reg = open_backend(backend, tmp_path, redis_url, number_format="C{year}/{seq:04d}")
+    await reg.open()
+    try:
+        dec = await reg.submit(complaint("Жалоба в декабре", at=datetime(2026, 12, 31, 21, 30, tzinfo=timezone.utc)))
+        # 21:30 UTC on 31 December is already 2027 in Moscow (UTC+3)
+        assert dec.registration_number == "C2027/0001"
+        nov = await reg.submit(complaint("Жалоба в ноябре", ids=[("email", "x@example.com")],
+                                         at=datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)))
+        assert nov.registration_number == "C2026/0001"
+    finally:
+        await reg.close()
+
+
+async def test_unacknowledged_events_are_redelivered_and_acked_ones_are_not(registry: Registry) -> None:
+    await registry.submit(complaint("Первая жалоба о связи"))
+    await registry.submit(complaint("Вторая жалоба о счёте", ids=[("email", "b@example.com")]))
+    first = await registry.read_events("crm", "w1", count=10)
+    assert [e.deliveries for e in first] == [1, 1]
+    assert await registry.ack_events("crm", [first[0].id]) == 1
+    assert await registry.read_events("crm", "w1") == []
+    await asyncio.sleep(0.3)  # past the visibility timeout of 0.2 s
+    again = await registry.read_events("crm", "w2")
+    assert [e.id for e in again] == [first[1].id]
+    assert again[0].deliveries == 2
+    other_group = await registry.read_events("archive", "a1")
+    assert len(other_group) == 2
+
+
+async def test_blocking_read_returns_an_event_submitted_meanwhile(registry: Registry) -> None:
+    async def later() -> None:
+        await asyncio.sleep(0.1)
+        await registry.submit(complaint("Жалоба во время ожидания"))
+
+    task = asyncio.create_task(later())
+    events = await registry.read_events("crm", "w", block_ms=3000)
+    await task
+    assert [e.event for e in events] == ["new"]
+
+
+async def test_dead_letters_are_kept_listed_and_resolved(registry: Registry) -> None:
+    dl = await registry.add_dead_letter({"channel": "email", "message_id": "m1", "text": None}, "no text")
+    listed = await registry.list_dead_letters()
+    assert [(d["id"], d["reason"]) for d in listed] == [(dl, "no text")]
+    receipt = await registry.submit(complaint("Текст, восстановленный оператором"))
+    await registry.resolve_dead_letter(dl, receipt)
+    assert await registry.list_dead_letters() == []
+    resolved = await registry.list_dead_letters(include_resolved=True)
+    assert resolved[0]["receipt"]["registration_number"] == receipt.registration_number
+
+
+async def test_cursors_and_locks(registry: Registry) -> None:
+    assert await registry.get_cursor("imap:box") is None
+    await registry.set_cursor("imap:box", "123:456")
+    assert await registry.get_cursor("imap:box") == "123:456"
+    assert await registry.acquire_lock("imap:box", "proc-a", 0.3)
+    assert not await registry.acquire_lock("imap:box", "proc-b", 0.3)
+    assert await registry.acquire_lock("imap:box", "proc-a", 0.3)  # renewal by the holder
+    await asyncio.sleep(0.4)
+    assert await registry.acquire_lock("imap:box", "proc-b", 0.3)  # expired: another may take it
+    await registry.release_lock("imap:box", "proc-a")  # not the holder: no effect
+    assert not await registry.acquire_lock("imap:box", "proc-a", 0.3)
+    await registry.release_lock("imap:box", "proc-b")
+    assert await registry.acquire_lock("imap:box", "proc-a", 0.3)
+
+
+async def test_list_messages_pages_newest_first(registry: Registry) -> None:
+    ids = []
+    for i in range(5):
+        r = await registry.submit(complaint(f"Жалоба номер {i} про разные вещи {i * 7}", ids=[("email", f"c{i}@example.com")]))
+        ids.append(r.complaint_id)
+    page1 = await registry.list_messages(limit=3)
+    page2 = await registry.list_messages(limit=3, before=page1[-1].id)
+    assert [c.id for c in page1 + page2] == list(reversed(ids))
+
+
+# -- concurrency: several processes, the same customers --------------------------------
+def _worker(kind: str, tmp: str, url: str, worker: int, customers: int, per_customer: int) -> None:
+    async def run() -> None:
+        reg = open_backend(kind, Path(tmp), url)
+        await reg.open()
+        try:
+            for i in range(per_customer):
+                for c in range(customers):
+                    # every worker sends the same message ids: each message arrives once per worker
+                    ids = [("phone", f"+7916000{c:04d}"), ("email", f"c{c}@example.com")]
+                    await reg.submit(complaint(f"Customer {c} complaint {i}: distinct text number {i * 1000 + c} "
+                                               f"about {['bill', 'line', 'tv', 'router', 'sms'][i % 5]} {uuid.uuid4().hex}",
+                                               ids=ids[worker % 2:] + ids[:worker % 2], message_id=f"m-{c}-{i}"))
+        finally:
+            await reg.close()
+
+    asyncio.run(run())
+
+
+async def test_parallel_processes_create_one_customer_each_and_register_once(backend: str, tmp_path: Path, redis_url: str) -> None:
+    customers, per_customer, workers = 6, 5, 4
+    reg = open_backend(backend, tmp_path, redis_url)
+    await reg.open()  # create the schema before the workers race
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(backend, str(tmp_path), redis_url, w, customers, per_customer))
+             for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * workers
+    try:
+        assert await reg.queue_length() == customers * per_customer
+        events = await reg.read_events("check", "c", count=1000)
+        numbers = [e.registration_number for e in events]
+        assert len(set(numbers)) == customers * per_customer
+        by_customer: dict[str, set[str]] = {}
+        for e in events:
+            by_customer.setdefault(e.customer_id or "", set()).add(e.payload["complaint"]["customer"]["identities"][0]["value"])
+        assert len(by_customer) == customers
+        assert await reg.merge_suggestions() == []
+    finally:
+        await reg.close()
+    if backend == "redis":
+        client = redis_sync.Redis.from_url(redis_url)
+        assert client.hlen("cgtest:identity") == customers * 2
+        client.close()
