@@ -131,7 +131,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             submitted = await intake.replay(entry)
             receipt = submitted.receipt
             failed += receipt.status == "dead_letter"
-            print(json.dumps({"dead_letter_id": entry["id"], **receipt.to_dict()}, ensure_ascii=False))
+            print(json.dumps({**receipt.to_dict(), "dead_letter_id": entry["id"]}, ensure_ascii=False))
         return 1 if failed else 0
 
     return _with_registry(args, work)

@@ -1,0 +1,304 @@
+"""Core behaviour: config validation, adapter discovery, the intake sink, dead letters and
+replay, health and metrics, the pull adapter's backoff, the CLI and graceful shutdown."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from gateway.adapters import AdapterContext, PullAdapter
+from gateway.app import INTAKE, create_app
+from gateway.config import ConfigError, from_dict, load_config
+from gateway.inbound import Inbound, InboundAttachment
+from gateway.metrics import Metrics
+from normalizer.schema import json_schema
+from tests.conftest import base_config, registry_of
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+
+# -- configuration ------------------------------------------------------------------------
+def test_unknown_adapter_fails_with_did_you_mean(tmp_path: Path) -> None:
+    config = from_dict(base_config(tmp_path, channels={"site": {"adapter": "web_from"}}))
+    with pytest.raises(ConfigError, match=r"channels\.site\.adapter: unknown adapter 'web_from'; did you mean 'web_form'\?"):
+        create_app(config)
+
+
+def test_channel_settings_are_validated_naming_the_key(tmp_path: Path) -> None:
+    config = from_dict(base_config(tmp_path, channels={"site": {"adapter": "web_form", "max_attachments": "many"}}))
+    with pytest.raises(ConfigError, match=r"channels\.site\.max_attachments: 'many' is not of type 'integer'"):
+        create_app(config)
+
+
+def test_core_sections_are_validated_naming_the_key(tmp_path: Path) -> None:
+    raw = base_config(tmp_path)
+    raw["registry"]["backend"] = "postgres"
+    with pytest.raises(ConfigError, match=r"registry\.backend: 'postgres' is not one of"):
+        from_dict(raw)
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("http: {port: '${TEST_PORT:-8081}'}\nregistry: {redis: {url: '${SECRET_URL}'}}\n")
+    with pytest.raises(ConfigError, match=r"registry\.redis\.url: environment variable SECRET_URL is not set"):
+        load_config(path, env={})
+    config = load_config(path, env={"SECRET_URL": "redis://:s3cret@127.0.0.1:6379/2"})
+    assert config.http["port"] == 8081
+    assert config.section("registry")["redis"]["url"] == "redis://:s3cret@127.0.0.1:6379/2"
+
+
+def test_shipped_config_is_valid_and_has_no_literal_secrets() -> None:
+    config = load_config(ROOT / "config.yaml", env={})
+    assert config.section("registry")["backend"] == "sqlite"
+    assert config.http["host"] == "127.0.0.1"
+    text = (ROOT / "config.yaml").read_text()
+    for line in text.splitlines():
+        key = line.split("#")[0].strip().lower()
+        if any(word in key for word in ("password:", "token:", "secret:", "auth_token:")):
+            assert "${" in key, f"literal secret in config.yaml: {line!r}"
+
+
+# -- the sink -----------------------------------------------------------------------------
+async def test_raw_and_attachments_are_stored_before_registration(make_config, start_gateway, tmp_path: Path) -> None:
+    client = await start_gateway(make_config())
+    intake = client.server.app[INTAKE]
+    inbound = Inbound(channel="web", message_id="m-1", identities=[("email", "A@Example.com")],
+                      text="Счёт за март выставлен дважды", raw=b"raw bytes of the request",
+                      attachments=[InboundAttachment("bill.pdf", "application/pdf", data=b"%PDF bill")])
+    submitted = await intake.submit(inbound)
+    assert submitted.receipt.status == "new"
+    blobs = intake.blobs
+    assert blobs.get_sync(inbound.raw_sha256 or "") == b"raw bytes of the request"
+    attachment = submitted.complaint.attachments[0]
+    assert blobs.get_sync(attachment.sha256) == b"%PDF bill" and attachment.size == 9
+
+
+async def test_unusable_message_goes_to_dead_letters_and_replays(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    intake = client.server.app[INTAKE]
+    registry = registry_of(client)
+    empty = Inbound(channel="web", message_id="m-empty", identities=[("phone", "+48 22 123 45 67")], text="   ",
+                    raw=b'{"text": "   "}')
+    submitted = await intake.submit(empty)
+    assert submitted.receipt.status == "dead_letter" and submitted.complaint is None
+    dead = await registry.list_dead_letters()
+    assert len(dead) == 1 and "no text" in dead[0]["reason"]
+    assert dead[0]["record"]["raw_sha256"] == empty.raw_sha256
+    metrics = await (await client.get("/metrics")).text()
+    assert 'complaint_gateway_failed_total{channel="web",reason="dead_letter"} 1.0' in metrics
+    assert "complaint_gateway_dead_letters 1.0" in metrics
+
+    # still unusable: stays a dead letter
+    again = await intake.replay(dead[0])
+    assert again.receipt.status == "dead_letter"
+    # an operator fixed the record (or the normaliser was fixed): replay registers it once
+    dead[0]["record"]["text"] = "Текст из скана, введённый оператором"
+    replayed = await intake.replay(dead[0])
+    assert replayed.receipt.status == "new"
+    assert await registry.list_dead_letters() == []
+    assert await registry.queue_length() == 1
+
+
+async def test_registry_failure_is_a_temporary_failure_for_the_door(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    registry = registry_of(client)
+
+    async def broken(complaint: Any) -> Any:
+        raise ConnectionError("registry down")
+
+    registry.submit = broken  # type: ignore[method-assign]
+    resp = await client.post("/web/complaints", json={"phone": "+79161234567", "text": "Нет связи весь день сегодня"})
+    assert resp.status == 503
+    metrics = await (await client.get("/metrics")).text()
+    assert 'complaint_gateway_failed_total{channel="web",reason="temporary"} 1.0' in metrics
+
+
+async def test_published_schema_validates_registered_complaints(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    await client.post("/web/complaints", json={"name": "Jan Kowalski", "phone": "+48 601 234 567",
+                                               "text": "Brak internetu od trzech dni", "lang": "pl"})
+    events = await registry_of(client).read_events("t", "c")
+    jsonschema.Draft202012Validator(json_schema()).validate(events[0].payload["complaint"])
+    assert events[0].payload["complaint"]["language"] == "pl"
+
+
+async def test_healthz_reports_backend_state(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    resp = await client.get("/healthz")
+    assert resp.status == 200 and (await resp.json()) == {"status": "ok", "backend": "sqlite"}
+
+    async def down() -> bool:
+        return False
+
+    registry_of(client).healthy = down  # type: ignore[method-assign]
+    resp = await client.get("/healthz")
+    assert resp.status == 503 and (await resp.json())["status"] == "unavailable"
+
+
+async def test_redis_backend_healthz(make_config, start_gateway, redis_url) -> None:
+    client = await start_gateway(make_config(backend="redis"))
+    resp = await client.get("/healthz")
+    assert (await resp.json()) == {"status": "ok", "backend": "redis"}
+
+
+# -- the pull adapter base ----------------------------------------------------------------
+class FlakyDoor(PullAdapter):
+    name = "flaky"
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        self.calls = 0
+        self.closed = 0
+        self.delays: list[float] = []
+
+    async def pull(self) -> None:
+        self.calls += 1
+        if self.calls <= 4:
+            raise ConnectionError(f"door down #{self.calls}")
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    def backoff_delay(self, failures: int) -> float:
+        delay = super().backoff_delay(failures)
+        self.delays.append(delay)
+        return delay / 1000  # keep the test fast; the ceiling is what is checked
+
+
+async def test_pull_adapter_reconnects_with_exponential_backoff_and_jitter(tmp_path: Path) -> None:
+    metrics = Metrics()
+    context = AdapterContext(instance="flaky", settings={"backoff_initial_seconds": 1, "backoff_max_seconds": 4,
+                                                         "poll_interval_seconds": 0.01},
+                             sink=None, state=None, metrics=metrics, config=from_dict({}), texts=None)  # type: ignore[arg-type]
+    door = FlakyDoor(context)
+    await door.start()
+    for _ in range(200):
+        if door.calls >= 6:
+            break
+        await asyncio.sleep(0.01)
+    await door.stop()
+    assert door.calls >= 6
+    assert len(door.delays) == 4
+    ceilings = [1, 2, 4, 4]
+    assert all(0 <= d <= c for d, c in zip(door.delays, ceilings))
+    assert door.failures == 0  # reset after the first successful pull
+    assert door.closed >= 5  # after each failure and at stop
+    assert metrics.pull_failures.labels("flaky")._value.get() == 4
+
+
+# -- the command line ---------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_config(tmp_path: Path, port: int) -> Path:
+    raw = base_config(tmp_path)
+    raw["http"] = {"host": "127.0.0.1", "port": port, "shutdown_timeout_seconds": 5}
+    raw["logging"] = {"level": "INFO", "format": "json"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _post(port: int, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/web/complaints", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def test_cli_run_queue_read_ack_and_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    config = _write_config(tmp_path, port)
+    proc = subprocess.Popen([*CLI, "--config", str(config), "run"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        secret_phone, secret_text = "+79035551234", "Сосед шумит, а интернет не работает"
+        receipt = _post(port, {"phone": secret_phone, "text": secret_text})
+        assert receipt["status"] == "new"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert receipt["registration_number"] in stderr  # the registration is logged ...
+    assert secret_phone not in stderr and "Сосед" not in stderr  # ... personal data is not
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            json.loads(line)  # structured: every log line is JSON
+
+    read = subprocess.run([*CLI, "--config", str(config), "queue", "read", "--group", "crm", "--count", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    events = [json.loads(line) for line in read.stdout.splitlines()]
+    assert [(e["event"], e["registration_number"]) for e in events] == [("new", receipt["registration_number"])]
+    ack = subprocess.run([*CLI, "--config", str(config), "queue", "ack", "--group", "crm", events[0]["id"]],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert json.loads(ack.stdout) == {"acknowledged": 1} and ack.returncode == 0
+    again = subprocess.run([*CLI, "--config", str(config), "queue", "read", "--group", "crm"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert again.stdout == ""
+
+
+def test_cli_schema_and_check_config(tmp_path: Path) -> None:
+    out = subprocess.run([*CLI, "schema"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    schema = json.loads(out.stdout)
+    assert schema["title"] == "Complaint" and "registration_number" in schema["required"]
+    ok = subprocess.run([*CLI, "--config", str(ROOT / "config.yaml"), "check-config"], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=60, env={**os.environ, "REDIS_URL": "redis://x"})
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("channels:\n  web:\n    adapter: telegramm\n")
+    out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "did you mean 'telegram'?" in out.stderr
+
+
+def test_cli_replay_processes_dead_letters(tmp_path: Path) -> None:
+    config_path = _write_config(tmp_path, _free_port())
+
+    async def make_dead_letter() -> str:
+        config = load_config(config_path)
+        app = create_app(config)
+        registry = app[INTAKE].registry
+        await registry.open()
+        try:
+            submitted = await app[INTAKE].submit(Inbound(channel="web", message_id="x", identities=[("phone", "+79161112233")], text=""))
+            dead = await registry.list_dead_letters()
+            dead_id = dead[0]["id"]
+            assert submitted.receipt.dead_letter_id == dead_id
+            # the operator's fix: the text was recovered from the raw original
+            entry = dead[0]["record"]
+            entry["text"] = "Текст восстановлен"
+            await registry.resolve_dead_letter(dead_id, submitted.receipt)  # close the old one ...
+            return await registry.add_dead_letter(entry, "fixed by operator")  # ... and queue the fixed one
+        finally:
+            await registry.close()
+
+    dead_id = asyncio.run(make_dead_letter())
+    listed = subprocess.run([*CLI, "--config", str(config_path), "dead-letters"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert json.loads(listed.stdout)["id"] == dead_id
+    out = subprocess.run([*CLI, "--config", str(config_path), "replay"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = json.loads(out.stdout)
+    assert out.returncode == 0 and result["dead_letter_id"] == dead_id and result["status"] == "new"
+    listed = subprocess.run([*CLI, "--config", str(config_path), "dead-letters"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert listed.stdout == ""
