@@ -58,6 +58,7 @@ CORE_SCHEMA: dict[str, Any] = {
             "path": {"type": "string"}, "fsync": {"type": "boolean"}}},
         "normalizer": {"type": "object"},
         "acknowledgements": {"type": "object"},
+        "inbox": {"type": "object"},
         "logging": {"type": "object", "additionalProperties": False, "properties": {
             "level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]}, "format": {"enum": ["json", "text"]}}},
         "channels": {

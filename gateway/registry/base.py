@@ -214,6 +214,87 @@ class Registry(ABC):
     async def merge_suggestions(self) -> list[dict[str, Any]]:
         """Open suggestions to merge two customers that one message linked."""
 
+    async def search(self, *, channel: str | None = None, urgency: str | None = None, state: str | None = None,
+                     language: str | None = None, kind: str | None = None, since: str | None = None,
+                     until: str | None = None, text: str | None = None, customer_id: str | None = None,
+                     limit: int = 50, before: str | None = None, scan_limit: int = 5000) -> list[dict[str, Any]]:
+        """Messages matching every given filter, newest first, as inbox rows:
+        ``{"complaint": {...}, "kind": ..., "state": ..., "assigned_to": ...}``.
+
+        ``since``/``until`` are ISO 8601 instants compared with ``received_at``; ``text``
+        matches the subject, text and customer name case-insensitively; ``state`` is the
+        registration's (open, claimed, closed). At most ``scan_limit`` messages are looked at.
+        """
+        needle = (text or "").casefold()
+        rows: list[dict[str, Any]] = []
+        scanned, cursor = 0, before
+        states: dict[str, dict[str, Any]] = {}
+        while len(rows) < limit and scanned < scan_limit:
+            page = await self.list_messages(limit=200, before=cursor)
+            if not page:
+                break
+            for message in page:
+                scanned += 1
+                c = message
+                number = c.registration_number
+                if number and number not in states:
+                    states[number] = await self.registration_state(number) or {}
+                info = states.get(number or "", {})
+                row_kind = "automatic" if c.auto_submitted else info.get("kinds", {}).get(c.id, "new")
+                if channel and c.channel != channel or urgency and c.urgency != urgency:
+                    continue
+                if language and c.language != language or customer_id and c.customer.customer_id != customer_id:
+                    continue
+                if kind and row_kind != kind or state and info.get("state") != state:
+                    continue
+                if since and c.received_at < since or until and c.received_at >= until:
+                    continue
+                if needle and needle not in f"{c.subject or ''}\n{c.text}\n{c.customer.name or ''}".casefold():
+                    continue
+                rows.append({"complaint": c.to_dict(), "kind": row_kind, "state": info.get("state"),
+                             "assigned_to": info.get("assigned_to")})
+                if len(rows) >= limit:
+                    break
+            cursor = page[-1].id
+        return rows
+
+    # -- operators' actions -----------------------------------------------------------
+    @abstractmethod
+    async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
+        """``{state, assigned_to, updated_at, kinds: {complaint_id: kind}}`` or None."""
+
+    @abstractmethod
+    async def apply_action(self, registration_number: str, action: str, operator: str,
+                           details: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record an operator's action (``claim``, ``reply``, ``close``, ``reopen``, ``note``) on a
+        registration: audited, state updated, and emitted on the queue as an event of
+        that name. Returns the action record. Raises ``KeyError`` for an unknown number."""
+
+    @abstractmethod
+    async def actions(self, registration_number: str) -> list[dict[str, Any]]:
+        """Every action recorded on a registration, oldest first."""
+
+    @abstractmethod
+    async def merge_customers(self, source: str, target: str, operator: str, suggestion_id: str | None = None) -> str:
+        """Merge customer ``source`` into ``target`` (reversible): identities of the source
+        then resolve to the target. Audited and emitted as ``customers_merged``; closes the
+        suggestion if given. Returns the merge id."""
+
+    @abstractmethod
+    async def unmerge(self, merge_id: str, operator: str) -> None:
+        """Undo a merge: the source customer stands alone again (``customers_unmerged``)."""
+
+    @abstractmethod
+    async def reject_suggestion(self, suggestion_id: str, operator: str) -> None: ...
+
+    @abstractmethod
+    async def merges(self, customer_id: str) -> list[dict[str, Any]]:
+        """Merges (active and undone) involving the customer, oldest first."""
+
+    @abstractmethod
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit records (operators' actions, merges), newest first."""
+
     # -- queue ------------------------------------------------------------------------
     @abstractmethod
     async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
