@@ -262,3 +262,80 @@ async def test_parallel_processes_create_one_customer_each_and_register_once(bac
         client = redis_sync.Redis.from_url(redis_url)
         assert client.hlen("cgtest:identity") == customers * 2
         client.close()
+
+
+# -- operators' actions, merges and search ------------------------------------------------
+async def test_actions_change_state_are_audited_and_queued(registry: Registry) -> None:
+    r = await registry.submit(complaint("Нет интернета с утра"))
+    number = r.registration_number or ""
+    await registry.read_events("crm", "w")  # the "new" event
+    claim = await registry.apply_action(number, "claim", "olga")
+    assert (claim["state"], claim["assigned_to"]) == ("claimed", "olga")
+    await registry.apply_action(number, "reply", "olga", {"text": "Мастер придёт завтра"})
+    await registry.apply_action(number, "close", "olga")
+    state = await registry.registration_state(number)
+    assert state is not None and (state["state"], state["assigned_to"]) == ("closed", "olga")
+    assert state["kinds"] == {r.complaint_id: "new"}
+    history = await registry.actions(number)
+    assert [(a["action"], a["operator"]) for a in history] == [("claim", "olga"), ("reply", "olga"), ("close", "olga")]
+    assert history[1]["details"] == {"text": "Мастер придёт завтра"}
+    events = await registry.read_events("crm", "w")
+    assert [(e.event, e.registration_number, e.customer_id) for e in events] == [
+        ("claim", number, r.customer_id), ("reply", number, r.customer_id), ("close", number, r.customer_id)]
+    assert events[2].payload["action"]["operator"] == "olga"
+    assert [a["action"] for a in await registry.audit_log()] == ["close", "reply", "claim"]
+    with pytest.raises(KeyError):
+        await registry.apply_action("1999-999999", "claim", "olga")
+    with pytest.raises(ValueError):
+        await registry.apply_action(number, "delete", "olga")
+
+
+async def test_accepted_suggestion_merges_reversibly(registry: Registry) -> None:
+    a = await registry.submit(complaint("Нет связи в квартире", ids=[("phone", "+79161234567")]))
+    b = await registry.submit(complaint("Не работает телевидение", ids=[("email", "boris@example.com")], name="Борис"))
+    await registry.submit(complaint("Верните деньги за март", ids=[("phone", "+79161234567"), ("email", "boris@example.com")]))
+    suggestion = (await registry.merge_suggestions())[0]
+    merge_id = await registry.merge_customers(b.customer_id or "", a.customer_id or "", "olga", suggestion["id"])
+    assert await registry.merge_suggestions() == []
+    merged = await registry.get_customer(a.customer_id or "")
+    assert merged is not None and merged["merged_from"] == [b.customer_id]
+    assert {i["value"] for i in merged["identities"]} == {"+79161234567", "boris@example.com"}
+    assert set(merged["registrations"]) == {a.registration_number, b.registration_number, "2026-000003"}
+    # a new message by the e-mail identity now lands with the merged customer, and can follow up a's complaint
+    after = await registry.submit(complaint("Дополнение по связи", ids=[("email", "boris@example.com")],
+                                            in_reply_to=a.registration_number))
+    assert after.customer_id == a.customer_id and after.status == "follow_up"
+
+    await registry.unmerge(merge_id, "olga")
+    alone = await registry.submit(complaint("Снова про телевидение, новая жалоба", ids=[("email", "boris@example.com")]))
+    assert alone.customer_id == b.customer_id
+    history = await registry.merges(b.customer_id or "")
+    assert len(history) == 1 and history[0]["undone_by"] == "olga"
+    assert [x["action"] for x in await registry.audit_log()][:2] == ["customers_unmerged", "customers_merged"]
+    with pytest.raises(ValueError):
+        await registry.unmerge(merge_id, "olga")
+
+
+async def test_rejected_suggestion_is_closed_without_merging(registry: Registry) -> None:
+    a = await registry.submit(complaint("Нет связи", ids=[("phone", "+79161234567")]))
+    b = await registry.submit(complaint("Нет ТВ", ids=[("email", "b@example.com")]))
+    await registry.submit(complaint("Общая жалоба", ids=[("phone", "+79161234567"), ("email", "b@example.com")]))
+    suggestion = (await registry.merge_suggestions())[0]
+    await registry.reject_suggestion(suggestion["id"], "olga")
+    assert await registry.merge_suggestions() == []
+    assert (await registry.get_customer(b.customer_id or ""))["merged_into"] is None  # type: ignore[index]
+    assert a.customer_id != b.customer_id
+
+
+async def test_search_filters(registry: Registry) -> None:
+    await registry.submit(complaint("Нет интернета в Казани", ids=[("email", "k@example.com")], channel="email"))
+    tv = await registry.submit(complaint("Телевидение показывает чёрный экран", ids=[("email", "t@example.com")], channel="vk",
+                                         at=NOW + timedelta(hours=1)))
+    await registry.apply_action(tv.registration_number or "", "claim", "olga")
+    assert [r["complaint"]["channel"] for r in await registry.search()] == ["vk", "email"]
+    assert [r["complaint"]["id"] for r in await registry.search(channel="vk")] == [tv.complaint_id]
+    assert [r["state"] for r in await registry.search(state="claimed")] == ["claimed"]
+    assert [r["complaint"]["channel"] for r in await registry.search(text="ИНТЕРНЕТА")] == ["email"]
+    since = (NOW + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    assert [r["complaint"]["channel"] for r in await registry.search(since=since)] == ["vk"]
+    assert await registry.search(urgency="immediate") == []

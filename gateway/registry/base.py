@@ -20,6 +20,20 @@ from normalizer.schema import Complaint
 EVENT_KINDS = ("new", "follow_up", "repeat")
 
 
+def _claim(state: str, assigned: str | None, operator: str) -> tuple[str, str | None]:
+    return ("claimed" if state != "closed" else state), operator
+
+
+#: Operators' actions: each maps (state, assigned_to, operator) to the new pair.
+ACTIONS: dict[str, Any] = {
+    "claim": _claim,
+    "reply": lambda state, assigned, operator: (state, assigned),
+    "note": lambda state, assigned, operator: (state, assigned),
+    "close": lambda state, assigned, operator: ("closed", assigned),
+    "reopen": lambda state, assigned, operator: ("open", None),
+}
+
+
 class RegistryError(Exception):
     """The backend could not do what was asked (unreachable, corrupt)."""
 

@@ -13,10 +13,10 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError, WatchError
 
 from gateway.inbound import Receipt
-from gateway.registry.base import Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
 from normalizer.schema import Complaint
 
 _LOCK = """
@@ -156,19 +156,159 @@ class RedisRegistry(Registry):
         row = await self.r.hgetall(key)
         if not row:
             return None
-        keys = sorted(await self.r.smembers(key + ":identities"))
+        members, frontier = [customer_id], [customer_id]
+        while frontier:
+            found: list[str] = []
+            for cid in frontier:
+                found += sorted(await self.r.smembers(self.prefix + "customer:" + cid + ":merged_from"))
+            frontier = [f for f in found if f not in members]
+            members += frontier
+        keys: list[str] = []
+        numbers: list[tuple[str, str]] = []
+        for cid in members:
+            keys += sorted(await self.r.smembers(self.prefix + "customer:" + cid + ":identities"))
+            for number in await self.r.lrange(self.prefix + "customer:" + cid + ":registrations", 0, -1):
+                numbers.append((await self.r.hget(self.prefix + "registration:" + number, "created_at") or "", number))
         return {
             "customer_id": customer_id,
             "name": row.get("name"),
             "created_at": row.get("created_at"),
             "merged_into": row.get("merged_into") or None,
+            "merged_from": members[1:],
             "identities": [dict(zip(("kind", "value"), k.split(":", 1))) for k in keys],
-            "registrations": await self.r.lrange(key + ":registrations", 0, -1),
+            "registrations": [n for _, n in sorted(numbers)],
         }
 
     async def merge_suggestions(self) -> list[dict[str, Any]]:
         rows = [json.loads(v) for v in (await self.r.hgetall(self.prefix + "merge_suggestions")).values()]
         return sorted((r for r in rows if r.get("state", "open") == "open"), key=lambda r: r["created_at"])
+
+    # -- operators' actions -----------------------------------------------------------
+    async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
+        key = self.prefix + "registration:" + registration_number
+        row = await self.r.hgetall(key)
+        if not row:
+            return None
+        kinds = {}
+        for complaint_id in await self.r.lrange(key + ":messages", 0, -1):
+            kinds[complaint_id] = await self.r.hget(self.prefix + "message:" + complaint_id, "kind")
+        return {"state": row.get("state", "open"), "assigned_to": row.get("assigned_to") or None,
+                "updated_at": row.get("updated_at"), "customer_id": row["customer_id"], "kinds": kinds}
+
+    async def apply_action(self, registration_number: str, action: str, operator: str,
+                           details: dict[str, Any] | None = None) -> dict[str, Any]:
+        transition = ACTIONS.get(action)
+        if transition is None:
+            raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+        key = self.prefix + "registration:" + registration_number
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    row = await pipe.hgetall(key)
+                    if not row:
+                        raise KeyError(registration_number)
+                    state, assigned = transition(row.get("state", "open"), row.get("assigned_to") or None, operator)
+                    now = iso(utcnow())
+                    record = {"action": action, "operator": operator, "at": now, "registration_number": registration_number,
+                              "state": state, "assigned_to": assigned, "details": details or {}}
+                    encoded = json.dumps(record, ensure_ascii=False)
+                    pipe.multi()
+                    pipe.hset(key, mapping={"state": state, "assigned_to": assigned or "", "updated_at": now})
+                    pipe.rpush(key + ":actions", encoded)
+                    pipe.lpush(self.prefix + "audit", encoded)
+                    pipe.xadd(self.stream, {"event": action, "registration_number": registration_number,
+                                            "customer_id": row["customer_id"], "complaint_id": "", "action": encoded})
+                    await pipe.execute()
+                    return record
+                except WatchError:
+                    continue
+
+    async def actions(self, registration_number: str) -> list[dict[str, Any]]:
+        raw = await self.r.lrange(self.prefix + "registration:" + registration_number + ":actions", 0, -1)
+        return [json.loads(r) for r in raw]
+
+    async def merge_customers(self, source: str, target: str, operator: str, suggestion_id: str | None = None) -> str:
+        if source == target:
+            raise ValueError("a customer cannot be merged into itself")
+        keys = [self.prefix + "customer:" + source, self.prefix + "customer:" + target]
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(*keys)
+                    for cid, key in zip((source, target), keys):
+                        row = await pipe.hgetall(key)
+                        if not row:
+                            raise KeyError(cid)
+                        if row.get("merged_into"):
+                            raise ValueError(f"customer {cid} is already merged into {row['merged_into']}")
+                    suggestion = None
+                    if suggestion_id:
+                        raw = await pipe.hget(self.prefix + "merge_suggestions", suggestion_id)
+                        suggestion = json.loads(raw) if raw else None
+                    merge_id, now = uuid.uuid4().hex, iso(utcnow())
+                    record = {"action": "customers_merged", "operator": operator, "at": now, "merge_id": merge_id,
+                              "source": source, "target": target, "suggestion_id": suggestion_id}
+                    entry = {"id": merge_id, "source": source, "target": target, "operator": operator,
+                             "suggestion_id": suggestion_id, "created_at": now, "undone_at": None, "undone_by": None}
+                    pipe.multi()
+                    pipe.hset(keys[0], "merged_into", target)
+                    pipe.sadd(keys[1] + ":merged_from", source)
+                    pipe.hset(self.prefix + "merges", merge_id, json.dumps(entry))
+                    pipe.sadd(keys[0] + ":merges", merge_id)
+                    pipe.sadd(keys[1] + ":merges", merge_id)
+                    if suggestion is not None:
+                        suggestion["state"] = "accepted"
+                        pipe.hset(self.prefix + "merge_suggestions", suggestion_id, json.dumps(suggestion))
+                    encoded = json.dumps(record)
+                    pipe.lpush(self.prefix + "audit", encoded)
+                    pipe.xadd(self.stream, {"event": "customers_merged", "registration_number": "", "customer_id": target,
+                                            "complaint_id": "", "merge": encoded})
+                    await pipe.execute()
+                    return merge_id
+                except WatchError:
+                    continue
+
+    async def unmerge(self, merge_id: str, operator: str) -> None:
+        raw = await self.r.hget(self.prefix + "merges", merge_id)
+        if raw is None:
+            raise KeyError(merge_id)
+        entry = json.loads(raw)
+        if entry["undone_at"]:
+            raise ValueError(f"merge {merge_id} was already undone")
+        now = iso(utcnow())
+        entry.update(undone_at=now, undone_by=operator)
+        record = {"action": "customers_unmerged", "operator": operator, "at": now, "merge_id": merge_id,
+                  "source": entry["source"], "target": entry["target"]}
+        encoded = json.dumps(record)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.prefix + "customer:" + entry["source"], "merged_into")
+            pipe.srem(self.prefix + "customer:" + entry["target"] + ":merged_from", entry["source"])
+            pipe.hset(self.prefix + "merges", merge_id, json.dumps(entry))
+            pipe.lpush(self.prefix + "audit", encoded)
+            pipe.xadd(self.stream, {"event": "customers_unmerged", "registration_number": "", "customer_id": entry["target"],
+                                    "complaint_id": "", "merge": encoded})
+            await pipe.execute()
+
+    async def reject_suggestion(self, suggestion_id: str, operator: str) -> None:
+        raw = await self.r.hget(self.prefix + "merge_suggestions", suggestion_id)
+        if raw is None or json.loads(raw).get("state", "open") != "open":
+            raise KeyError(suggestion_id)
+        suggestion = json.loads(raw)
+        suggestion["state"] = "rejected"
+        record = {"action": "suggestion_rejected", "operator": operator, "at": iso(utcnow()), "suggestion_id": suggestion_id}
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.prefix + "merge_suggestions", suggestion_id, json.dumps(suggestion))
+            pipe.lpush(self.prefix + "audit", json.dumps(record))
+            await pipe.execute()
+
+    async def merges(self, customer_id: str) -> list[dict[str, Any]]:
+        ids = await self.r.smembers(self.prefix + "customer:" + customer_id + ":merges")
+        rows = [json.loads(v) for v in await self.r.hmget(self.prefix + "merges", sorted(ids)) if v] if ids else []
+        return sorted(rows, key=lambda r: r["created_at"])
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in await self.r.lrange(self.prefix + "audit", 0, limit - 1)]
 
     # -- queue ------------------------------------------------------------------------
     async def _ensure_group(self, group: str) -> None:
@@ -200,8 +340,9 @@ class RedisRegistry(Registry):
 
     @staticmethod
     def _event(event_id: str, fields: dict[str, str]) -> Event:
-        return Event(event_id, fields["event"], fields.get("registration_number"), fields.get("customer_id"),
-                     fields.get("complaint_id"), {"complaint": json.loads(fields["complaint"])})
+        payload = {name: json.loads(fields[name]) for name in ("complaint", "action", "merge") if name in fields}
+        return Event(event_id, fields["event"], fields.get("registration_number") or None,
+                     fields.get("customer_id") or None, fields.get("complaint_id") or None, payload)
 
     async def ack_events(self, group: str, ids: list[str]) -> int:
         if not ids:

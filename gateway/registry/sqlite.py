@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.inbound import Receipt
-from gateway.registry.base import Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS merge_suggestions (
     UNIQUE (customer_a, customer_b, state));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS registrations (
-    number TEXT PRIMARY KEY, customer_id TEXT NOT NULL, complaint_id TEXT NOT NULL, created_at TEXT NOT NULL);
+    number TEXT PRIMARY KEY, customer_id TEXT NOT NULL, complaint_id TEXT NOT NULL, created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open', assigned_to TEXT, updated_at TEXT);
 CREATE INDEX IF NOT EXISTS registrations_customer ON registrations(customer_id);
 CREATE TABLE IF NOT EXISTS messages (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, number TEXT,
@@ -54,6 +55,14 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT PRIMARY KEY, channel TEXT NOT NULL, reason TEXT NOT NULL, record TEXT NOT NULL,
     created_at TEXT NOT NULL, resolved_at TEXT, receipt TEXT);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL,
+    registration_number TEXT, customer_id TEXT, details TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_registration ON audit(registration_number);
+CREATE TABLE IF NOT EXISTS merges (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, target TEXT NOT NULL, operator TEXT NOT NULL, suggestion_id TEXT,
+    created_at TEXT NOT NULL, undone_at TEXT, undone_by TEXT);
+CREATE INDEX IF NOT EXISTS customers_merged ON customers(merged_into);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
@@ -148,7 +157,7 @@ class SqliteRegistry(Registry):
             kind = "automatic"
         elif c.in_reply_to:
             owner = db.execute("SELECT customer_id FROM registrations WHERE number=?", (c.in_reply_to,)).fetchone()
-            if owner and owner[0] == customer_id:
+            if owner and self._current_customer(db, owner[0]) == customer_id:
                 kind, number = "follow_up", c.in_reply_to
             else:
                 c.meta["in_reply_to_rejected"] = c.in_reply_to
@@ -284,15 +293,23 @@ class SqliteRegistry(Registry):
             ).fetchone()
             if row is None:
                 return None
+            members, frontier = [customer_id], [customer_id]
+            while frontier:
+                found = [r[0] for r in self.db.execute(
+                    f"SELECT customer_id FROM customers WHERE merged_into IN ({','.join('?' * len(frontier))})", frontier)]
+                frontier = [f for f in found if f not in members]
+                members += frontier
+            marks = ",".join("?" * len(members))
             keys = [r[0] for r in self.db.execute(
-                "SELECT key FROM identities WHERE customer_id=? ORDER BY created_at, key", (customer_id,))]
+                f"SELECT key FROM identities WHERE customer_id IN ({marks}) ORDER BY created_at, key", members)]
             numbers = [r[0] for r in self.db.execute(
-                "SELECT number FROM registrations WHERE customer_id=? ORDER BY created_at, number", (customer_id,))]
+                f"SELECT number FROM registrations WHERE customer_id IN ({marks}) ORDER BY created_at, number", members)]
             return {
                 "customer_id": row[0],
                 "name": row[1],
                 "created_at": row[2],
                 "merged_into": row[3],
+                "merged_from": members[1:],
                 "identities": [dict(zip(("kind", "value"), k.split(":", 1))) for k in keys],
                 "registrations": numbers,
             }
@@ -308,6 +325,120 @@ class SqliteRegistry(Registry):
                     for r in rows]
 
         return await self._run(read)
+
+    # -- operators' actions -----------------------------------------------------------
+    async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            row = self.db.execute("SELECT state, assigned_to, updated_at, customer_id FROM registrations WHERE number=?",
+                                  (registration_number,)).fetchone()
+            if row is None:
+                return None
+            kinds = dict(self.db.execute("SELECT id, kind FROM messages WHERE number=?", (registration_number,)).fetchall())
+            return {"state": row[0], "assigned_to": row[1], "updated_at": row[2], "customer_id": row[3], "kinds": kinds}
+
+        return await self._run(read)
+
+    async def apply_action(self, registration_number: str, action: str, operator: str,
+                           details: dict[str, Any] | None = None) -> dict[str, Any]:
+        transition = ACTIONS.get(action)
+        if transition is None:
+            raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+
+        def act(db: sqlite3.Connection) -> dict[str, Any]:
+            row = db.execute("SELECT customer_id, state, assigned_to FROM registrations WHERE number=?",
+                             (registration_number,)).fetchone()
+            if row is None:
+                raise KeyError(registration_number)
+            now = iso(utcnow())
+            state, assigned = transition(row[1], row[2], operator)
+            db.execute("UPDATE registrations SET state=?, assigned_to=?, updated_at=? WHERE number=?",
+                       (state, assigned, now, registration_number))
+            record = {"action": action, "operator": operator, "at": now, "registration_number": registration_number,
+                      "state": state, "assigned_to": assigned, "details": details or {}}
+            self._audit(db, record, customer_id=row[0])
+            db.execute("INSERT INTO events(kind, number, customer_id, complaint_id, payload, created_at) VALUES (?,?,?,?,?,?)",
+                       (action, registration_number, row[0], None, json.dumps({"action": record}, ensure_ascii=False), now))
+            return record
+
+        return await self._run(self._tx, act)
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, record: dict[str, Any], customer_id: str | None) -> None:
+        db.execute("INSERT INTO audit(at, operator, action, registration_number, customer_id, details) VALUES (?,?,?,?,?,?)",
+                   (record["at"], record["operator"], record["action"], record.get("registration_number"), customer_id,
+                    json.dumps(record, ensure_ascii=False)))
+
+    async def actions(self, registration_number: str) -> list[dict[str, Any]]:
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT details FROM audit WHERE registration_number=? ORDER BY seq", (registration_number,)).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
+    async def merge_customers(self, source: str, target: str, operator: str, suggestion_id: str | None = None) -> str:
+        def merge(db: sqlite3.Connection) -> str:
+            if source == target:
+                raise ValueError("a customer cannot be merged into itself")
+            for cid in (source, target):
+                row = db.execute("SELECT merged_into FROM customers WHERE customer_id=?", (cid,)).fetchone()
+                if row is None:
+                    raise KeyError(cid)
+                if row[0]:
+                    raise ValueError(f"customer {cid} is already merged into {row[0]}")
+            if self._current_customer(db, target) != target:
+                raise ValueError(f"customer {target} is merged into another")
+            merge_id, now = uuid.uuid4().hex, iso(utcnow())
+            db.execute("UPDATE customers SET merged_into=? WHERE customer_id=?", (target, source))
+            db.execute("INSERT INTO merges(id, source, target, operator, suggestion_id, created_at) VALUES (?,?,?,?,?,?)",
+                       (merge_id, source, target, operator, suggestion_id, now))
+            if suggestion_id:
+                db.execute("UPDATE merge_suggestions SET state='accepted' WHERE id=?", (suggestion_id,))
+            record = {"action": "customers_merged", "operator": operator, "at": now, "merge_id": merge_id,
+                      "source": source, "target": target, "suggestion_id": suggestion_id}
+            self._audit(db, record, customer_id=target)
+            db.execute("INSERT INTO events(kind, number, customer_id, complaint_id, payload, created_at) VALUES (?,?,?,?,?,?)",
+                       ("customers_merged", None, target, None, json.dumps({"merge": record}), now))
+            return merge_id
+
+        return await self._run(self._tx, merge)
+
+    async def unmerge(self, merge_id: str, operator: str) -> None:
+        def undo(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT source, target, undone_at FROM merges WHERE id=?", (merge_id,)).fetchone()
+            if row is None:
+                raise KeyError(merge_id)
+            if row[2]:
+                raise ValueError(f"merge {merge_id} was already undone")
+            now = iso(utcnow())
+            db.execute("UPDATE customers SET merged_into=NULL WHERE customer_id=?", (row[0],))
+            db.execute("UPDATE merges SET undone_at=?, undone_by=? WHERE id=?", (now, operator, merge_id))
+            record = {"action": "customers_unmerged", "operator": operator, "at": now, "merge_id": merge_id,
+                      "source": row[0], "target": row[1]}
+            self._audit(db, record, customer_id=row[1])
+            db.execute("INSERT INTO events(kind, number, customer_id, complaint_id, payload, created_at) VALUES (?,?,?,?,?,?)",
+                       ("customers_unmerged", None, row[1], None, json.dumps({"merge": record}), now))
+
+        await self._run(self._tx, undo)
+
+    async def reject_suggestion(self, suggestion_id: str, operator: str) -> None:
+        def reject(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE merge_suggestions SET state='rejected' WHERE id=? AND state='open'",
+                          (suggestion_id,)).rowcount != 1:
+                raise KeyError(suggestion_id)
+            self._audit(db, {"action": "suggestion_rejected", "operator": operator, "at": iso(utcnow()),
+                             "suggestion_id": suggestion_id}, customer_id=None)
+
+        await self._run(self._tx, reject)
+
+    async def merges(self, customer_id: str) -> list[dict[str, Any]]:
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT id, source, target, operator, suggestion_id, created_at, undone_at, undone_by FROM merges"
+            " WHERE source=? OR target=? ORDER BY created_at", (customer_id, customer_id)).fetchall())
+        keys = ("id", "source", "target", "operator", "suggestion_id", "created_at", "undone_at", "undone_by")
+        return [dict(zip(keys, r)) for r in rows]
+
+    async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT details FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall())
+        return [json.loads(r[0]) for r in rows]
 
     # -- queue ------------------------------------------------------------------------
     async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
