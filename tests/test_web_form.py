@@ -102,3 +102,15 @@ async def test_rate_limit_answers_429(make_config, start_gateway):
     statuses = [(await client.post("/web/complaints", json={**COMPLAINT, "text": COMPLAINT["text"] + str(i)})).status
                 for i in range(4)]
     assert statuses == [201, 201, 429, 429]
+
+
+async def test_registration_number_field_adds_to_own_complaint_only(client):
+    first = await (await client.post("/web/complaints", json=COMPLAINT)).json()
+    own = await client.post("/web/complaints", json={**COMPLAINT, "text": "Дополняю: мастер так и не пришёл.",
+                                                     "registration_number": first["registration_number"]})
+    assert (await own.json())["status"] == "follow_up"
+    assert (await own.json())["registration_number"] == first["registration_number"]
+    stranger = await client.post("/web/complaints", json={"email": "someone.else@example.com", "text": "Пишу в чужую жалобу!!",
+                                                          "registration_number": first["registration_number"]})
+    body = await stranger.json()
+    assert body["status"] == "new" and body["registration_number"] != first["registration_number"]

@@ -277,6 +277,7 @@ class WebFormAdapter(PushAdapter):
             raw=json.dumps({k: v for k, v in fields.items() if k != self.honeypot}, ensure_ascii=False).encode("utf-8"),
             raw_content_type="application/json",
             reply_to=reply_to,
+            in_reply_to=(fields.get("registration_number") or "").strip() or None,
             language=lang,
             meta={"form_language": lang, "preferred_channel": preferred},
         )

@@ -13,6 +13,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "send": "Отправить", "errors": "Исправьте, пожалуйста:", "required": "обязательное поле",
         "thanks": "Жалоба зарегистрирована", "number": "Номер регистрации", "keep": "Сохраните этот номер: он нужен, чтобы дополнить жалобу или узнать о её ходе.",
         "contact": "Укажите телефон или электронную почту",
+        "registration_number": "Номер обращения, если вы его дополняете",
         "honeypot": "Не заполняйте это поле",
     },
     "pl": {
@@ -23,6 +24,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "send": "Wyślij", "errors": "Popraw, proszę:", "required": "pole wymagane",
         "thanks": "Reklamacja zarejestrowana", "number": "Numer rejestracyjny", "keep": "Zachowaj ten numer: będzie potrzebny, aby uzupełnić reklamację lub sprawdzić jej status.",
         "contact": "Podaj telefon lub e-mail",
+        "registration_number": "Numer reklamacji, jeśli ją uzupełniasz",
         "honeypot": "Nie wypełniaj tego pola",
     },
     "en": {
@@ -33,6 +35,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "send": "Send", "errors": "Please correct:", "required": "required",
         "thanks": "Complaint registered", "number": "Registration number", "keep": "Keep this number: you need it to add to your complaint or to ask about it.",
         "contact": "Give a phone number or an e-mail address",
+        "registration_number": "Complaint number, if you are adding to one",
         "honeypot": "Leave this field empty",
     },
 }
@@ -100,7 +103,7 @@ def form_page(lang: str, action: str, token: str, values: dict[str, str] | None 
         + field("name", autocomplete="name") + field("phone", "tel", autocomplete="tel")
         + field("email", "email", autocomplete="email") + field("account")
         + f'<fieldset><legend><strong>{s["answer"]}</strong></legend>{radios}</fieldset>'
-        + field("subject") + field("text", "textarea", required=True)
+        + field("registration_number") + field("subject") + field("text", "textarea", required=True)
         + f'<label for="attachments">{s["files"]}</label><input id="attachments" name="attachments" type="file" multiple>'
         + f'<div class="hp" aria-hidden="true"><label for="website">{s["honeypot"]}</label>'
           f'<input id="website" name="website" type="text" tabindex="-1" autocomplete="off"></div>'
