@@ -1,0 +1,44 @@
+"""The VK API through the vk-api library: a community token, one API version, every call
+in a worker thread (vk-api is synchronous), the API's address configurable."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import requests
+import vk_api
+from jconfig.memory import MemoryConfig
+
+#: Where vk-api sends method calls; ``api_base_url`` replaces this prefix.
+VK_API_URL = "https://api.vk.ru/method/"
+
+
+class _RoutedSession(requests.Session):
+    """vk-api posts to a fixed address; this session sends those calls to ``base_url``
+    (a proxy, or a fake VK in tests) and gives every request a timeout."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        super().__init__()
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if isinstance(url, str) and url.startswith(VK_API_URL):
+            url = self.base_url + url[len(VK_API_URL):]
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+class VkClient:
+    """``await client.call("messages.send", peer_id=..., random_id=..., message=...)``."""
+
+    def __init__(self, token: str, api_version: str, api_base_url: str = VK_API_URL, timeout: float = 10.0) -> None:
+        self.session = _RoutedSession(api_base_url, timeout)
+        self.api = vk_api.VkApiGroup(token=token, api_version=api_version, session=self.session, config=MemoryConfig)
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """The method's ``response``; ``vk_api.ApiError`` carries VK's error code."""
+        return await asyncio.to_thread(self.api.method, method, params)
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,316 @@
+"""The VK door end to end: Callback API and Long Poll against a fake VK API on loopback,
+with the real vk-api library pointed at it."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from channels.social.fakes import vk as events
+from channels.social.fakes.vk import FakeVk
+from gateway.adapters import TemporaryFailure
+from gateway.app import ADAPTERS, BLOBS
+from tests.conftest import registry_of
+
+GROUP = 123456
+SECRET = "Xq9-callback-secret"
+USER = 5550001
+PATH = "/channels/vk/vk"
+
+
+@pytest.fixture
+async def vk():
+    async with FakeVk(group_id=GROUP) as fake:
+        fake.users[USER] = ("Иван", "Петров")
+        yield fake
+
+
+def vk_channel(fake: FakeVk, **overrides: Any) -> dict[str, Any]:
+    return {"vk": {"adapter": "vk", "group_id": GROUP, "access_token": fake.token, "confirmation_code": "c0nf1rm",
+                   "secret": SECRET, "api_base_url": fake.api_url, "download_hosts": ["127.0.0.1"], **overrides}}
+
+
+@pytest.fixture
+async def client(vk, make_config, start_gateway):
+    return await start_gateway(make_config(channels=vk_channel(vk)))
+
+
+async def metric(client, line: str) -> bool:
+    return line in await (await client.get("/metrics")).text()
+
+
+async def test_confirmation_returns_the_configured_code(client):
+    resp = await client.post(PATH, json=events.confirmation_event(GROUP, SECRET))
+    assert resp.status == 200
+    assert await resp.text() == "c0nf1rm"
+
+
+async def test_private_message_with_files_is_registered_and_acknowledged(vk, client):
+    photo = vk.add_file("photo.jpg", b"\xff\xd8\xff photo bytes", "image/jpeg")
+    doc = vk.add_file("bill.pdf", b"%PDF-1.4 bill", "application/pdf")
+    voice = vk.add_file("voice.ogg", b"OggS voice", "audio/ogg")
+    event = events.message_new(GROUP, USER, "Третий день нет интернета, роутер мигает красным.", secret=SECRET,
+                               attachments=[events.photo_attachment(photo, USER),
+                                            events.doc_attachment(doc, USER, "bill", "pdf", 13),
+                                            events.audio_message_attachment(voice, USER)])
+    resp = await client.post(PATH, json=event)
+    assert resp.status == 200 and await resp.text() == "ok"
+
+    registry = registry_of(client)
+    [new] = await registry.read_events("test", "c1")
+    complaint = new.payload["complaint"]
+    assert new.event == "new"
+    assert complaint["customer"]["identities"] == [{"kind": "vk", "value": str(USER)}]
+    assert complaint["customer"]["name"] == "Иван Петров"
+    assert complaint["channel_message_id"] == event["event_id"]
+    assert sorted((a["filename"], a["size"]) for a in complaint["attachments"]) == [
+        ("bill.pdf", 13), (f"photo_{USER}_457239017.jpg", len(b"\xff\xd8\xff photo bytes")),
+        ("voice_700001.ogg", len(b"OggS voice"))]
+    assert "photo.jpg" in vk.file_requests and "photo.jpg?size=s" not in vk.file_requests
+
+    [send] = await vk.wait_for("messages.send")
+    assert send.params["peer_id"] == str(USER)
+    assert int(send.params["random_id"]) > 0
+    assert new.registration_number in send.params["message"]
+    assert send.params["v"] == "5.199"
+
+
+async def test_stored_raw_event_does_not_keep_the_secret(vk, client):
+    event = events.message_new(GROUP, USER, "Списали деньги дважды за один месяц.", secret=SECRET)
+    await client.post(PATH, json=event)
+    [message] = await registry_of(client).list_messages()
+    assert message.channel_message_id == event["event_id"]
+    stored = [p.read_bytes() for p in client.server.app[BLOBS].root.rglob("*") if p.is_file()]
+    [raw] = [b for b in stored if event["event_id"].encode() in b]
+    assert json.loads(raw)["object"]["message"]["text"] == event["object"]["message"]["text"]
+    assert not any(SECRET.encode() in b for b in stored)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_redelivered_event_adds_nothing(vk, make_config, start_gateway, redis_url, backend):
+    client = await start_gateway(make_config(backend=backend, channels=vk_channel(vk)))
+    event = events.message_new(GROUP, USER, "Не работает телевидение с понедельника.", secret=SECRET)
+    first = await client.post(PATH, json=event)
+    again = await client.post(PATH, json=event, headers={"X-Retry-Counter": "1"})
+    assert (first.status, await first.text(), again.status, await again.text()) == (200, "ok", 200, "ok")
+
+    registry = registry_of(client)
+    events_read = await registry.read_events("test", "c1")
+    assert [e.event for e in events_read] == ["new"]
+    customer = await registry.get_customer(events_read[0].customer_id)
+    assert customer["registrations"] == [events_read[0].registration_number]
+    assert await metric(client, 'complaint_gateway_duplicate_total{channel="vk"} 1.0')
+    adapter = client.server.app[ADAPTERS]["vk"]
+    await adapter.drain()
+    assert len(vk.calls_of("messages.send")) == 1
+
+
+@pytest.mark.parametrize(("secret", "reason"), [("wrong-secret", "forged"), (None, "unsigned")])
+async def test_forged_or_unsigned_event_is_rejected_and_counted(vk, client, secret, reason):
+    resp = await client.post(PATH, json=events.message_new(GROUP, USER, "Поддельная жалоба на оператора.", secret=secret))
+    assert resp.status == 403
+    assert await metric(client, f'complaint_gateway_rejected_total{{channel="vk",reason="{reason}"}} 1.0')
+    assert await registry_of(client).queue_length() == 0
+    confirm = await client.post(PATH, json=events.confirmation_event(GROUP, "wrong-secret"))
+    assert confirm.status == 403 and await confirm.text() != "c0nf1rm"
+
+
+async def test_event_for_another_group_is_rejected(client):
+    resp = await client.post(PATH, json=events.message_new(999, USER, "Жалоба не в ту группу.", secret=SECRET))
+    assert resp.status == 403
+    assert await metric(client, 'complaint_gateway_rejected_total{channel="vk",reason="wrong_group"} 1.0')
+
+
+async def test_malformed_json_gets_400_and_a_log_line(client, caplog):
+    with caplog.at_level(logging.WARNING):
+        resp = await client.post(PATH, data=b'{"type": "message_new",', headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert any(r.getMessage() == "malformed request" and getattr(r, "reason", None) == "malformed" for r in caplog.records)
+    assert await metric(client, 'complaint_gateway_rejected_total{channel="vk",reason="malformed"} 1.0')
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_unknown_event_shape_is_kept_as_dead_letter(client):
+    event = {"type": "message_new", "group_id": GROUP, "event_id": "broken-1", "v": "5.199", "secret": SECRET,
+             "object": {"message": {"text": "нет автора"}}}
+    resp = await client.post(PATH, json=event)
+    assert (resp.status, await resp.text()) == (200, "ok")
+    [dead] = await registry_of(client).list_dead_letters()
+    assert dead["record"]["message_id"] == "broken-1"
+
+
+async def test_wall_comment_gets_public_reply_without_personal_data(vk, client):
+    event = events.wall_reply_new(GROUP, USER, "Уже неделю нет света в подъезде, позвоните мне.", secret=SECRET,
+                                  post_id=34, comment_id=12)
+    assert (await client.post(PATH, json=event)).status == 200
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert new.payload["complaint"]["customer"]["identities"] == [{"kind": "vk", "value": str(USER)}]
+    [comment] = await vk.wait_for("wall.createComment")
+    assert comment.params["owner_id"] == str(-GROUP) and comment.params["post_id"] == "34"
+    assert comment.params["reply_to_comment"] == "12" and comment.params["from_group"] == str(GROUP)
+    assert new.registration_number in comment.params["message"]
+    assert "Иван" not in comment.params["message"] and "Петров" not in comment.params["message"]
+    assert vk.calls_of("messages.send") == []
+
+
+async def test_board_comment_gets_public_reply(vk, client):
+    event = events.board_post_new(GROUP, USER, "Почему тариф подорожал без уведомления?", secret=SECRET, topic_id=77)
+    assert (await client.post(PATH, json=event)).status == 200
+    [comment] = await vk.wait_for("board.createComment")
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert comment.params["topic_id"] == "77" and comment.params["group_id"] == str(GROUP)
+    assert new.registration_number in comment.params["message"]
+
+
+async def test_suggested_post_registers_and_published_post_does_not(vk, client):
+    published = events.wall_post_new(GROUP, USER, "Новости компании", post_type="post", secret=SECRET)
+    suggested = events.wall_post_new(GROUP, USER, "Предлагаю разобраться с обрывами связи в Химках.", secret=SECRET)
+    assert [await (await client.post(PATH, json=e)).text() for e in (published, suggested)] == ["ok", "ok"]
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert new.payload["complaint"]["channel_message_id"] == suggested["event_id"]
+    assert new.payload["complaint"]["meta"]["vk_event"] == "wall_post_new"
+
+
+async def test_group_chat_messages_and_group_own_comments_are_skipped(client):
+    chat = events.message_new(GROUP, USER, "сообщение в беседе", secret=SECRET, peer_id=2_000_000_005)
+    own = events.wall_reply_new(GROUP, -GROUP, "Ответ сообщества", secret=SECRET)
+    for event in (chat, own):
+        resp = await client.post(PATH, json=event)
+        assert (resp.status, await resp.text()) == (200, "ok")
+    assert await registry_of(client).list_messages() == []
+
+
+async def test_user_names_are_cached(vk, client):
+    for i in range(2):
+        await client.post(PATH, json=events.message_new(GROUP, USER, f"Жалоба номер {i}: нет связи на даче.", secret=SECRET,
+                                                        message_id=i + 1))
+    assert len(vk.calls_of("users.get")) == 1
+
+
+async def test_oversized_attachment_is_recorded_not_dropped(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=vk_channel(vk, max_attachment_bytes=1024)))
+    big = vk.add_file("big.pdf", b"x" * 4096, "application/pdf")
+    event = events.message_new(GROUP, USER, "Прикладываю договор, слишком большой файл.", secret=SECRET,
+                               attachments=[events.doc_attachment(big, USER, "contract", "pdf", 4096)])
+    assert (await client.post(PATH, json=event)).status == 200
+    [new] = await registry_of(client).read_events("test", "c1")
+    complaint = new.payload["complaint"]
+    assert complaint["attachments"] == []
+    assert complaint["meta"]["attachments_not_fetched"][0]["reason"] == "too_large"
+    assert complaint["meta"]["attachments_not_fetched"][0]["filename"] == "contract.pdf"
+    assert "big.pdf" not in vk.file_requests
+
+
+async def test_registration_number_quoted_by_the_customer_makes_a_follow_up(vk, client):
+    await client.post(PATH, json=events.message_new(GROUP, USER, "Нет интернета третий день подряд.", secret=SECRET))
+    [first] = await registry_of(client).read_events("test", "c1")
+    follow = events.message_new(GROUP, USER, f"Дополнение к {first.registration_number}: роутер перезагружал.",
+                                secret=SECRET, message_id=2)
+    await client.post(PATH, json=follow)
+    [second] = await registry_of(client).read_events("test", "c1")
+    assert second.event == "follow_up" and second.registration_number == first.registration_number
+
+
+async def test_temporary_failure_answers_503_so_vk_retries(vk, client):
+    adapter = client.server.app[ADAPTERS]["vk"]
+    sink = adapter.context.sink
+
+    class Failing:
+        async def submit(self, inbound):
+            raise TemporaryFailure("down")
+
+    adapter.context.sink = Failing()
+    event = events.message_new(GROUP, USER, "Не проходят платежи картой.", secret=SECRET)
+    resp = await client.post(PATH, json=event)
+    assert resp.status == 503 and resp.headers["Retry-After"]
+    adapter.context.sink = sink
+    resp = await client.post(PATH, json=event, headers={"X-Retry-Counter": "1"})
+    assert (resp.status, await resp.text()) == (200, "ok")
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert new.payload["complaint"]["meta"]["vk_retry_counter"] == "1"
+
+
+# -- Long Poll ---------------------------------------------------------------------------
+def longpoll_channel(fake: FakeVk) -> dict[str, Any]:
+    return {"vk": {"adapter": "vk", "mode": "longpoll", "group_id": GROUP, "access_token": fake.token,
+                   "api_base_url": fake.api_url, "download_hosts": ["127.0.0.1"], "longpoll_wait_seconds": 1,
+                   "backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05}}
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_long_poll_registers_updates_and_saves_ts_after_delivery(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=longpoll_channel(vk)))
+    registry = registry_of(client)
+    await vk.wait_for("groups.getLongPollServer")
+    ts = await vk.push_update(events.message_new(GROUP, USER, "Нет горячей воды в квартире."))
+    await vk.push_update(events.wall_reply_new(GROUP, USER, "Счёт за свет завышен в два раза."))
+
+    async def saved() -> bool:
+        return await registry.get_cursor("vk:vk:ts") == str(ts + 2)
+
+    await wait_until(saved)
+    assert sorted(e.event for e in await registry.read_events("test", "c1")) == ["new", "new"]
+    [send] = await vk.wait_for("messages.send")
+    assert send.params["peer_id"] == str(USER)
+    assert vk.calls_of("groups.getLongPollServer")[0].params["group_id"] == str(GROUP)
+    assert (await client.post(PATH, json=events.confirmation_event(GROUP, SECRET))).status == 404
+
+
+async def test_long_poll_does_not_advance_ts_when_delivery_fails(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=longpoll_channel(vk)))
+    adapter = client.server.app[ADAPTERS]["vk"]
+    registry = registry_of(client)
+    sink = adapter.context.sink
+    attempts: list[str] = []
+
+    class FailingOnce:
+        async def submit(self, inbound):
+            attempts.append(inbound.message_id)
+            if len(attempts) == 1:
+                raise TemporaryFailure("registry down")
+            return await sink.submit(inbound)
+
+    adapter.context.sink = FailingOnce()
+    await vk.wait_for("groups.getLongPollServer")
+    start_ts = vk.next_ts
+    event = events.message_new(GROUP, USER, "Пропал сигнал на всех каналах.")
+    await vk.push_update(event)
+
+    async def saved() -> bool:
+        return await registry.get_cursor("vk:vk:ts") == str(start_ts + 1)
+
+    await wait_until(saved)
+    assert attempts == [event["event_id"], event["event_id"]]
+    assert len(await registry.read_events("test", "c1")) == 1
+    assert await metric(client, 'complaint_gateway_pull_failures_total{channel="vk"} 1.0')
+
+
+async def test_long_poll_resumes_from_saved_ts_after_restart(vk, make_config, start_gateway):
+    config = make_config(channels=longpoll_channel(vk))
+    first = await start_gateway(config)
+    await vk.wait_for("groups.getLongPollServer")
+    ts = await vk.push_update(events.message_new(GROUP, USER, "Первая жалоба про роуминг."))
+
+    async def saved() -> bool:
+        return await registry_of(first).get_cursor("vk:vk:ts") == str(ts + 1)
+
+    await wait_until(saved)
+    await first.close()
+    missed = await vk.push_update(events.message_new(GROUP, USER + 1, "Вторая жалоба, пока шлюз был остановлен."))
+    polls_before = len(vk.lp_requests)
+    second = await start_gateway(config)
+
+    async def both() -> bool:
+        return len(await registry_of(second).list_messages()) == 2
+
+    await wait_until(both)
+    await vk.wait_for("groups.getLongPollServer", count=2)
+    assert vk.lp_requests[polls_before]["ts"] == str(missed)  # the saved ts, not the new session's
