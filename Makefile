@@ -16,7 +16,7 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	bash scripts/install-test-deps.sh
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e ./examples/scanned-post
 
 run: install
 	$(BIN)/complaint-gateway --config config.yaml run

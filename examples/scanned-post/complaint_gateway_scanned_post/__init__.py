@@ -1,0 +1,1 @@
+"""Scanned paper post for complaint-gateway: an example of an out-of-tree adapter."""

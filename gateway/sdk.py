@@ -1,0 +1,49 @@
+"""The public adapter SDK: everything a channel adapter may import, in one place.
+
+Import from ``gateway.sdk`` only; every other module of the gateway is private and may
+change in any release. ``SDK_VERSION`` follows semantic versioning: a name is removed or
+changed incompatibly only in a new major version, after at least one minor release in
+which using it emits a ``DeprecationWarning`` (see docs/adapters.md, "Stability").
+"""
+from __future__ import annotations
+
+from gateway.adapters import (
+    Adapter,
+    AdapterContext,
+    PullAdapter,
+    PushAdapter,
+    Submitted,
+    TemporaryFailure,
+)
+from gateway.http import RateLimiter, client_address, json_error, read_body
+from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
+from gateway.ocr import OcrResult, is_scan, ocr_document, ocr_unavailable_reason
+from normalizer.schema import Attachment, Complaint, Customer, Identity
+
+SDK_VERSION = "1.0"
+
+__all__ = [
+    "SDK_VERSION",
+    "Adapter",
+    "AdapterContext",
+    "Attachment",
+    "Complaint",
+    "Customer",
+    "Identity",
+    "Inbound",
+    "InboundAttachment",
+    "OcrResult",
+    "PullAdapter",
+    "PushAdapter",
+    "RateLimiter",
+    "Receipt",
+    "Submitted",
+    "TemporaryFailure",
+    "client_address",
+    "is_scan",
+    "json_error",
+    "ocr_document",
+    "ocr_unavailable_reason",
+    "read_body",
+    "safe_filename",
+]
