@@ -302,3 +302,13 @@ def test_cli_replay_processes_dead_letters(tmp_path: Path) -> None:
     assert out.returncode == 0 and result["dead_letter_id"] == dead_id and result["status"] == "new"
     listed = subprocess.run([*CLI, "--config", str(config_path), "dead-letters"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert listed.stdout == ""
+
+
+def test_cli_channels_lists_installed_adapters_with_versions() -> None:
+    out = subprocess.run([*CLI, "channels", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    rows = {row["adapter"]: row for row in json.loads(out.stdout)}
+    assert rows["web_form"]["version"] == "1.0"
+    assert rows["web_form"]["distribution"].startswith("complaint-gateway ")
+    assert "push" in rows["web_form"]["capabilities"]
+    assert rows["scanned_post"]["distribution"].startswith("complaint-gateway-scanned-post ")
+    assert "pull" in rows["scanned_post"]["capabilities"]
