@@ -106,6 +106,12 @@ class Adapter:
         """Called once at shutdown; the base awaits acknowledgements still being sent."""
         await self.drain()
 
+    def runs_in_every_worker(self) -> bool:
+        """In the multi-process mode (``http.workers`` > 1) every worker serves HTTP; an
+        adapter that polls a door or listens on its own socket runs in the first worker
+        only. Webhook adapters run everywhere."""
+        return True
+
     # -- intake -----------------------------------------------------------------------
     async def deliver(self, inbound: Inbound) -> Submitted:
         """Store and register ``inbound``; acknowledge the customer in the background.
@@ -189,6 +195,9 @@ class PullAdapter(Adapter):
 
     async def pull(self) -> None:
         raise NotImplementedError
+
+    def runs_in_every_worker(self) -> bool:
+        return False
 
     async def close(self) -> None:
         """Close the connection to the door (called after a failure and at shutdown)."""

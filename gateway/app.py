@@ -3,6 +3,7 @@ and every enabled channel adapter into one aiohttp application."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +44,9 @@ def adapter_classes(config: GatewayConfig) -> dict[str, type[Adapter]]:
     return classes
 
 
-def create_app(config: GatewayConfig, registry: Registry | None = None) -> web.Application:
+def create_app(config: GatewayConfig, registry: Registry | None = None, *, primary: bool = True) -> web.Application:
+    """The gateway as an aiohttp application. In the multi-process mode only the
+    ``primary`` worker runs adapters that poll a door or listen on their own socket."""
     classes = adapter_classes(config)
     http = config.http
     app = web.Application(client_max_size=int(http["max_body_bytes"]))
@@ -64,6 +67,8 @@ def create_app(config: GatewayConfig, registry: Registry | None = None) -> web.A
                                  metrics=metrics, config=config, texts=texts,
                                  number_pattern=registry.number_format.pattern())
         adapter = cls(context)
+        if not primary and not adapter.runs_in_every_worker():
+            continue
         adapters[instance] = adapter
         if isinstance(adapter, PushAdapter):
             app.router.add_routes(adapter.routes())
@@ -97,7 +102,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def healthz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     ok = await registry.healthy()
-    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "backend": registry.backend}
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "backend": registry.backend, "pid": os.getpid()}
     return web.json_response(body, status=200 if ok else 503)
 
 

@@ -46,20 +46,55 @@ def _with_registry(args: argparse.Namespace, work: Callable[[Any, GatewayConfig]
 
 # -- commands -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
+    http = config.http
+    host = args.host or http["host"]
+    port = args.port if args.port is not None else int(http["port"])
+    workers = args.workers if args.workers is not None else int(http.get("workers", 1))
+    if workers <= 1:
+        _serve(config, host, port, primary=True, reuse_port=False)
+        return 0
+    return _serve_workers(_config_path(args.config), host, port, workers)
+
+
+def _serve(config: GatewayConfig, host: str, port: int, *, primary: bool, reuse_port: bool) -> None:
     from aiohttp import web
 
     from gateway.app import create_app
     from gateway.logs import setup_logging
 
-    config = _load(args)
     logging_section = config.section("logging")
     setup_logging(logging_section.get("level", "INFO"), logging_section.get("format", "json"))
-    app = create_app(config)
-    http = config.http
-    web.run_app(app, host=args.host or http["host"], port=args.port if args.port is not None else int(http["port"]),
-                shutdown_timeout=float(http["shutdown_timeout_seconds"]), access_log=None,
+    web.run_app(create_app(config, primary=primary), host=host, port=port, reuse_port=reuse_port or None,
+                shutdown_timeout=float(config.http["shutdown_timeout_seconds"]), access_log=None,
                 print=lambda msg: print(msg, file=sys.stderr))
-    return 0
+
+
+def _worker(config_path: str | None, host: str, port: int, index: int) -> None:
+    _serve(load_config(config_path), host, port, primary=index == 0, reuse_port=True)
+
+
+def _serve_workers(config_path: str | None, host: str, port: int, workers: int) -> int:
+    """The multi-process mode: ``workers`` processes share the port (SO_REUSEPORT) and the
+    registry backend; SIGTERM and SIGINT are passed on, and the parent waits for all."""
+    import multiprocessing
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(config_path, host, port, i), name=f"worker-{i}") for i in range(workers)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, frame: Any) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -165,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start the HTTP server and every enabled channel")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
+    run.add_argument("--workers", type=int, help="worker processes sharing the port (default http.workers, 1)")
     run.set_defaults(func=cmd_run)
     sub.add_parser("check-config", help="validate config.yaml and every channel's settings").set_defaults(func=cmd_check_config)
     sub.add_parser("schema", help="print the Complaint JSON Schema").set_defaults(func=cmd_schema)

@@ -34,6 +34,7 @@ CORE_SCHEMA: dict[str, Any] = {
                 "host": {"type": "string"}, "port": {"type": "integer", "minimum": 0, "maximum": 65535},
                 "max_body_bytes": {"type": "integer", "minimum": 1024},
                 "shutdown_timeout_seconds": _LIMIT,
+                "workers": {"type": "integer", "minimum": 1},
                 "public_base_url": {"type": ["string", "null"]},
             },
         },
@@ -87,7 +88,7 @@ class GatewayConfig:
     @property
     def http(self) -> dict[str, Any]:
         return {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 25 * 1024 * 1024,
-                "shutdown_timeout_seconds": 30, "public_base_url": None, **self.section("http")}
+                "shutdown_timeout_seconds": 30, "public_base_url": None, "workers": 1, **self.section("http")}
 
     @property
     def registry(self) -> dict[str, Any]:

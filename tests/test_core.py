@@ -138,7 +138,7 @@ async def test_published_schema_validates_registered_complaints(make_config, sta
 async def test_healthz_reports_backend_state(make_config, start_gateway) -> None:
     client = await start_gateway(make_config())
     resp = await client.get("/healthz")
-    assert resp.status == 200 and (await resp.json()) == {"status": "ok", "backend": "sqlite"}
+    assert resp.status == 200 and (await resp.json()) == {"status": "ok", "backend": "sqlite", "pid": os.getpid()}
 
     async def down() -> bool:
         return False
@@ -151,7 +151,7 @@ async def test_healthz_reports_backend_state(make_config, start_gateway) -> None
 async def test_redis_backend_healthz(make_config, start_gateway, redis_url) -> None:
     client = await start_gateway(make_config(backend="redis"))
     resp = await client.get("/healthz")
-    assert (await resp.json()) == {"status": "ok", "backend": "redis"}
+    assert (await resp.json())["backend"] == "redis"
 
 
 # -- the pull adapter base ----------------------------------------------------------------
@@ -312,3 +312,48 @@ def test_cli_channels_lists_installed_adapters_with_versions() -> None:
     assert "push" in rows["web_form"]["capabilities"]
     assert rows["scanned_post"]["distribution"].startswith("complaint-gateway-scanned-post ")
     assert "pull" in rows["scanned_post"]["capabilities"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_multi_process_mode_shares_the_port_and_registers_once(tmp_path: Path, backend: str, redis_url: str) -> None:
+    port = _free_port()
+    raw = base_config(tmp_path, backend=backend)
+    raw["http"] = {"host": "127.0.0.1", "port": port, "workers": 3, "shutdown_timeout_seconds": 5}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    proc = subprocess.Popen([*CLI, "--config", str(config), "run"], cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        pids = set()
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                    pids.add(json.loads(resp.read())["pid"])
+                if len(pids) >= 2:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert len(pids) >= 2, "requests were not spread over the workers"
+        receipts = [_post(port, {"phone": f"+7916555{i % 4:04d}", "text": f"Жалоба номер {i}: {'связь' * (i % 3 + 1)} {i * 17}",
+                                 }) for i in range(24)]
+        again = _post_with_key(port, {"phone": "+79165550000", "text": "Повтор по ключу"}, "k-1")
+        same = _post_with_key(port, {"phone": "+79165550000", "text": "Повтор по ключу"}, "k-1")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    numbers = [r["registration_number"] for r in receipts]
+    assert len(set(numbers)) == 24 and all(r["status"] == "new" for r in receipts)
+    assert same["registration_number"] == again["registration_number"]
+
+    read = subprocess.run([*CLI, "--config", str(config), "queue", "read", "--group", "crm", "--count", "100"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    events = [json.loads(line) for line in read.stdout.splitlines()]
+    assert len(events) == 25
+    assert len({e["customer_id"] for e in events}) == 4
+
+
+def _post_with_key(port: int, body: dict[str, Any], key: str) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/web/complaints", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Idempotency-Key": key}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return dict(json.loads(resp.read()))
