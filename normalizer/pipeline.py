@@ -8,35 +8,126 @@ dead-letter store with that reason.
 from __future__ import annotations
 
 import uuid
-from datetime import timezone
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timezone
 from importlib import import_module
 from typing import Any
 
+from gateway.config import ConfigError, validate
 from gateway.inbound import Inbound
+from normalizer import deadlines as deadline_policies
+from normalizer.calendar import BusinessCalendar, CalendarError
+from normalizer.deadlines import DeadlineError, DeadlinePolicies
+from normalizer.language_detection import UnknownLanguageError, to_language
 from normalizer.schema import Attachment, Complaint, Customer, SubmittedBy
+from normalizer.urgency_rules import SCHEMA as URGENCY_SCHEMA
+from normalizer.urgency_rules import UrgencyRules
 
 
 class NormalizationError(Exception):
     """The message cannot be made into a complaint; the text says why."""
 
 
+#: Languages the detector chooses among unless ``normalizer.language.candidates`` says otherwise.
+DEFAULT_LANGUAGES: tuple[str, ...] = ("ru", "pl", "en", "uk", "de")
+
+LANGUAGE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "candidates": {"type": "array", "minItems": 1, "uniqueItems": True,
+                       "items": {"type": "string", "pattern": "^[a-z]{2}$"}},
+        "accuracy": {"enum": ["high", "low"]},
+        "min_relative_distance": {"type": "number", "minimum": 0, "maximum": 0.99},
+        "max_chars": {"type": "integer", "minimum": 1},
+    },
+}
+CALENDAR_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "country": {"type": ["string", "null"]},
+        "subdivision": {"type": ["string", "null"]},
+        "working_hours": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+        "working_days": {"type": "array", "items": {"enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}},
+        "extra_holidays": {"type": "array", "items": {"type": "string", "format": "date"}},
+        "extra_working_days": {"type": "array", "items": {"type": "string", "format": "date"}},
+    },
+}
+
+
 @dataclass(slots=True)
 class NormalizerSettings:
-    """The ``normalizer:`` section of config.yaml."""
+    """The ``normalizer:`` section of config.yaml, with its rules and calendar compiled once."""
 
     default_region: str = "RU"
     timezone: str = "Europe/Moscow"
     default_language: str = "ru"
     max_text_chars: int = 100_000
+    #: ``language``: the candidates the detector chooses among, and how hard it tries.
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES
+    language_accuracy: str = "high"
+    language_min_distance: float = 0.0
+    language_max_chars: int = 2_000
+    urgency: UrgencyRules = field(default_factory=UrgencyRules.default)
+    #: Built from ``timezone`` and ``default_region`` when not given.
+    calendar: BusinessCalendar | None = None
+    deadlines: DeadlinePolicies = field(default_factory=DeadlinePolicies.from_config)
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.calendar is None:
+            self.calendar = BusinessCalendar(self.timezone, self.default_region)
+
+    @property
+    def business_calendar(self) -> BusinessCalendar:
+        assert self.calendar is not None
+        return self.calendar
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> NormalizerSettings:
+        """Build from config; a mistake raises ``ConfigError`` naming the key."""
         section = dict(section or {})
         known = {k: section.pop(k) for k in ("default_region", "timezone", "default_language", "max_text_chars") if k in section}
-        return cls(**known, options=section)
+        language = section.pop("language", None) or {}
+        urgency = section.pop("urgency", None) or {}
+        calendar = section.pop("calendar", None) or {}
+        deadlines = section.pop("deadlines", None) or {}
+        validate(language, LANGUAGE_SCHEMA, prefix="normalizer.language")
+        validate(calendar, CALENDAR_SCHEMA, prefix="normalizer.calendar")
+        validate(deadlines, deadline_policies.SCHEMA, prefix="normalizer.deadlines")
+        validate(urgency, URGENCY_SCHEMA, prefix="normalizer.urgency")
+        candidates = tuple(language.get("candidates", DEFAULT_LANGUAGES))
+        try:
+            for code in candidates:
+                to_language(code)
+        except UnknownLanguageError as exc:
+            raise ConfigError(f"normalizer.language.candidates: {exc}") from exc
+        timezone_name = known.get("timezone", "Europe/Moscow")
+        try:
+            hours = calendar.get("working_hours", ["09:00-18:00"])
+            business_calendar = BusinessCalendar(
+                timezone_name, calendar.get("country", known.get("default_region", "RU")),
+                subdivision=calendar.get("subdivision"),
+                working_hours=[hours] if isinstance(hours, str) else hours,
+                working_days=calendar.get("working_days"),
+                extra_holidays=calendar.get("extra_holidays", ()), extra_working_days=calendar.get("extra_working_days", ()))
+        except CalendarError as exc:
+            raise ConfigError(f"normalizer.calendar: {exc}") from exc
+        try:
+            policies = DeadlinePolicies.from_config(deadlines)
+        except DeadlineError as exc:
+            raise ConfigError(f"normalizer.deadlines: {exc}") from exc
+        return cls(
+            **known,
+            languages=candidates,
+            language_accuracy=language.get("accuracy", "high"),
+            language_min_distance=float(language.get("min_relative_distance", 0.0)),
+            language_max_chars=int(language.get("max_chars", 2_000)),
+            urgency=UrgencyRules.from_config(urgency) if urgency else UrgencyRules.default(),
+            calendar=business_calendar,
+            deadlines=policies,
+            options=section,
+        )
 
 
 @dataclass(slots=True)
@@ -57,6 +148,7 @@ DEFAULT_STEPS: tuple[str, ...] = (
     "require_content",
     "language",
     "urgency",
+    "deadlines",
 )
 
 
@@ -104,6 +196,7 @@ def _skeleton(inbound: Inbound) -> Complaint:
         in_reply_to=inbound.in_reply_to,
         submitted_by=submitted_by,
         auto_submitted=inbound.auto_submitted,
-        meta=dict(inbound.meta),
+        meta={**inbound.meta, **({"raw_sha256": inbound.raw_sha256, "raw_content_type": inbound.raw_content_type}
+                                 if inbound.raw_sha256 else {})},
     )
 

@@ -1,31 +1,21 @@
-"""The message's language: the door's locale if it gave one, else a guess from the text."""
+"""The message's language: the door's locale if it gave one, else detected from the text.
+
+``meta["language_source"]`` says which: ``door``, ``detected`` or ``default`` (no letters,
+or the detector was not sure).
+"""
 from __future__ import annotations
 
-import re
-
+from normalizer.language_detection import detect
 from normalizer.pipeline import Draft, NormalizerSettings
-
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_UKRAINIAN = re.compile(r"[іїєґІЇЄҐ]")
-_POLISH = re.compile(r"[ąćęłńóśźżĄĆĘŁŃÓŚŹŻ]")
-_GERMAN = re.compile(r"[äöüßÄÖÜ]")
-
-
-def guess_language(text: str, default: str) -> str:
-    if not text.strip():
-        return default
-    if _CYRILLIC.search(text):
-        return "uk" if _UKRAINIAN.search(text) else "ru"
-    if _POLISH.search(text):
-        return "pl"
-    if _GERMAN.search(text):
-        return "de"
-    return "en" if re.search(r"[A-Za-z]", text) else default
 
 
 def step(draft: Draft, settings: NormalizerSettings) -> None:
     complaint = draft.complaint
     if complaint.language:
-        complaint.language = complaint.language.split("-")[0].split("_")[0].lower()
+        complaint.language = complaint.language.replace("_", "-").split("-")[0].lower()
+        complaint.meta["language_source"] = "door"
         return
-    complaint.language = guess_language(f"{complaint.subject or ''}\n{complaint.text}", settings.default_language)
+    found = detect(f"{complaint.subject or ''}\n{complaint.text}", settings.languages, settings.language_accuracy,
+                   settings.language_min_distance, settings.language_max_chars)
+    complaint.language = found or settings.default_language
+    complaint.meta["language_source"] = "detected" if found else "default"

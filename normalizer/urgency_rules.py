@@ -1,0 +1,278 @@
+"""Urgency rules: multilingual word-form patterns that mark a complaint immediate or high.
+
+A pattern is one or more terms joined by `` + ``; it matches when every term matches
+words of one sentence, at most ``window`` words apart, in any order. A term is a regular
+expression that must match whole words (``газ(а|у|ом)?`` matches «газом», not «газета»);
+``@name`` inserts a shared term from the file's ``words``. Text and patterns are compared
+case-insensitively, ``ё`` as ``е`` and Latin letters without accents (``czuc`` = ``czuć``),
+so rules survive keyboards without Polish letters. Regex stems were chosen over a
+lemmatiser: the dictionaries for five languages cost about 700 MB and seconds to load, and
+Snowball has no Polish or Ukrainian stemmer.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config import ConfigError, validate
+
+LEVELS = ("normal", "high", "immediate")
+RANK = {level: rank for rank, level in enumerate(LEVELS)}
+#: Positions of one term kept per sentence; enough for any real sentence.
+MAX_POSITIONS = 32
+
+_PATTERN_MAP = {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string", "minLength": 1}}}
+_RULE = {
+    "type": "object", "additionalProperties": False, "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+        "level": {"enum": ["immediate", "high"]},
+        "description": {"type": "string"},
+        "enabled": {"type": "boolean"},
+        "window": {"type": "integer", "minimum": 0},
+        "patterns": _PATTERN_MAP,
+        "unless": _PATTERN_MAP,
+        "requires": {"type": "array", "items": _PATTERN_MAP},
+    },
+}
+RULES_FILE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["rules"],
+    "properties": {
+        "window": {"type": "integer", "minimum": 0},
+        "words": {"type": "object", "additionalProperties": {"type": "string"}},
+        "rules": {"type": "array", "items": _RULE},
+    },
+}
+SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "rules_file": {"type": ["string", "null"]},
+        "rules": {"type": "array", "items": _RULE},
+        "window": {"type": "integer", "minimum": 0},
+        "max_chars": {"type": "integer", "minimum": 1},
+    },
+}
+
+_LATIN_EXTRA = str.maketrans({"ł": "l", "đ": "d", "ø": "o", "ё": "е", "’": "'", "ʼ": "'", "`": "'",
+                              "−": "-", "–": "-", "—": "-"})
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|[\n;]+")
+_WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
+_WORD_REF = re.compile(r"@(\w+)")
+
+
+def _fold_letters(text: str) -> str:
+    text = unicodedata.normalize("NFD", text.casefold())
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.combining(ch) and out and out[-1] < "\u0250":
+            continue
+        out.append(ch)
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", "".join(out)).translate(_LATIN_EXTRA))
+
+
+def fold(text: str) -> str:
+    """Lower case, ``ё`` as ``е``, accents off Latin letters (Cyrillic ``й`` stays), one space."""
+    return _fold_letters(text).strip()
+
+
+def fold_pattern(term: str) -> str:
+    """``fold`` for a regular expression: escapes such as ``\\D`` or ``\\S`` keep their case."""
+    parts = re.split(r"(\\.)", term.strip())
+    return "".join(part if i % 2 else _fold_letters(part) for i, part in enumerate(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """A folded sentence and where its words start (to turn offsets into word numbers)."""
+
+    text: str
+    word_starts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, text: str) -> Sentence:
+        folded = fold(text)
+        return cls(folded, tuple(m.start() for m in _WORD.finditer(folded)))
+
+    def word_at(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self.word_starts, offset) - 1)
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    return [Sentence.of(part) for part in _SENTENCE_END.split(text) if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """Terms that must all match one sentence within ``window`` words."""
+
+    source: str
+    terms: tuple[re.Pattern[str], ...]
+    window: int
+
+    @classmethod
+    def compile(cls, source: str, window: int, words: dict[str, str], where: str) -> Pattern:
+        terms = []
+        for raw in re.split(r"\s+\+\s+", source.strip()):
+            def expand(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in words:
+                    raise ConfigError(f"{where}: pattern {source!r} uses @{name}, which is not in words")
+                return f"(?:{words[name]})"
+
+            term = _WORD_REF.sub(expand, fold_pattern(raw))
+            try:
+                terms.append(re.compile(rf"(?<!\w)(?:{term})(?!\w)"))
+            except re.error as exc:
+                raise ConfigError(f"{where}: pattern {source!r} is not a valid regular expression: {exc}") from exc
+        return cls(source, tuple(terms), window)
+
+    def find(self, sentence: Sentence) -> str | None:
+        """The matched stretch of the sentence, or None."""
+        positions: list[list[tuple[int, int, int]]] = []
+        for term in self.terms:
+            found = [(sentence.word_at(m.start()), m.start(), m.end())
+                     for m in itertools.islice(term.finditer(sentence.text), MAX_POSITIONS)]
+            if not found:
+                return None
+            positions.append(found)
+        for combination in itertools.product(*positions):
+            numbers = [p[0] for p in combination]
+            if max(numbers) - min(numbers) <= self.window:
+                return sentence.text[min(p[1] for p in combination): max(p[2] for p in combination)]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    rule: str
+    level: str
+    language: str
+    excerpt: str
+
+
+@dataclass(frozen=True, slots=True)
+class UrgencyRule:
+    """One named rule: ``patterns`` (per language) fire it unless an ``unless`` pattern
+    matches the same sentence; every group in ``requires`` must match somewhere too."""
+
+    name: str
+    level: str
+    description: str
+    patterns: tuple[tuple[str, Pattern], ...]
+    unless: tuple[Pattern, ...]
+    requires: tuple[tuple[Pattern, ...], ...]
+
+    def match(self, sentences: list[Sentence]) -> RuleMatch | None:
+        hit: RuleMatch | None = None
+        for sentence in sentences:
+            if any(p.find(sentence) for p in self.unless):
+                continue
+            for language, pattern in self.patterns:
+                excerpt = pattern.find(sentence)
+                if excerpt is not None:
+                    hit = RuleMatch(self.name, self.level, language, excerpt)
+                    break
+            if hit:
+                break
+        if hit is None:
+            return None
+        for group in self.requires:
+            if not any(p.find(s) for s in sentences for p in group):
+                return None
+        return hit
+
+
+class UrgencyRules:
+    """The compiled rules; ``classify(text)`` returns the highest-level match, the first
+    rule in file order winning among equals."""
+
+    def __init__(self, rules: list[UrgencyRule], max_chars: int = 10_000) -> None:
+        self.rules = sorted(rules, key=lambda r: -RANK[r.level])  # stable: file order kept per level
+        self.max_chars = max_chars
+
+    def classify(self, text: str) -> RuleMatch | None:
+        sentences = split_sentences(text[: self.max_chars])
+        best: RuleMatch | None = None
+        for rule in self.rules:
+            if best is not None and RANK[rule.level] <= RANK[best.level]:
+                break
+            found = rule.match(sentences)
+            if found is not None:
+                best = found
+        return best
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rules]
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None = None) -> UrgencyRules:
+        """``rules_file`` (default: the packaged rules) plus inline ``rules``: an inline rule
+        with a file rule's name replaces it, ``enabled: false`` switches one off."""
+        section = section or {}
+        validate(section, SCHEMA, prefix="normalizer.urgency")
+        path = section.get("rules_file")
+        data = _load_file(path) if path else _packaged()
+        window = int(section.get("window", data.get("window", 6)))
+        by_name: dict[str, dict[str, Any]] = {r["name"]: r for r in data["rules"]}
+        for rule in section.get("rules") or []:
+            by_name[rule["name"]] = {**by_name.get(rule["name"], {}), **rule}
+        words = {name: fold_pattern(term) for name, term in (data.get("words") or {}).items()}
+        compiled = [_compile(spec, window, words) for spec in by_name.values() if spec.get("enabled", True)]
+        return cls(compiled, int(section.get("max_chars", 10_000)))
+
+    @classmethod
+    def default(cls) -> UrgencyRules:
+        return _default_rules()
+
+
+def _compile(spec: dict[str, Any], window: int, words: dict[str, str]) -> UrgencyRule:
+    name = spec["name"]
+    where = f"normalizer.urgency rule {name!r}"
+    if "level" not in spec or not spec.get("patterns"):
+        raise ConfigError(f"{where}: a rule needs a level and patterns")
+    window = int(spec.get("window", window))
+
+    def patterns(mapping: dict[str, list[str]]) -> list[tuple[str, Pattern]]:
+        return [(lang, Pattern.compile(p, window, words, where)) for lang, items in mapping.items() for p in items]
+
+    return UrgencyRule(
+        name=name, level=spec["level"], description=spec.get("description", ""),
+        patterns=tuple(patterns(spec["patterns"])),
+        unless=tuple(p for _, p in patterns(spec.get("unless") or {})),
+        requires=tuple(tuple(p for _, p in patterns(group)) for group in spec.get("requires") or []),
+    )
+
+
+def _load_file(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"normalizer.urgency.rules_file: {path}: no such file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"normalizer.urgency.rules_file: {path}: not valid YAML: {exc}") from exc
+    validate(data if isinstance(data, dict) else {}, RULES_FILE_SCHEMA, prefix=f"rules file {path}")
+    return data  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _packaged() -> dict[str, Any]:
+    text = resources.files("normalizer").joinpath("urgency_rules.yaml").read_text("utf-8")
+    data = yaml.safe_load(text)
+    validate(data, RULES_FILE_SCHEMA, prefix="normalizer/urgency_rules.yaml")
+    return data  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _default_rules() -> UrgencyRules:
+    return UrgencyRules.from_config({})
