@@ -78,8 +78,12 @@ def parse_mail(raw: bytes, limits: MailLimits | None = None) -> ParsedMail:
     parsed = ParsedMail(message=message, content_key=content_key(raw, message))
     from_name, parsed.from_address = first_address(message, "From", hint)
     for fallback in ("Sender", "Reply-To", "Return-Path"):  # no usable From: who else can be answered
-        if not parsed.from_address:
-            from_name, parsed.from_address = first_address(message, fallback, hint)  # the name goes with its address
+        if "@" not in (parsed.from_address or ""):
+            name, address = first_address(message, fallback, hint)
+            if address and "@" in address:
+                # the name goes with its address, unless From named someone (MAILER-DAEMON (Mail System))
+                from_name = from_name if parsed.from_address else name
+                parsed.from_address = address
     parsed.from_name = from_name or None
     _, parsed.reply_to = first_address(message, "Reply-To", hint)
     parsed.subject = header(message, "Subject", hint) or None
@@ -185,7 +189,7 @@ def _parse_address_header(raw: str, hint: str | None) -> list[tuple[str, str]]:
         address = address.strip().strip("<>").strip()
         if "@" not in address:
             found = re.search(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", ascii_safe)
-            address = found.group(0) if found and not pairs else ""
+            address = found.group(0) if found and not pairs else address if re.fullmatch(r"[\w.+-]+", address) else ""
         if address:
             address = _decode_local_part(address.encode("latin-1").decode("utf-8", "replace"))
         name = _clean_name(display_text, address, unfolded)
@@ -195,12 +199,13 @@ def _parse_address_header(raw: str, hint: str | None) -> list[tuple[str, str]]:
 
 
 def first_address(message: Message, name: str, hint: str | None = None) -> tuple[str, str | None]:
-    """The first pair with an address (a later header may hold it); else the first name."""
+    """The first pair with a full address (a later header may hold it); else the first pair
+    (its address may lack a domain, like ``MAILER-DAEMON``, or be None)."""
     pairs = addresses(message, name, hint)
-    with_address = [p for p in pairs if p[1]]
+    with_address = [p for p in pairs if "@" in p[1]]
     if with_address:
         return with_address[0]
-    return (pairs[0][0], None) if pairs else ("", None)
+    return (pairs[0][0], pairs[0][1] or None) if pairs else ("", None)
 
 
 _ENCODED_LOCAL_PART = re.compile(r"^=\?[^?]*\?([QqBb])\?(.*)\?=@")

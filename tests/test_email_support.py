@@ -1,0 +1,136 @@
+"""Helpers and fixtures shared by the e-mail tests: a capturing SMTP relay on loopback, a
+real SMTP client session against the gateway, mail builders. (No tests of its own.)"""
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.app import ADAPTERS
+
+FIXTURES = Path(__file__).parent / "email_fixtures"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+class CapturingRelay:
+    """An outgoing relay that keeps what it is given (a real aiosmtpd server on 127.0.0.1:0)."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[tuple[str, list[str], bytes]] = asyncio.Queue()
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self.messages.put((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 OK captured"
+
+    async def start(self) -> None:
+        self.server = await asyncio.get_running_loop().create_server(lambda: SMTP(self), "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def next_message(self, timeout: float = 10.0) -> tuple[str, list[str], bytes]:
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[CapturingRelay]:
+    capturing = CapturingRelay()
+    await capturing.start()
+    yield capturing
+    await capturing.close()
+
+
+@dataclass
+class SmtpSession:
+    """What the server answered at each step of one real SMTP session."""
+
+    rcpt: list[int] = field(default_factory=list)
+    data: tuple[int, bytes] | None = None
+    mail: tuple[int, bytes] | None = None
+
+
+def _session(port: int, raw: bytes, mail_from: str, rcpt_tos: list[str], lmtp: bool,
+             login: tuple[str, str] | None, starttls: bool, declare_size: bool) -> SmtpSession:
+    result = SmtpSession()
+    client: smtplib.SMTP = smtplib.LMTP("127.0.0.1", port) if lmtp else smtplib.SMTP("127.0.0.1", port, timeout=30)
+    try:
+        client.ehlo_or_helo_if_needed()
+        if starttls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            client.starttls(context=context)
+            client.ehlo()
+        if login:
+            client.login(*login)
+        result.mail = client.mail(mail_from, [f"SIZE={len(raw)}"] if declare_size and client.has_extn("size") else [])
+        if result.mail[0] != 250:
+            return result
+        for rcpt in rcpt_tos:
+            result.rcpt.append(client.rcpt(rcpt)[0])
+        if 250 in result.rcpt:
+            result.data = client.data(raw)
+    finally:
+        try:
+            client.quit()
+        except smtplib.SMTPException:
+            client.close()
+    return result
+
+
+async def smtp_send(port: int, raw: bytes, rcpt_tos: list[str], mail_from: str = "sender@example.net", *,
+                    lmtp: bool = False, login: tuple[str, str] | None = None, starttls: bool = False,
+                    declare_size: bool = True) -> SmtpSession:
+    """One real SMTP session with smtplib (in a thread: the server runs on this event loop)."""
+    return await asyncio.to_thread(_session, port, raw, mail_from, rcpt_tos, lmtp, login, starttls, declare_size)
+
+
+def make_mail(text: str = "Третий день нет интернета, роутер мигает красным.", *, sender: str = "Иван Петров <ivan@example.net>",
+              to: str = "complaints@operator.example", subject: str = "Нет интернета", message_id: str | None = None,
+              headers: dict[str, str] | None = None, attachments: list[tuple[str, str, bytes]] | None = None) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate()
+    message["Message-ID"] = message_id or make_msgid(domain="example.net")
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(text)
+    for filename, ctype, data in attachments or []:
+        maintype, subtype = ctype.split("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return message.as_bytes(policy=policy.SMTP)  # CRLF line ends, as on the wire
+
+
+def adapter_of(client: TestClient, instance: str) -> Any:
+    return client.server.app[ADAPTERS][instance]  # type: ignore[union-attr]
+
+
+def smtp_channel(relay_port: int | None = None, **settings: Any) -> dict[str, Any]:
+    channel: dict[str, Any] = {"adapter": "smtp", "host": "127.0.0.1", "port": 0,
+                               "recipients": ["complaints@operator.example"], "domains": ["reklamacje.example"],
+                               "from_address": "complaints@operator.example", "from_name": "Operator"}
+    if relay_port is not None:
+        channel["relay"] = {"host": "127.0.0.1", "port": relay_port}
+    channel.update(settings)
+    return channel
