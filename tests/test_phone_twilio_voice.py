@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from channels.phone.fakes.twilio_api import FakeTwilioApi, new_sid, twilio_signature, wav_bytes
+from channels.phone.fakes.twilio_api import FakeTwilioApi, new_sid, post_signed, twilio_signature, wav_bytes
 from tests.conftest import registry_of
 
 ACCOUNT_SID = "AC" + "a1" * 16
@@ -35,12 +35,10 @@ class Call:
         return {"AccountSid": ACCOUNT_SID, "CallSid": self.call_sid, "From": self.caller, "To": TWILIO_NUMBER,
                 "CallStatus": "in-progress", "Direction": "inbound", "ApiVersion": "2010-04-01", **extra}
 
-    async def post(self, url: str, params: dict[str, str], token: str = AUTH_TOKEN, headers: dict[str, str] | None = None,
+    async def post(self, url: str, params: dict[str, str], token: str = AUTH_TOKEN,
                    signed_url: str | None = None) -> tuple[int, str]:
         full = url if url.startswith("http") else str(self.client.make_url("")).rstrip("/") + url
-        signature = twilio_signature(token, signed_url or full, params)
-        resp = await self.client.session.post(full, data=params, headers={"X-Twilio-Signature": signature, **(headers or {})})
-        return resp.status, await resp.text()
+        return await post_signed(self.client.session, full, params, token, signed_url)
 
     async def twiml(self, url: str, **extra: str) -> ET.Element:
         status, body = await self.post(url, self.params(**extra))

@@ -37,6 +37,9 @@ TWILIO_SETTINGS: dict[str, Any] = {
     "default_region": {"type": "string"},
 }
 
+#: The raw body of a verified request (the original kept in the blob store).
+RAW_BODY = web.RequestKey("twilio_raw_body", bytes)
+
 Handler = Callable[[web.Request, MultiDict[str]], Awaitable[web.StreamResponse]]
 
 
@@ -132,6 +135,7 @@ class TwilioAdapter(PushAdapter):
                                          encoding="utf-8", errors="strict", max_num_fields=500))
         except (UnicodeDecodeError, ValueError) as exc:
             raise WebhookRejected(400, "malformed", f"not a valid form body: {type(exc).__name__}") from exc
+        request[RAW_BODY] = body
         signature = request.headers.get(SIGNATURE_HEADER, "")
         algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
         if not signature or not self.validator.validate(self.public_url(request), params, signature, algorithm):

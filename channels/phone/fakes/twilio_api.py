@@ -18,6 +18,7 @@ import struct
 import wave
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
@@ -32,6 +33,15 @@ def new_sid(prefix: str) -> str:
 def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
     """X-Twilio-Signature of a form POST to ``url``, computed as Twilio does."""
     return str(RequestValidator(auth_token).compute_signature(url, params))
+
+
+async def post_signed(session: aiohttp.ClientSession, url: str, params: dict[str, str], auth_token: str,
+                      signed_url: str | None = None) -> tuple[int, str]:
+    """POST a webhook form to ``url`` as Twilio does, signed for ``signed_url`` (the
+    public URL Twilio would see; ``url`` itself by default). Returns status and body."""
+    headers = {"X-Twilio-Signature": twilio_signature(auth_token, signed_url or url, params)}
+    async with session.post(url, data=params, headers=headers) as response:
+        return response.status, await response.text()
 
 
 def wav_bytes(seconds: float = 0.25, rate: int = 8000, tone_hz: float = 440.0) -> bytes:
