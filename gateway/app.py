@@ -73,6 +73,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
         if isinstance(adapter, PushAdapter):
             app.router.add_routes(adapter.routes())
     app[ADAPTERS] = adapters
+    __import__("gateway.inbox", fromlist=["setup_inbox"]).setup_inbox(app, config)  # the inbox imports this module
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
