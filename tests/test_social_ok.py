@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from channels.social.fakes import ok as events
+from channels.social.fakes.base import expected_acknowledgement
 from channels.social.fakes.ok import FakeOk
 from gateway.adapters import TemporaryFailure
 from gateway.app import ADAPTERS
@@ -64,6 +65,7 @@ async def test_chat_message_with_image_is_registered_and_answered_in_the_chat(ok
     assert answer.params["chat_id"] == CHAT
     assert answer.params["body"]["recipient"] == {"chat_id": CHAT}
     assert new.registration_number in answer.params["body"]["message"]["text"]
+    assert answer.params["body"]["message"]["text"] == expected_acknowledgement(client.server.app, new)
     assert answer.params["query"]["access_token"] == ok.token
 
 

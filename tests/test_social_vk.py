@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from channels.social.fakes import vk as events
+from channels.social.fakes.base import expected_acknowledgement
 from channels.social.fakes.vk import FakeVk
 from gateway.adapters import TemporaryFailure
 from gateway.app import ADAPTERS, BLOBS
@@ -75,6 +76,7 @@ async def test_private_message_with_files_is_registered_and_acknowledged(vk, cli
     assert send.params["peer_id"] == str(USER)
     assert int(send.params["random_id"]) > 0
     assert new.registration_number in send.params["message"]
+    assert send.params["message"] == expected_acknowledgement(client.server.app, new)
     assert send.params["v"] == "5.199"
 
 
@@ -152,6 +154,7 @@ async def test_wall_comment_gets_public_reply_without_personal_data(vk, client):
     assert comment.params["owner_id"] == str(-GROUP) and comment.params["post_id"] == "34"
     assert comment.params["reply_to_comment"] == "12" and comment.params["from_group"] == str(GROUP)
     assert new.registration_number in comment.params["message"]
+    assert comment.params["message"] == expected_acknowledgement(client.server.app, new, public=True)
     assert "Иван" not in comment.params["message"] and "Петров" not in comment.params["message"]
     assert vk.calls_of("messages.send") == []
 

@@ -100,7 +100,7 @@ class AttachmentFetcher:
     all within ``timeout`` seconds, only from ``hosts`` (and their subdomains). A file that
     is not fetched is reported with the reason, never silently dropped."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, max_count: int, max_bytes: int, timeout: float,
+    def __init__(self, session: aiohttp.ClientSession | None, *, max_count: int, max_bytes: int, timeout: float,
                  hosts: list[str], max_redirects: int = 3) -> None:
         self.session = session
         self.max_count = max_count
@@ -110,7 +110,7 @@ class AttachmentFetcher:
         self.max_redirects = max_redirects
 
     @classmethod
-    def from_settings(cls, session: aiohttp.ClientSession, settings: dict[str, Any], default_hosts: list[str],
+    def from_settings(cls, session: aiohttp.ClientSession | None, settings: dict[str, Any], default_hosts: list[str],
                       default_timeout: float = 10.0) -> AttachmentFetcher:
         return cls(session, max_count=int(settings.get("max_attachments", 10)),
                    max_bytes=int(settings.get("max_attachment_bytes", 20 * 1024 * 1024)),
@@ -157,6 +157,8 @@ class AttachmentFetcher:
         return data
 
     async def _download(self, url: str) -> bytes:
+        if self.session is None:
+            raise DownloadError("no_http_session")
         for _ in range(self.max_redirects + 1):
             if not self.host_allowed(url):
                 raise DownloadError("host_not_allowed")

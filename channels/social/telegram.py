@@ -1,0 +1,324 @@
+"""Telegram bot door: webhook (secret token header) or long polling (getUpdates), through
+python-telegram-bot pointed at a configurable Bot API address.
+
+Private chats give complaints with text, photos, documents and voice messages; group and
+channel messages only when enabled. ``update_id`` is the idempotency key; a polling offset
+is saved only after the update was delivered. ``/start`` greets in the user's language
+and offers a button to share the phone number; a shared contact of the user's own links
+the ``telegram`` identity to the ``phone`` identity. Acknowledgements reply to the message.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import warnings
+from typing import Any
+
+from aiohttp import web
+from telegram import Bot, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove, Update
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBUserWarning
+
+from channels.social.common import (
+    COMMON_SETTINGS, AttachmentFetcher, DownloadError, MalformedPayload, WantedFile, first_number, json_object, reject,
+)
+from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
+from gateway.http import BodyTooLarge, read_body
+from gateway.inbound import Inbound, Receipt
+from normalizer.schema import Complaint
+
+# getUpdates is called raw (each update parsed on its own, so one odd update cannot block
+# the poll); PTB would otherwise suggest its parsing wrapper on every call.
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.getUpdates'", category=PTBUserWarning)
+
+TELEGRAM_API_URL = "https://api.telegram.org/bot"
+TELEGRAM_FILE_URL = "https://api.telegram.org/file/bot"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+#: What the bot says besides acknowledgements; every text can be overridden per language.
+DEFAULT_TEXTS: dict[str, dict[str, str]] = {
+    "ru": {"greeting": "Здравствуйте! Опишите, пожалуйста, вашу проблему в одном сообщении — мы зарегистрируем "
+                       "обращение и сообщим его номер. Чтобы мы узнавали вас и в других каналах, можно поделиться "
+                       "номером телефона кнопкой ниже.",
+           "contact_button": "Поделиться номером телефона",
+           "contact_thanks": "Спасибо, номер телефона сохранён."},
+    "pl": {"greeting": "Dzień dobry! Opisz proszę swój problem w jednej wiadomości — zarejestrujemy zgłoszenie i podamy "
+                       "jego numer. Abyśmy rozpoznawali Cię także w innych kanałach, możesz udostępnić numer telefonu "
+                       "przyciskiem poniżej.",
+           "contact_button": "Udostępnij numer telefonu",
+           "contact_thanks": "Dziękujemy, numer telefonu został zapisany."},
+    "en": {"greeting": "Hello! Please describe your problem in one message — we will register your complaint and tell "
+                       "you its number. So that we recognise you in our other channels too, you can share your phone "
+                       "number with the button below.",
+           "contact_button": "Share my phone number",
+           "contact_thanks": "Thank you, your phone number has been saved."},
+}
+
+
+class TelegramAdapter(PushAdapter, PullAdapter):
+    """One Telegram bot: ``mode: webhook`` (Telegram calls us) or ``mode: polling``."""
+
+    name = "telegram"
+    version = "1.0"
+    description = "Telegram bot: private chats (optionally groups and channels), webhook or long polling."
+    capabilities = frozenset({"push", "pull", "acknowledge", "reply", "attachments"})
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["token"],
+        "properties": {
+            **{k: v for k, v in COMMON_SETTINGS.items() if k != "download_hosts"},
+            "token": {"type": "string", "minLength": 1},
+            "mode": {"enum": ["webhook", "polling"]},
+            "path": {"type": "string", "pattern": "^/"},
+            "secret_token": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"},
+            "webhook_url": {"type": "string", "pattern": "^https://"},
+            "api_base_url": {"type": "string", "pattern": "^https?://"},
+            "file_base_url": {"type": "string", "pattern": "^https?://"},
+            "api_timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+            "polling_timeout_seconds": {"type": "integer", "minimum": 0, "maximum": 50},
+            "accept_groups": {"type": "boolean"},
+            "accept_channels": {"type": "boolean"},
+            "texts": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": False,
+                "properties": {k: {"type": "string", "minLength": 1} for k in ("greeting", "contact_button", "contact_thanks")}}},
+        },
+        "if": {"properties": {"mode": {"const": "polling"}}, "required": ["mode"]},
+        "else": {"required": ["secret_token"]},
+    }
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        s = self.settings
+        self.mode = s.get("mode", "webhook")
+        self.path = s.get("path", f"/channels/telegram/{self.instance}").rstrip("/")
+        self.secret = str(s.get("secret_token", "")).encode("ascii")
+        self.max_body = int(s.get("max_body_bytes", 1024 * 1024))
+        self.accept_groups = bool(s.get("accept_groups", False))
+        self.accept_channels = bool(s.get("accept_channels", False))
+        self.poll_timeout = int(s.get("polling_timeout_seconds", 25))
+        timeout = float(s.get("api_timeout_seconds", 10.0))
+        self.bot = Bot(s["token"], base_url=s.get("api_base_url", TELEGRAM_API_URL),
+                       base_file_url=s.get("file_base_url", TELEGRAM_FILE_URL),
+                       request=HTTPXRequest(read_timeout=timeout, write_timeout=timeout, connect_timeout=timeout),
+                       get_updates_request=HTTPXRequest(read_timeout=timeout, connect_timeout=timeout))
+        self.texts = {lang: dict(texts) for lang, texts in DEFAULT_TEXTS.items()}
+        for lang, texts in (s.get("texts") or {}).items():
+            self.texts.setdefault(lang, dict(DEFAULT_TEXTS["en"])).update(texts)
+        self.allowed_updates = ["message"] + (["channel_post"] if self.accept_channels else [])
+        self.cursor_name = f"telegram:{self.instance}:offset"
+        self.fetcher: AttachmentFetcher | None = None
+        self._webhook_deleted = False
+
+    # -- life cycle -------------------------------------------------------------------
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [web.post(self.path, self.webhook)] if self.mode == "webhook" else []
+
+    async def start(self) -> None:
+        # files come through the Bot API client itself, so no host list applies
+        self.fetcher = AttachmentFetcher.from_settings(None, self.settings, [])
+        if self.mode == "polling":
+            await PullAdapter.start(self)
+        elif self.settings.get("webhook_url"):
+            self.spawn(self._set_webhook())
+
+    async def stop(self) -> None:
+        await PullAdapter.stop(self)
+        await self.bot.shutdown()
+
+    async def _set_webhook(self) -> None:
+        try:
+            await self.bot.set_webhook(self.settings["webhook_url"], secret_token=self.secret.decode("ascii"),
+                                       allowed_updates=self.allowed_updates)
+            self.log.info("webhook set", extra={"channel": self.instance})
+        except Exception as exc:  # the gateway runs on; the operator sees why Telegram is silent
+            self.log.error("setWebhook failed", extra={"channel": self.instance, "error": repr(exc)})
+
+    # -- webhook ----------------------------------------------------------------------
+    async def webhook(self, request: web.Request) -> web.Response:
+        """Telegram's request: 200 once stored, 503 to be retried."""
+        given = request.headers.get(SECRET_HEADER)
+        if not given:
+            return reject(self, 401, "unsigned", "request without secret token")
+        if not hmac.compare_digest(given.encode("utf-8"), self.secret):
+            return reject(self, 403, "forged", "request with a wrong secret token")
+        try:
+            body = await read_body(request, self.max_body)
+            data = json_object(body)
+            if not isinstance(data.get("update_id"), int):
+                raise MalformedPayload("no update_id")
+        except BodyTooLarge:
+            return reject(self, 413, "too_large", "request body too large")
+        except MalformedPayload as exc:
+            return reject(self, 400, "malformed", "malformed request", error=str(exc))
+        try:
+            await self.handle_update(data, body)
+        except TemporaryFailure:
+            return web.Response(status=503, text="try again later", headers={"Retry-After": "30"})
+        return web.Response(text="ok")
+
+    # -- polling ----------------------------------------------------------------------
+    async def pull(self) -> None:
+        """getUpdates in a loop; the offset is saved after each update was delivered, which
+        also tells Telegram that the earlier ones need not be sent again."""
+        if not self._webhook_deleted:  # getUpdates does not work while a webhook is set
+            await self.bot.delete_webhook()
+            self._webhook_deleted = True
+        saved = await self.context.state.get_cursor(self.cursor_name)
+        offset = int(saved) if saved else None
+        while True:
+            params: dict[str, Any] = {"timeout": self.poll_timeout, "allowed_updates": self.allowed_updates}
+            if offset is not None:
+                params["offset"] = offset
+            updates = await self.bot.do_api_request("getUpdates", api_kwargs=params,
+                                                    read_timeout=self.poll_timeout + 10.0)
+            for data in updates or []:
+                update_id = data.get("update_id") if isinstance(data, dict) else None
+                if not isinstance(update_id, int):
+                    self.log.warning("update without update_id skipped", extra={"channel": self.instance})
+                    continue
+                await self.handle_update(data, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+                offset = update_id + 1
+                await self.context.state.set_cursor(self.cursor_name, str(offset))
+
+    # -- updates ----------------------------------------------------------------------
+    async def handle_update(self, data: dict[str, Any], raw: bytes) -> Submitted | None:
+        """Deliver one update (raises ``TemporaryFailure``); skip what is no complaint;
+        keep an update we cannot read as a dead letter."""
+        key = str(data["update_id"])
+        try:
+            update = Update.de_json(data, self.bot)
+            message = update.message or (update.channel_post if self.accept_channels else None)
+            why = None if message is None else self._skip_reason(message)
+        except Exception as exc:  # an update PTB cannot read is still kept
+            self.log.warning("update not understood; kept as dead letter",
+                             extra={"channel": self.instance, "update_id": key, "error": repr(exc)})
+            return await self.deliver(Inbound(channel=self.instance, message_id=key, raw=raw,
+                                              raw_content_type="application/json", meta={"parse_error": repr(exc)}))
+        if message is None or why:
+            self.log.debug("update skipped", extra={"channel": self.instance, "update_id": key, "why": why or "no message"})
+            return None
+        if message.chat.type == "private" and (message.text or "").split("@")[0].split(" ")[0] == "/start":
+            self.spawn(self._greet(message))
+            return None
+        if message.contact is not None:
+            return await self._contact(message, key, raw)
+        return await self.deliver(await self._inbound(message, key, raw))
+
+    def _skip_reason(self, message: Message) -> str | None:
+        chat_type = message.chat.type
+        if chat_type == "channel":
+            return None if self.accept_channels else "channel messages are off"
+        if chat_type in ("group", "supergroup") and not self.accept_groups:
+            return "group messages are off"
+        if message.from_user is None or message.from_user.is_bot:
+            return "not written by a person"
+        return None
+
+    async def _inbound(self, message: Message, key: str, raw: bytes) -> Inbound:
+        assert self.fetcher is not None
+        user, chat = message.from_user, message.chat
+        identity = str(user.id if user is not None else chat.id)
+        text = message.text or message.caption or ""
+        wanted, unsupported = self._files(message)
+        attachments, skipped = await self.fetcher.fetch_all(wanted)
+        quoted = message.reply_to_message
+        quoted_text = quoted.text if quoted is not None and quoted.from_user is not None and quoted.from_user.is_bot else None
+        meta: dict[str, Any] = {"telegram_chat_id": chat.id, "telegram_message_id": message.message_id,
+                                "telegram_chat_type": chat.type}
+        if skipped:
+            meta["attachments_not_fetched"] = skipped
+        if unsupported:
+            meta["telegram_unsupported_attachments"] = unsupported
+        return Inbound(
+            channel=self.instance, message_id=key, identities=[("telegram", identity)],
+            name=(user.full_name if user is not None else chat.title) or None, text=text, attachments=attachments,
+            raw=raw, raw_content_type="application/json", reply_to=("telegram", identity),
+            in_reply_to=first_number(self.context.number_pattern, text, quoted_text),
+            language=user.language_code if user is not None else None, meta=meta)
+
+    def _files(self, message: Message) -> tuple[list[WantedFile], list[str]]:
+        wanted: list[WantedFile] = []
+        if message.photo:
+            best = max(message.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
+            wanted.append(self._wanted(best.file_id, f"photo_{message.message_id}.jpg", "image/jpeg", best.file_size))
+        if message.document is not None:
+            doc = message.document
+            wanted.append(self._wanted(doc.file_id, doc.file_name or f"document_{message.message_id}",
+                                       doc.mime_type or "application/octet-stream", doc.file_size))
+        if message.voice is not None:
+            wanted.append(self._wanted(message.voice.file_id, f"voice_{message.message_id}.ogg",
+                                       message.voice.mime_type or "audio/ogg", message.voice.file_size))
+        attachment = message.effective_attachment
+        unsupported = [] if wanted or attachment is None else [type(attachment).__name__]
+        return wanted, unsupported
+
+    def _wanted(self, file_id: str, filename: str, content_type: str, size: int | None) -> WantedFile:
+        async def fetch(limit: int) -> bytes:
+            file = await self.bot.get_file(file_id)
+            if file.file_size is not None and file.file_size > limit:
+                raise DownloadError("too_large")
+            return bytes(await file.download_as_bytearray())
+
+        return WantedFile(filename, content_type, ref=file_id, size=size, fetch=fetch)
+
+    async def _contact(self, message: Message, key: str, raw: bytes) -> Submitted:
+        """A shared contact opens no complaint. The user's own number links their phone to
+        their Telegram identity (identities that arrive together link); someone else's
+        contact is kept for operators but is no identity of the sender."""
+        user, contact = message.from_user, message.contact
+        assert user is not None and contact is not None
+        own = contact.user_id == user.id
+        identities = [("telegram", str(user.id))]
+        meta: dict[str, Any] = {"telegram_chat_id": message.chat.id, "telegram_message_id": message.message_id,
+                                "telegram_chat_type": message.chat.type, "telegram_contact": "own" if own else "other"}
+        if own:
+            phone = contact.phone_number
+            identities.append(("phone", phone if phone.startswith("+") else "+" + phone))
+        else:
+            meta["shared_contact"] = {"phone_number": contact.phone_number, "first_name": contact.first_name,
+                                      "last_name": contact.last_name, "user_id": contact.user_id}
+        inbound = Inbound(channel=self.instance, message_id=key, identities=identities, name=user.full_name or None,
+                          subject="Telegram: own phone number shared" if own else "Telegram: a contact shared",
+                          raw=raw, raw_content_type="application/json", reply_to=("telegram", str(user.id)),
+                          language=user.language_code, auto_submitted=True, meta=meta)
+        submitted = await self.deliver(inbound)
+        if own and submitted.receipt.status != "duplicate":
+            self.spawn(self._say(message, "contact_thanks", ReplyKeyboardRemove()))
+        return submitted
+
+    # -- answers ----------------------------------------------------------------------
+    def language(self, code: str | None) -> str:
+        lang = (code or "").split("-")[0].lower()
+        return lang if lang in self.texts else getattr(self.context.texts, "default_language", "ru")
+
+    async def _greet(self, message: Message) -> None:
+        lang = self.language(message.from_user.language_code if message.from_user else None)
+        button = KeyboardButton(self.texts[lang]["contact_button"], request_contact=True)
+        await self._say(message, "greeting", ReplyKeyboardMarkup([[button]], resize_keyboard=True, one_time_keyboard=True))
+
+    async def _say(self, message: Message, what: str, markup: ReplyKeyboardMarkup | ReplyKeyboardRemove) -> None:
+        lang = self.language(message.from_user.language_code if message.from_user else None)
+        try:
+            await self.bot.send_message(message.chat.id, self.texts[lang][what], reply_markup=markup)
+        except Exception as exc:  # a missed greeting is no lost complaint
+            self.log.warning("message to the user failed", extra={"channel": self.instance, "what": what, "error": repr(exc)})
+
+    async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
+        meta = complaint.meta
+        public = meta.get("telegram_chat_type") != "private"
+        text = self.context.texts.render(complaint, receipt, door="chat", public=public)
+        await self.bot.send_message(meta["telegram_chat_id"], text, reply_to_message_id=meta["telegram_message_id"],
+                                    allow_sending_without_reply=True)
+
+    async def send_reply(self, complaint: Complaint, text: str) -> None:
+        """An operator's answer: in the private chat (a reply to the message), or for a group
+        complaint, privately to the user (it may hold personal data)."""
+        meta = complaint.meta
+        if meta.get("telegram_chat_type") == "private":
+            await self.bot.send_message(meta["telegram_chat_id"], text, reply_to_message_id=meta["telegram_message_id"],
+                                        allow_sending_without_reply=True)
+        elif complaint.reply_to is not None and complaint.reply_to.kind == "telegram":
+            await self.bot.send_message(int(complaint.reply_to.value), text)
+        else:
+            raise ValueError("the complaint has no Telegram chat to answer in")

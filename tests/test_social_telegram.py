@@ -1,0 +1,297 @@
+"""The Telegram door end to end: webhook and long polling against a fake Bot API on
+loopback, with python-telegram-bot pointed at it."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from channels.social.fakes import telegram as tg
+from channels.social.fakes.base import expected_acknowledgement
+from channels.social.fakes.telegram import FakeTelegram
+from channels.social.telegram import SECRET_HEADER
+from gateway.adapters import TemporaryFailure
+from gateway.app import ADAPTERS
+from tests.conftest import registry_of
+
+# the adapter silences this advice itself; pytest resets warning filters for each test
+pytestmark = pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning")
+
+SECRET = "tg-Webhook_secret-42"
+PATH = "/channels/telegram/telegram"
+HEADERS = {SECRET_HEADER: SECRET}
+ANNA = tg.user(424242, "Anna", "Nowak", language_code="en", username="anna_n")
+
+
+@pytest.fixture
+async def fake():
+    async with FakeTelegram() as server:
+        yield server
+
+
+def tg_channel(fake: FakeTelegram, **overrides: Any) -> dict[str, Any]:
+    return {"telegram": {"adapter": "telegram", "token": fake.token, "secret_token": SECRET, "api_base_url": fake.base_url,
+                         "file_base_url": fake.base_file_url, **overrides}}
+
+
+@pytest.fixture
+async def client(fake, make_config, start_gateway):
+    return await start_gateway(make_config(channels=tg_channel(fake)))
+
+
+async def metric(client, line: str) -> bool:
+    return line in await (await client.get("/metrics")).text()
+
+
+async def test_private_text_is_registered_and_answered_as_a_reply_in_the_users_language(fake, client):
+    update = tg.message_update(9001, ANNA, text="My internet has been down since Monday morning.", message_id=55)
+    resp = await client.post(PATH, json=update, headers=HEADERS)
+    assert resp.status == 200
+
+    [new] = await registry_of(client).read_events("test", "c1")
+    complaint = new.payload["complaint"]
+    assert complaint["customer"]["identities"] == [{"kind": "telegram", "value": "424242"}]
+    assert complaint["customer"]["name"] == "Anna Nowak"
+    assert complaint["language"] == "en"
+    assert complaint["channel_message_id"] == "9001"
+
+    [sent] = await fake.wait_for("sendMessage")
+    assert int(sent.params["chat_id"]) == 424242
+    replied_to = sent.params.get("reply_parameters", {}).get("message_id") or sent.params.get("reply_to_message_id")
+    assert int(replied_to) == 55
+    assert new.registration_number in sent.params["text"]
+    assert sent.params["text"] == expected_acknowledgement(client.server.app, new)
+    assert complaint["language"] == "en" and "registered" in sent.params["text"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_redelivered_update_adds_nothing(fake, make_config, start_gateway, redis_url, backend):
+    client = await start_gateway(make_config(backend=backend, channels=tg_channel(fake)))
+    update = tg.message_update(9002, ANNA, text="The TV box restarts every ten minutes.")
+    statuses = [(await client.post(PATH, json=update, headers=HEADERS)).status for _ in range(2)]
+    assert statuses == [200, 200]
+    registry = registry_of(client)
+    [new] = await registry.read_events("test", "c1")
+    assert (await registry.get_customer(new.customer_id))["registrations"] == [new.registration_number]
+    assert await metric(client, 'complaint_gateway_duplicate_total{channel="telegram"} 1.0')
+    await client.server.app[ADAPTERS]["telegram"].drain()
+    assert len(fake.calls_of("sendMessage")) == 1
+
+
+@pytest.mark.parametrize(("headers", "status", "reason"), [
+    ({}, 401, "unsigned"), ({"X-Telegram-Bot-Api-Secret-Token": "guess"}, 403, "forged")])
+async def test_missing_or_wrong_secret_token_is_rejected_and_counted(client, headers, status, reason):
+    resp = await client.post(PATH, json=tg.message_update(9003, ANNA, text="forged complaint text"), headers=headers)
+    assert resp.status == status
+    assert await metric(client, f'complaint_gateway_rejected_total{{channel="telegram",reason="{reason}"}} 1.0')
+    assert await registry_of(client).queue_length() == 0
+
+
+async def test_malformed_json_or_no_update_id_gets_400_and_a_log_line(client, caplog):
+    with caplog.at_level(logging.WARNING):
+        broken = await client.post(PATH, data=b'{"update_id": 1,', headers={**HEADERS, "Content-Type": "application/json"})
+        no_id = await client.post(PATH, json={"message": {"text": "hi"}}, headers=HEADERS)
+    assert (broken.status, no_id.status) == (400, 400)
+    assert [r.getMessage() for r in caplog.records if getattr(r, "channel", None) == "telegram"] == ["malformed request"] * 2
+    assert await metric(client, 'complaint_gateway_rejected_total{channel="telegram",reason="malformed"} 2.0')
+
+
+async def test_photo_document_and_voice_are_fetched_through_getfile(fake, client):
+    fake.add_tg_file("ph-2", b"\xff\xd8 largest photo", "photos/file_2.jpg")
+    fake.add_tg_file("doc-1", b"%PDF-1.7 contract", "documents/file_3.pdf")
+    fake.add_tg_file("vo-1", b"OggS voice note", "voice/file_4.oga")
+    photo = tg.message_update(9004, ANNA, caption="Bill attached, it is twice the usual amount.", message_id=60,
+                              photo=tg.photo_sizes("ph", [(90, 60, 1200), (320, 240, 9000), (1280, 960, 17)]))
+    doc = tg.message_update(9005, ANNA, caption="The contract, page 3 says otherwise.", message_id=61,
+                            document=tg.document("doc-1", "contract.pdf", "application/pdf", 17))
+    voice = tg.message_update(9006, ANNA, message_id=62, voice=tg.voice("vo-1", 15))
+    for update in (photo, doc, voice):
+        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    messages = {m.channel_message_id: m for m in await registry_of(client).list_messages()}
+    assert [(a.filename, a.size) for a in messages["9004"].attachments] == [("photo_60.jpg", len(b"\xff\xd8 largest photo"))]
+    assert [(a.filename, a.content_type) for a in messages["9005"].attachments] == [("contract.pdf", "application/pdf")]
+    assert [(a.filename, a.size) for a in messages["9006"].attachments] == [("voice_62.ogg", len(b"OggS voice note"))]
+    assert [c.params["file_id"] for c in fake.calls_of("getFile")] == ["ph-2", "doc-1", "vo-1"]
+    assert "Bill attached" in messages["9004"].text
+
+
+async def test_too_large_document_is_recorded_not_fetched(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake, max_attachment_bytes=1024)))
+    fake.add_tg_file("big-1", b"x" * 4096, "documents/big.pdf")
+    update = tg.message_update(9007, ANNA, caption="A scan of the letter from the court.", message_id=63,
+                               document=tg.document("big-1", "letter.pdf", "application/pdf", 4096))
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    [message] = await registry_of(client).list_messages()
+    assert message.attachments == []
+    assert message.meta["attachments_not_fetched"][0] | {"reason": "too_large", "ref": "big-1"} == \
+        message.meta["attachments_not_fetched"][0]
+    assert fake.calls_of("getFile") == []
+
+
+async def test_start_greets_in_the_users_language_and_registers_nothing(fake, client):
+    polish = tg.user(515151, "Jan", "Kowalski", language_code="pl")
+    resp = await client.post(PATH, json=tg.message_update(9008, polish, text="/start"), headers=HEADERS)
+    assert resp.status == 200
+    [greeting] = await fake.wait_for("sendMessage")
+    assert greeting.params["text"].startswith("Dzień dobry!")
+    [[button]] = greeting.params["reply_markup"]["keyboard"]
+    assert button == {"text": "Udostępnij numer telefonu", "request_contact": True}
+    registry = registry_of(client)
+    assert await registry.list_messages() == [] and await registry.queue_length() == 0
+
+
+async def test_own_contact_links_phone_to_telegram_identity(fake, client):
+    share = tg.message_update(9009, ANNA, message_id=70, contact=tg.contact("79161234567", "Anna", user_id=ANNA["id"]))
+    assert (await client.post(PATH, json=share, headers=HEADERS)).status == 200
+    [thanks] = await fake.wait_for("sendMessage")
+    assert thanks.params["text"] == "Thank you, your phone number has been saved."
+    assert thanks.params["reply_markup"] == {"remove_keyboard": True}
+    registry = registry_of(client)
+    assert await registry.queue_length() == 0  # a shared contact is no complaint
+
+    later = tg.message_update(9010, ANNA, text="Still no signal at home after the repair visit.", message_id=71)
+    await client.post(PATH, json=later, headers=HEADERS)
+    [new] = await registry.read_events("test", "c1")
+    customer = await registry.get_customer(new.customer_id)
+    assert {(i["kind"], i["value"]) for i in customer["identities"]} == {("telegram", "424242"), ("phone", "+79161234567")}
+
+
+async def test_contact_of_someone_else_is_no_identity_of_the_sender(fake, client):
+    share = tg.message_update(9011, ANNA, message_id=72, contact=tg.contact("+48601234567", "Piotr", user_id=999))
+    assert (await client.post(PATH, json=share, headers=HEADERS)).status == 200
+    await client.post(PATH, json=tg.message_update(9012, ANNA, text="My router keeps dropping Wi-Fi.", message_id=73),
+                      headers=HEADERS)
+    registry = registry_of(client)
+    [new] = await registry.read_events("test", "c1")
+    customer = await registry.get_customer(new.customer_id)
+    assert customer["identities"] == [{"kind": "telegram", "value": "424242"}]
+    [kept] = [m for m in await registry.list_messages() if m.channel_message_id == "9011"]
+    assert kept.meta["shared_contact"]["phone_number"] == "+48601234567"
+
+
+async def test_group_messages_are_off_by_default(fake, client):
+    group = {"id": -1001234567890, "title": "Customers", "type": "supergroup"}
+    update = tg.message_update(9013, ANNA, text="Complaint written in a group chat.", chat=group)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    assert await registry_of(client).list_messages() == []
+
+
+async def test_enabled_group_message_gets_a_public_acknowledgement(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake, accept_groups=True)))
+    group = {"id": -1001234567890, "title": "Customers", "type": "supergroup"}
+    update = tg.message_update(9014, ANNA, text="Nobody answers the hotline, third day now.", chat=group, message_id=80)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    [new] = await registry_of(client).read_events("test", "c1")
+    [sent] = await fake.wait_for("sendMessage")
+    assert int(sent.params["chat_id"]) == -1001234567890
+    assert new.registration_number in sent.params["text"] and "Anna" not in sent.params["text"]
+    assert sent.params["text"] == expected_acknowledgement(client.server.app, new, public=True)
+
+
+async def test_channel_posts_need_to_be_enabled(fake, make_config, start_gateway):
+    post = tg.channel_post_update(9015, -1009876543210, "Town news", "Water is off in the whole district again.")
+    off = await start_gateway(make_config(channels=tg_channel(fake)))
+    assert (await off.post(PATH, json=post, headers=HEADERS)).status == 200
+    assert await registry_of(off).list_messages() == []
+
+
+async def test_operator_reply_is_a_reply_in_the_private_chat(fake, client):
+    await client.post(PATH, json=tg.message_update(9016, ANNA, text="Double charge on my card this month.", message_id=90),
+                      headers=HEADERS)
+    [message] = await registry_of(client).list_messages()
+    await client.server.app[ADAPTERS]["telegram"].send_reply(message, "We have refunded the second charge.")
+    sent = await fake.wait_for("sendMessage", count=2)
+    assert [s.params["text"] for s in sent][-1] == "We have refunded the second charge."
+
+
+async def test_webhook_is_set_with_the_secret_token(fake, make_config, start_gateway):
+    await start_gateway(make_config(channels=tg_channel(fake, webhook_url="https://complaints.example.com/tg")))
+    [call] = await fake.wait_for("setWebhook")
+    assert call.params["url"] == "https://complaints.example.com/tg"
+    assert call.params["secret_token"] == SECRET
+    assert call.params["allowed_updates"] == ["message"]
+
+
+async def test_temporary_failure_answers_503(fake, client):
+    adapter = client.server.app[ADAPTERS]["telegram"]
+
+    class Failing:
+        async def submit(self, inbound):
+            raise TemporaryFailure("down")
+
+    adapter.context.sink = Failing()
+    resp = await client.post(PATH, json=tg.message_update(9017, ANNA, text="Storage is down right now."), headers=HEADERS)
+    assert resp.status == 503
+
+
+# -- long polling --------------------------------------------------------------------------
+def polling_channel(fake: FakeTelegram) -> dict[str, Any]:
+    return {"telegram": {"adapter": "telegram", "mode": "polling", "token": fake.token, "api_base_url": fake.base_url,
+                         "file_base_url": fake.base_file_url, "polling_timeout_seconds": 1,
+                         "backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05}}
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_polling_registers_updates_and_saves_the_offset_after_delivery(fake, make_config, start_gateway):
+    fake.webhook = {"url": "https://old.example.com/hook"}
+    client = await start_gateway(make_config(channels=polling_channel(fake)))
+    registry = registry_of(client)
+    await fake.push_update(tg.message_update(7001, ANNA, text="No dial tone on the landline.", message_id=1))
+    await fake.push_update(tg.message_update(7002, ANNA, text="And the mobile data is slow too.", message_id=2))
+
+    async def saved() -> bool:
+        return await registry.get_cursor("telegram:telegram:offset") == "7003"
+
+    await wait_until(saved)
+    assert len(await registry.list_messages()) == 2
+    assert fake.webhook is None and fake.calls_of("deleteWebhook")
+    await fake.wait_for("sendMessage", count=2)
+    later = [c for c in fake.calls_of("getUpdates") if "offset" in c.params]
+    assert later and int(later[-1].params["offset"]) in (7002, 7003)
+
+
+async def test_polling_does_not_advance_the_offset_when_delivery_fails(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=polling_channel(fake)))
+    adapter = client.server.app[ADAPTERS]["telegram"]
+    registry = registry_of(client)
+    sink = adapter.context.sink
+    attempts: list[str] = []
+
+    class FailingOnce:
+        async def submit(self, inbound):
+            attempts.append(inbound.message_id)
+            if len(attempts) == 1:
+                raise TemporaryFailure("registry down")
+            return await sink.submit(inbound)
+
+    adapter.context.sink = FailingOnce()
+    await fake.push_update(tg.message_update(7101, ANNA, text="Meter reading was not accepted online."))
+
+    async def saved() -> bool:
+        return await registry.get_cursor("telegram:telegram:offset") == "7102"
+
+    await wait_until(saved)
+    assert attempts == ["7101", "7101"]
+    assert len(await registry.read_events("test", "c1")) == 1
+
+
+async def test_polling_keeps_an_unreadable_update_as_dead_letter_and_goes_on(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=polling_channel(fake)))
+    registry = registry_of(client)
+    await fake.push_update({"update_id": 7201, "message": {"message_id": "not-a-number", "chat": "nonsense"}})
+    await fake.push_update(tg.message_update(7202, ANNA, text="The next message must still arrive."))
+
+    async def both() -> bool:
+        return await registry.get_cursor("telegram:telegram:offset") == "7203"
+
+    await wait_until(both)
+    [dead] = await registry.list_dead_letters()
+    assert dead["record"]["message_id"] == "7201"
+    assert [m.channel_message_id for m in await registry.list_messages()] == ["7202"]
