@@ -82,6 +82,7 @@ async def test_raw_and_attachments_are_stored_before_registration(make_config, s
     assert submitted.receipt.status == "new"
     blobs = intake.blobs
     assert blobs.get_sync(inbound.raw_sha256 or "") == b"raw bytes of the request"
+    assert submitted.complaint.meta["raw"] == {"sha256": inbound.raw_sha256, "content_type": "application/octet-stream"}
     attachment = submitted.complaint.attachments[0]
     assert blobs.get_sync(attachment.sha256) == b"%PDF bill" and attachment.size == 9
 
