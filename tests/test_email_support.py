@@ -134,3 +134,162 @@ def smtp_channel(relay_port: int | None = None, **settings: Any) -> dict[str, An
         channel["relay"] = {"host": "127.0.0.1", "port": relay_port}
     channel.update(settings)
     return channel
+
+
+# -- a private Dovecot on loopback ------------------------------------------------------------
+DOVECOT_CONF = """\
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{root}/mail/%u
+first_valid_uid = 1
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+default_login_user = {login_user}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+service stats {{
+  chroot =
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/passwd
+  default_fields = uid={uid} gid={gid} home={root}/home/%u
+}}
+"""
+
+
+@dataclass
+class Dovecot:
+    """A running private Dovecot: ``port``, and ``users`` (name -> password)."""
+
+    root: Path
+    port: int
+    users: dict[str, str]
+    process: Any = None
+
+    def client(self, user: str) -> Any:
+        from imapclient import IMAPClient
+
+        client = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)
+        client.login(user, self.users[user])
+        return client
+
+    def append(self, user: str, raw: bytes, folder: str = "INBOX") -> None:
+        client = self.client(user)
+        try:
+            client.append(folder, raw)
+        finally:
+            client.logout()
+
+    def settings(self, user: str, **extra: Any) -> dict[str, Any]:
+        return {"adapter": "imap", "host": "127.0.0.1", "port": self.port, "security": "none", "username": user,
+                "password": self.users[user], "idle_timeout_seconds": 5, "poll_interval_seconds": 0.2,
+                "backoff_initial_seconds": 0.1, "backoff_max_seconds": 0.5, **extra}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: Any, log: Path, timeout: float = 15.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dovecot exited: {log.read_text() if log.exists() else '(no log)'}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(64).startswith(b"* OK"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"dovecot did not answer on port {port}: {log.read_text() if log.exists() else ''}")
+
+
+@pytest.fixture
+def dovecot() -> Any:
+    """Start a private Dovecot (IMAP on a free loopback port, passwd-file users, maildirs in a
+    temporary folder) as the current user; as root its helpers run as Dovecot's own users."""
+    import grp
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    root = Path(tempfile.mkdtemp(prefix="cg-dovecot-"))
+    root.chmod(0o755)
+    users = {"box1": "secret-one", "box2": "secret-two"}
+    if os.getuid() == 0:  # Dovecot will not serve mail or logins as root
+        mail_user = pwd.getpwnam("dovecot")
+        uid, gid = mail_user.pw_uid, mail_user.pw_gid
+        internal_user, internal_group, login_user = "dovecot", grp.getgrgid(gid).gr_name, "dovenull"
+    else:
+        uid, gid = os.getuid(), os.getgid()
+        internal_user = login_user = pwd.getpwuid(uid).pw_name
+        internal_group = grp.getgrgid(gid).gr_name
+    for folder in ("run", "state", "mail", "home"):
+        (root / folder).mkdir()
+    for folder in ("mail", "home"):
+        os.chown(root / folder, uid, gid)
+    (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
+    port = _free_port()
+    conf = root / "dovecot.conf"
+    conf.write_text(DOVECOT_CONF.format(root=root, port=port, uid=uid, gid=gid, internal_user=internal_user,
+                                        internal_group=internal_group, login_user=login_user))
+    process = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, process, root / "dovecot.log")
+        yield Dovecot(root, port, users, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def wait_until(condition: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll an async or plain ``condition`` until it is truthy (a deadline, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -31,6 +31,7 @@ COMMON_SETTINGS: dict[str, Any] = {
     "separate_quotes": {"type": "boolean"},
     "strip_signature": {"type": "boolean"},
     "fax": FAX_SCHEMA,
+    "other_mailbox_window_hours": {"type": "number", "minimum": 0},
 }
 
 
@@ -50,6 +51,7 @@ class MailDoor(Adapter):
         self.options = ConvertOptions(limits=MailLimits.from_settings(s), number_pattern=context.number_pattern,
                                       ack_domains={domain.lower()})
         self.fax = FaxSettings.from_settings(s.get("fax"))
+        self.other_mailbox_window = float(s.get("other_mailbox_window_hours", 72)) * 3600
 
     async def read_mail(self, raw: bytes, envelope: dict[str, Any] | None = None) -> Inbound:
         """``raw`` as an Inbound; a mail the parser cannot read still becomes one (with its
@@ -62,6 +64,13 @@ class MailDoor(Adapter):
             inbound = unparsed_inbound(raw, self.instance, exc)
         if envelope:
             inbound.meta.setdefault("email", {})["envelope"] = envelope
+        if self.other_mailbox_window > 0 and not inbound.auto_submitted:
+            # The same mail sent to two of our addresses is one registration (the registry sees a
+            # repeat); it is answered once: by the door that read it first.
+            first = await self.context.state.acquire_lock(f"mail-received:{inbound.message_id}", self.instance,
+                                                          self.other_mailbox_window)
+            if not first:
+                inbound.meta["received_in_other_mailbox"] = True
         if self.fax.rules and mark_fax(inbound, self.fax):
             text, info = await asyncio.to_thread(read_pages, inbound.attachments, self.fax)
             inbound.meta["fax"].update(info)
@@ -74,6 +83,8 @@ class MailDoor(Adapter):
         complaint = submitted.complaint
         if complaint is not None and complaint.meta.get("door") == "fax":
             return False  # the fax gateway's address is not the customer's: nothing to answer by mail
+        if complaint is not None and complaint.meta.get("received_in_other_mailbox"):
+            return False
         return super().should_acknowledge(submitted) and self.sender.relay is not None
 
     async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
