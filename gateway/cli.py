@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     channels = sub.add_parser("channels", help="list installed channel adapters")
     channels.add_argument("--json", action="store_true")
     channels.set_defaults(func=cmd_channels)
+    __import__("gateway.inbox.commands", fromlist=["add_inbox_commands"]).add_inbox_commands(sub)
 
     for name, ep in sorted(plugins.installed().items()):
         try:

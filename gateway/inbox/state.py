@@ -18,7 +18,8 @@ from gateway.inbox.service import Actor, InboxError
 from gateway.inbox.settings import InboxSettings
 
 ROOT = "/inbox"
-ACTOR = "inbox.actor"
+#: Who is acting, set by the access middleware for the handlers.
+ACTOR: Any = web.RequestKey("inbox_actor", Actor) if hasattr(web, "RequestKey") else "inbox.actor"
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from gateway.inbox.live import sse
 from gateway.inbox.original import ORIGINAL_CSP, download, view_of
 from gateway.inbox.present import deadlines_view, local_time, message_view, row_view
 from gateway.inbox.service import InboxError
-from gateway.inbox.state import ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
+from gateway.inbox.state import ACTOR, ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
 from normalizer.schema import URGENCIES
 
 log = logging.getLogger("complaint_gateway.inbox")
@@ -36,7 +36,7 @@ DOOR_OF_ADAPTER = {"smtp": "email", "imap": "email", "twilio_sms": "sms", "twili
 
 # -- log in / out ---------------------------------------------------------------------
 async def login_form(request: web.Request) -> web.Response:
-    if request.get("inbox.actor") is not None:
+    if request.get(ACTOR) is not None:
         raise see_other(ROOT + "/")
     return await render(request, "login.html", title=translate(request)("login_title"),
                         next=_safe_next(request.query.get("next")), username="", error=None)
