@@ -1,7 +1,9 @@
-"""What the phone doors say, in ru, pl and en, and how a registration number is spoken.
+"""What the phone doors say around the registration number, in ru, pl and en.
 
-Every prompt can be overridden per language in a channel's ``prompts`` setting (for the
-company's own greeting); keywords are what speech recognition may hear for a choice.
+The number itself is spoken with the gateway's ``ivr`` acknowledgement text (digits one by
+one, see gateway.acknowledgements). Every prompt here can be overridden per language in a
+channel's ``prompts`` setting (for the company's own greeting); keywords are what speech
+recognition may hear for a choice.
 """
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ PROMPTS: dict[str, dict[str, str]] = {
                       "Ваше обращение будет зарегистрировано как срочное."),
         "record": "После звукового сигнала опишите вашу проблему. Чтобы закончить, нажмите решётку.",
         "no_message": "Мы не услышали вашего сообщения.",
-        "registered": "Ваше обращение зарегистрировано под номером: {digits}.",
-        "repeat_number": "Повторяю номер: {digits}.",
         "accepted": "Ваше сообщение принято. Номер обращения вам сообщит оператор.",
         "failure": "К сожалению, сейчас мы не можем назвать номер обращения. Ваше сообщение записано, перезвоните позже.",
         "goodbye": "Спасибо, до свидания.",
@@ -45,8 +45,6 @@ PROMPTS: dict[str, dict[str, str]] = {
                       "Twoje zgłoszenie zostanie zarejestrowane jako pilne."),
         "record": "Po sygnale opisz swój problem. Aby zakończyć, naciśnij krzyżyk.",
         "no_message": "Nie usłyszeliśmy wiadomości.",
-        "registered": "Twoja reklamacja została zarejestrowana pod numerem: {digits}.",
-        "repeat_number": "Powtarzam numer: {digits}.",
         "accepted": "Twoja wiadomość została przyjęta. Numer reklamacji poda konsultant.",
         "failure": "Niestety nie możemy teraz podać numeru reklamacji. Twoja wiadomość została nagrana, zadzwoń później.",
         "goodbye": "Dziękujemy, do widzenia.",
@@ -64,8 +62,6 @@ PROMPTS: dict[str, dict[str, str]] = {
                       "Your complaint will be registered as urgent."),
         "record": "After the tone, please describe your problem. Press the hash key when you are done.",
         "no_message": "We did not hear a message.",
-        "registered": "Your complaint is registered under the number: {digits}.",
-        "repeat_number": "Once again, the number is: {digits}.",
         "accepted": "Your message has been received. An operator will tell you the complaint number.",
         "failure": "Sorry, we cannot give you a complaint number right now. Your message is recorded; please call again later.",
         "goodbye": "Thank you, goodbye.",
@@ -94,21 +90,6 @@ PROMPTS_SCHEMA: dict[str, Any] = {
                    for lang in LANGUAGES},
 }
 
-_GROUP = re.compile(r"[0-9A-Za-z]+")
-
-
-def spoken_characters(number: str) -> list[list[str]]:
-    """The registration number as groups of single characters: ``2026-000123`` ->
-    ``[["2","0","2","6"], ["0","0","0","1","2","3"]]`` (separators split groups)."""
-    return [list(group) for group in _GROUP.findall(number)]
-
-
-def speakable_number(number: str) -> str:
-    """Digits separated so that text-to-speech reads them one by one, with a pause
-    between groups: ``2, 0, 2, 6. 0, 0, 0, 1, 2, 3``."""
-    return ". ".join(", ".join(group) for group in spoken_characters(number))
-
-
 class Prompts:
     """The prompts of one channel: built-in texts with the operator's overrides."""
 
@@ -121,8 +102,6 @@ class Prompts:
             template = template.replace("{" + name + "}", value)
         return template
 
-    def registered(self, lang: str, number: str) -> str:
-        return self.text(lang, "registered", digits=speakable_number(number))
 
 
 def language_from_speech(speech: str, languages: list[str]) -> str | None:

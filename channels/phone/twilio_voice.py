@@ -27,7 +27,6 @@ from channels.phone.prompts import (
     PROMPTS_SCHEMA,
     Prompts,
     language_from_speech,
-    speakable_number,
     urgency_from_speech,
 )
 from channels.phone.twilio_common import SID, TWILIO_SETTINGS, DownloadFailed, TwilioAdapter, WebhookRejected
@@ -85,7 +84,6 @@ class TwilioVoiceAdapter(TwilioAdapter):
             "max_recording_seconds": {"type": "integer", "minimum": 2, "maximum": 14400},
             "silence_timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 60},
             "transcribe_languages": {"type": "array", "items": {"enum": list(LANGUAGES)}, "uniqueItems": True},
-            "number_repeats": {"type": "integer", "minimum": 1, "maximum": 5},
             "download_recordings": {"type": "boolean"},
             "recording_format": {"enum": list(RECORDING_TYPES)},
             "max_recording_bytes": {"type": "integer", "minimum": 1024},
@@ -109,7 +107,6 @@ class TwilioVoiceAdapter(TwilioAdapter):
         self.max_recording = int(s.get("max_recording_seconds", 120))
         self.silence_timeout = int(s.get("silence_timeout_seconds", 5))
         self.transcribe_languages = set(s.get("transcribe_languages", ["en"]))
-        self.number_repeats = int(s.get("number_repeats", 2))
         self.download_recordings = bool(s.get("download_recordings", False))
         self.recording_format = s.get("recording_format", "wav")
         self.max_recording_bytes = int(s.get("max_recording_bytes", 20 * 1024 * 1024))
@@ -251,11 +248,11 @@ class TwilioVoiceAdapter(TwilioAdapter):
             self.say(response, lang, "failure")
             response.hangup()
             return self.twiml(response)
-        number = submitted.receipt.registration_number
-        if number:
-            for i in range(self.number_repeats):
-                self.say(response, lang, "registered" if i == 0 else "repeat_number", digits=speakable_number(number))
-                response.pause(length=1)
+        if submitted.receipt.registration_number and submitted.complaint is not None:
+            # the gateway's spoken acknowledgement: the number digit by digit, twice, and the deadline
+            response.say(self.context.texts.render(submitted.complaint, submitted.receipt, door="ivr"),
+                         language=self.locales[lang], voice=self.voices.get(lang))
+            response.pause(length=1)
         else:
             self.say(response, lang, "accepted")
         self.say(response, lang, "goodbye")
