@@ -172,6 +172,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _with_registry(args, work)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from gateway.blobs import BlobStore
+    from gateway.registry.base import iso, utcnow
+
+    async def work(registry: Any, config: GatewayConfig) -> int:
+        days = args.older_than if args.older_than is not None else config.section("retention").get("days")
+        if not days:
+            print("purge: give --older-than DAYS or set retention.days", file=sys.stderr)
+            return 2
+        result = await registry.purge(iso(utcnow() - timedelta(days=float(days))))
+        blobs = BlobStore(config.blobs_path)
+        result["blobs_deleted"] = sum(blobs.delete(sha) for sha in result.pop("blobs"))
+        print(json.dumps(result))
+        return 0
+
+    return _with_registry(args, work)
+
+
 def cmd_channels(args: argparse.Namespace) -> int:
     rows = []
     for name, ep in sorted(plugins.installed().items()):
@@ -224,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="process dead letters again")
     replay.add_argument("ids", nargs="*", help="only these dead letters (default: all open ones)")
     replay.set_defaults(func=cmd_replay)
+    purge = sub.add_parser("purge", help="remove personal data and raw originals older than the retention period")
+    purge.add_argument("--older-than", type=float, metavar="DAYS", help="default: retention.days")
+    purge.set_defaults(func=cmd_purge)
     channels = sub.add_parser("channels", help="list installed channel adapters")
     channels.add_argument("--json", action="store_true")
     channels.set_defaults(func=cmd_channels)

@@ -60,6 +60,8 @@ CORE_SCHEMA: dict[str, Any] = {
         "normalizer": {"type": "object"},
         "acknowledgements": {"type": "object"},
         "inbox": {"type": "object"},
+        "retention": {"type": "object", "additionalProperties": False, "properties": {
+            "days": {"type": ["number", "null"], "minimum": 1}}},
         "logging": {"type": "object", "additionalProperties": False, "properties": {
             "level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]}, "format": {"enum": ["json", "text"]}}},
         "channels": {

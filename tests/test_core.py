@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -358,3 +359,31 @@ def _post_with_key(port: int, body: dict[str, Any], key: str) -> dict[str, Any]:
                                  headers={"Content-Type": "application/json", "Idempotency-Key": key}, method="POST")
     with urllib.request.urlopen(req, timeout=10) as resp:
         return dict(json.loads(resp.read()))
+
+
+def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
+    config_path = _write_config(tmp_path, _free_port())
+
+    async def register() -> str:
+        app = create_app(load_config(config_path))
+        registry = app[INTAKE].registry
+        await registry.open()
+        try:
+            inbound = Inbound(channel="web", message_id="old", identities=[("phone", "+79161112233")],
+                              text="Жалоба двухлетней давности", raw=b"old raw original",
+                              received_at=datetime.now(timezone.utc) - timedelta(days=800))
+            await app[INTAKE].submit(inbound)
+            return inbound.raw_sha256 or ""
+        finally:
+            await registry.close()
+
+    sha = asyncio.run(register())
+    blob = tmp_path / "blobs" / sha[:2] / sha[2:4] / sha
+    assert blob.exists()
+    out = subprocess.run([*CLI, "--config", str(config_path), "purge", "--older-than", "730"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    result = json.loads(out.stdout)
+    assert (result["messages"], result["blobs_deleted"]) == (1, 1)
+    assert not blob.exists()
+    missing = subprocess.run([*CLI, "--config", str(config_path), "purge"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "retention.days" in missing.stderr

@@ -339,3 +339,31 @@ async def test_search_filters(registry: Registry) -> None:
     since = (NOW + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
     assert [r["complaint"]["channel"] for r in await registry.search(since=since)] == ["vk"]
     assert await registry.search(urgency="immediate") == []
+
+
+async def test_purge_removes_personal_data_and_keeps_statistics(registry: Registry) -> None:
+    old = complaint("Старая жалоба Анны про счёт", ids=[("phone", "+79161234567")], at=NOW - timedelta(days=400))
+    old.meta["raw"] = {"sha256": "a" * 64, "content_type": "message/rfc822"}
+    kept_old = await registry.submit(old)
+    shared = complaint("Свежая жалоба Бориса", ids=[("email", "boris@example.com")], at=NOW - timedelta(days=500))
+    boris_old = await registry.submit(shared)
+    fresh = complaint("Свежая жалоба Бориса о связи", ids=[("email", "boris@example.com")], at=NOW)
+    fresh.meta["raw"] = {"sha256": "b" * 64, "content_type": "application/json"}
+    await registry.submit(fresh)
+    await registry.add_dead_letter({"channel": "email", "message_id": "x", "text": "личные данные"}, "no text")
+
+    cutoff = (NOW - timedelta(days=365)).isoformat().replace("+00:00", "Z")
+    result = await registry.purge(cutoff)
+    assert result["messages"] == 2
+    assert result["blobs"] == ["a" * 64]
+    purged = await registry.get_message(kept_old.complaint_id or "")
+    assert purged is not None
+    assert (purged.text, purged.customer.name, purged.customer.identities) == ("", None, [])
+    assert purged.registration_number == kept_old.registration_number and purged.channel == "web"
+    assert purged.meta["purged_at"]
+    anna = await registry.get_customer(kept_old.customer_id or "")
+    assert anna is not None and anna["identities"] == [] and anna["name"] is None
+    boris = await registry.get_customer(boris_old.customer_id or "")
+    assert boris is not None and boris["identities"] == [{"kind": "email", "value": "boris@example.com"}]
+    again = await registry.purge(cutoff)
+    assert again["messages"] == 0

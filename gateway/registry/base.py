@@ -175,6 +175,28 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def anonymise(body: dict[str, Any], purged_at: str) -> tuple[dict[str, Any], set[str]]:
+    """A complaint without personal data: what statistics need stays (channel, times,
+    registration, kind of door, language, urgency, deadlines). Returns the blobs it named."""
+    blobs = {a["sha256"] for a in body.get("attachments") or [] if a.get("sha256")}
+    raw = (body.get("meta") or {}).get("raw") or {}
+    if raw.get("sha256"):
+        blobs.add(raw["sha256"])
+    submitted_by = body.get("submitted_by")
+    kept = {
+        **body,
+        "customer": {"customer_id": (body.get("customer") or {}).get("customer_id"), "name": None, "identities": []},
+        "reply_to": None,
+        "subject": None,
+        "text": "",
+        "attachments": [],
+        "submitted_by": {**submitted_by, "person": None} if submitted_by else None,
+        "meta": {"purged_at": purged_at, "attachments": len(body.get("attachments") or []),
+                 **({"door": body["meta"]["door"]} if (body.get("meta") or {}).get("door") else {})},
+    }
+    return kept, blobs
+
+
 class Registry(ABC):
     """One interface, two backends (``sqlite``, ``redis``)."""
 
@@ -330,6 +352,14 @@ class Registry(ABC):
 
     @abstractmethod
     async def resolve_dead_letter(self, dead_letter_id: str, receipt: Receipt) -> None: ...
+
+    # -- retention --------------------------------------------------------------------
+    @abstractmethod
+    async def purge(self, before: str) -> dict[str, Any]:
+        """Remove personal data of every message received before ``before`` (ISO 8601):
+        texts, names, identities of customers with nothing newer, dead letters, queue
+        events. Returns ``{"messages": n, "customers": n, "dead_letters": n, "events": n,
+        "blobs": [sha256 no longer needed by any kept message]}``."""
 
     # -- adapter state ----------------------------------------------------------------
     @abstractmethod

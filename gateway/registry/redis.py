@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, anonymise, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
 from normalizer.schema import Complaint
 
 _LOCK = """
@@ -379,6 +380,59 @@ class RedisRegistry(Registry):
             pipe.hset(self.prefix + "dead_letters", dead_letter_id, json.dumps(entry, ensure_ascii=False))
             pipe.zrem(self.prefix + "dead_letters:open", dead_letter_id)
             await pipe.execute()
+
+    # -- retention --------------------------------------------------------------------
+    async def purge(self, before: str) -> dict[str, Any]:
+        now = iso(utcnow())
+        freed: set[str] = set()
+        purged, touched = 0, set()
+        timeline = self.prefix + "timeline"
+        cursor = 0
+        while True:
+            ids = await self.r.zrange(timeline, cursor, cursor + 499)
+            if not ids:
+                break
+            cursor += len(ids)
+            for complaint_id in ids:
+                key = self.prefix + "message:" + complaint_id
+                raw = await self.r.hget(key, "body")
+                if not raw:
+                    continue
+                body = json.loads(raw)
+                if body["received_at"] >= before or (body.get("meta") or {}).get("purged_at"):
+                    continue
+                kept, blobs = anonymise(body, now)
+                freed |= blobs
+                purged += 1
+                customer_id = kept["customer"]["customer_id"]
+                if customer_id:
+                    touched.add(customer_id)
+                await self.r.hset(key, "body", json.dumps(kept, ensure_ascii=False))
+        # customers with nothing newer lose their identities and name
+        newer = set()
+        for complaint_id in await self.r.zrange(timeline, 0, -1):
+            raw = await self.r.hget(self.prefix + "message:" + complaint_id, "body")
+            if raw:
+                body = json.loads(raw)
+                if body["received_at"] >= before:
+                    newer.add(body["customer"]["customer_id"])
+                    freed -= anonymise(body, now)[1]
+        stale = touched - newer
+        for customer_id in stale:
+            key = self.prefix + "customer:" + customer_id
+            for identity in await self.r.smembers(key + ":identities"):
+                await self.r.hdel(self.prefix + "identity", identity)
+            await self.r.delete(key + ":identities", self.prefix + "recent:" + customer_id)
+            await self.r.hdel(key, "name")
+        dead = 0
+        for entry in await self.list_dead_letters(include_resolved=True):
+            if entry["created_at"] < before:
+                dead += await self.r.hdel(self.prefix + "dead_letters", entry["id"])
+                await self.r.zrem(self.prefix + "dead_letters:open", entry["id"])
+        cutoff_ms = int(datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp() * 1000)
+        events = await self.r.xtrim(self.stream, minid=f"{cutoff_ms}-0", approximate=False)
+        return {"messages": purged, "customers": len(stale), "dead_letters": dead, "events": int(events),
+                "blobs": sorted(freed)}
 
     # -- adapter state ----------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:

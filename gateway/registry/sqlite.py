@@ -12,12 +12,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, anonymise, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
@@ -511,6 +512,38 @@ class SqliteRegistry(Registry):
         await self._run(self._tx, lambda db: db.execute(
             "UPDATE dead_letters SET resolved_at=?, receipt=? WHERE id=?",
             (iso(utcnow()), json.dumps(receipt.to_dict()), dead_letter_id)))
+
+    # -- retention --------------------------------------------------------------------
+    async def purge(self, before: str) -> dict[str, Any]:
+        cutoff = datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp()
+
+        def purge(db: sqlite3.Connection) -> dict[str, Any]:
+            now = iso(utcnow())
+            freed: set[str] = set()
+            rows = db.execute("SELECT id, body FROM messages WHERE received_epoch < ? AND body NOT LIKE ?",
+                              (cutoff, '%"purged_at"%')).fetchall()
+            for complaint_id, body in rows:
+                kept, blobs = anonymise(json.loads(body), now)
+                freed |= blobs
+                db.execute("UPDATE messages SET body=?, simhash=0, digest='' WHERE id=?",
+                           (json.dumps(kept, ensure_ascii=False), complaint_id))
+            stale = [r[0] for r in db.execute(
+                "SELECT c.customer_id FROM customers c WHERE NOT EXISTS (SELECT 1 FROM messages m"
+                " WHERE m.customer_id = c.customer_id AND m.received_epoch >= ?)", (cutoff,))]
+            for customer_id in stale:
+                db.execute("DELETE FROM identities WHERE customer_id=?", (customer_id,))
+                db.execute("UPDATE customers SET name=NULL WHERE customer_id=?", (customer_id,))
+            dead = db.execute("DELETE FROM dead_letters WHERE created_at < ?", (before,)).rowcount
+            old_events = [r[0] for r in db.execute("SELECT seq FROM events WHERE created_at < ?", (before,))]
+            for seq in old_events:
+                db.execute("DELETE FROM pending WHERE seq=?", (seq,))
+            db.execute("DELETE FROM events WHERE created_at < ?", (before,))
+            for (body,) in db.execute("SELECT body FROM messages WHERE received_epoch >= ?", (cutoff,)):
+                freed -= anonymise(json.loads(body), now)[1]
+            return {"messages": len(rows), "customers": len(stale), "dead_letters": dead, "events": len(old_events),
+                    "blobs": sorted(freed)}
+
+        return await self._run(self._tx, purge)
 
     # -- adapter state ----------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
