@@ -60,7 +60,8 @@ class StateStore(Protocol):
 
 
 class AcknowledgementTexts(Protocol):
-    def render(self, complaint: Complaint, receipt: Receipt, *, door: str, public: bool = False) -> str: ...
+    def render(self, complaint: Complaint, receipt: Receipt, *, door: str, public: bool = False,
+               language: str | None = None) -> str: ...
 
 
 @dataclass(slots=True)
