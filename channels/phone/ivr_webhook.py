@@ -126,7 +126,7 @@ class IvrWebhookAdapter(PushAdapter):
     def call_complaint(self, call: dict[str, Any], lang: str, body: bytes) -> Inbound:
         dtmf = call.get("dtmf") or {}
         account = (call.get("account") or dtmf.get("account") or "").strip("#*") or None
-        urgent = bool(call.get("urgent")) or dtmf.get("urgent") == "1"
+        urgent = bool(call["urgent"]) if "urgent" in call else dtmf.get("urgent") == "1"
         transcript = (call.get("transcript") or "").strip() if call["event"] == "call" else ""
         meta = {"provider": "ivr", "dtmf": dtmf, "recording_url": call.get("recording_url"),
                 "recording_seconds": call.get("recording_seconds")}
