@@ -1,6 +1,7 @@
 """Shared helpers for push adapters: bounded bodies, rate limits, JSON errors."""
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from typing import Any
@@ -23,6 +24,19 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise BodyTooLarge(max_size=limit, actual_size=size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class MalformedBody(ValueError):
+    """A request body that is not what the door expects; the message says why."""
+
+
+def parse_json(body: bytes | str) -> Any:
+    """JSON from a request body. Anything that is not JSON — invalid UTF-8, truncated,
+    nested deeper than the parser can go — raises ``MalformedBody`` (answer 400)."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedBody(f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def json_error(status: int, error: str, **extra: Any) -> web.Response:

@@ -15,7 +15,7 @@ from gateway.adapters import (
     Submitted,
     TemporaryFailure,
 )
-from gateway.http import RateLimiter, client_address, json_error, read_body
+from gateway.http import MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
 from gateway.ocr import OcrResult, is_scan, ocr_document, ocr_unavailable_reason
 from normalizer.schema import Attachment, Complaint, Customer, Identity
@@ -31,6 +31,7 @@ __all__ = [
     "Customer",
     "Identity",
     "Inbound",
+    "MalformedBody",
     "InboundAttachment",
     "OcrResult",
     "PullAdapter",
@@ -44,6 +45,7 @@ __all__ = [
     "json_error",
     "ocr_document",
     "ocr_unavailable_reason",
+    "parse_json",
     "read_body",
     "safe_filename",
 ]

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
 from gateway.adapters import PushAdapter, TemporaryFailure
-from gateway.http import BodyTooLarge, RateLimiter, client_address, json_error, read_body
+from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, safe_filename
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -163,9 +163,9 @@ class WebFormAdapter(PushAdapter):
         body = await read_body(request, self.max_body)
         if ctype == "application/json":
             try:
-                data = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise FormInvalid({"body": f"not valid JSON: {exc}"}) from exc
+                data = parse_json(body)
+            except MalformedBody as exc:
+                raise FormInvalid({"body": str(exc)}) from exc
             if not isinstance(data, dict):
                 raise FormInvalid({"body": "a JSON object is expected"})
             return self._from_json(data)
