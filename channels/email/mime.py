@@ -282,6 +282,9 @@ class _Collector:
         return "\n".join(html) if html else None
 
     def walk(self, part: Message, inline_context: bool = False) -> None:
+        if part.get_content_type() == "message/rfc822":  # (the stdlib calls it multipart too)
+            self._forwarded(part)
+            return
         if part.is_multipart():
             children = [c for c in (part.get_payload() or []) if isinstance(c, Message)]
             subtype = part.get_content_subtype()
@@ -294,9 +297,6 @@ class _Collector:
             else:
                 for child in children:
                     self.walk(child, inline_context)
-            return
-        if part.get_content_type() == "message/rfc822" or isinstance(part.get_payload(), list):
-            self._forwarded(part)
             return
         if self._is_body(part):
             text, charset = self._decode_text(part)
