@@ -14,7 +14,15 @@ from gateway.inbox import auth
 from gateway.inbox.auth import LoginThrottle
 from tests.conftest import registry_of
 from tests.test_inbox_support import (
-    API_TOKEN, BEARER, PASSWORD, api_csrf, csrf_of, inbox_section, login, page_csrf, submit_web,
+    API_TOKEN,
+    BEARER,
+    PASSWORD,
+    api_csrf,
+    csrf_of,
+    inbox_section,
+    login,
+    page_csrf,
+    submit_web,
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -78,7 +78,7 @@ def complaint(channel: str = "web", *, text: str = "Не работает инт
               urgency: str = "normal", language: str = "ru", received: datetime | None = None,
               deadlines: dict[str, str] | None = None, name: str | None = "Клиент") -> Complaint:
     """A normalised complaint built directly, for registry.submit()."""
-    received = received or datetime.now(timezone.utc)
+    received = received or datetime.now(UTC)
     email = email or f"{uuid.uuid4().hex[:8]}@example.com"
     return Complaint(
         id=uuid.uuid4().hex, channel=channel, channel_message_id=uuid.uuid4().hex,

@@ -1,0 +1,364 @@
+"""The inbox's JSON API and the pages behind it, over real HTTP on both backends: the
+OpenAPI description against the router, filters, actions as queue events, replies through
+the door, merges, suggestions, attachments, the sanitised original, dead letters, SSE."""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp import FormData
+from openapi_spec_validator import validate as validate_spec
+
+from gateway.inbound import Inbound
+from tests.conftest import registry_of
+from tests.test_email_support import adapter_of, relay, smtp_channel, smtp_send  # noqa: F401
+from tests.test_inbox_support import (
+    BEARER,
+    SPEC,
+    WEB_COMPLAINT,
+    api,
+    complaint,
+    inbox_section,
+    login,
+    page_csrf,
+    submit_web,
+)
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+TWO_DOORS = {"web": {"adapter": "web_form", "rate_limit_per_minute": 0},
+             "site": {"adapter": "web_form", "path": "/site", "rate_limit_per_minute": 0}}
+TO = ["complaints@operator.example"]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def gateway(request, make_config, start_gateway, redis_url):
+    return await start_gateway(make_config(backend=request.param, channels=TWO_DOORS, inbox=inbox_section()))
+
+
+@pytest.fixture
+async def mail_gateway(make_config, start_gateway, relay):  # noqa: F811
+    client = await start_gateway(make_config(channels={"web": TWO_DOORS["web"], "email": smtp_channel(relay.port)},
+                                             inbox=inbox_section()))
+    await login(client)
+    return client
+
+
+def html_mail(html: str, *, sender: str = "Иван Петров <ivan@example.net>", subject: str = "Нет интернета") -> bytes:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, TO[0], subject
+    message["Date"], message["Message-ID"] = formatdate(), make_msgid(domain="example.net")
+    message.set_content("Текст жалобы: интернет не работает.")
+    message.add_alternative(html, subtype="html", cte="quoted-printable")
+    return message.as_bytes(policy=policy.SMTP)
+
+
+# -- the description --------------------------------------------------------------------
+async def test_openapi_description_is_valid_and_matches_the_router(make_config, start_gateway):
+    validate_spec(SPEC)
+    client = await start_gateway(make_config(inbox=inbox_section()))
+    inbox_app = next(r for r in client.server.app.router.resources() if r.canonical == "/inbox")._app  # type: ignore[attr-defined]
+    routed = {(route.method.lower(), route.resource.canonical) for route in inbox_app.router.routes()
+              if route.resource.canonical.startswith("/inbox/api/") and route.method != "HEAD"}
+    described = {(method, path) for path, item in SPEC["paths"].items() for method in item if method != "parameters"}
+    assert routed == described
+    text = await (await client.get("/inbox/api/openapi.yaml", headers=BEARER)).text()
+    assert "openapi: 3.1.0" in text
+
+
+# -- filters ----------------------------------------------------------------------------
+async def test_filters_select_by_channel_urgency_state_language_date_and_text(gateway):
+    registry = registry_of(gateway)
+    noon = datetime.now(MOSCOW).replace(hour=12, minute=0, second=0, microsecond=0).astimezone(UTC)
+    a = complaint("web", text="Интернет пропал ночью", language="ru", received=noon - timedelta(days=3))
+    b = complaint("site", text="Brak internetu od rana", urgency="high", language="pl", received=noon - timedelta(days=1))
+    c = complaint("web", text="Billing error, charged twice", urgency="immediate", language="en", received=noon)
+    for item in (a, b, c):
+        await registry.submit(item)
+    await api(gateway, "POST", f"/inbox/api/complaints/{b.id}/actions", expect=201, json={"action": "claim"}, headers=BEARER)
+
+    async def ids(**query: str) -> list[str]:
+        body = await api(gateway, "GET", "/inbox/api/complaints", expect=200, params=query, headers=BEARER)
+        return [row["complaint"]["id"] for row in body["items"]]
+
+    day = (noon - timedelta(days=2)).astimezone(MOSCOW).date().isoformat()
+    assert await ids() == [c.id, b.id, a.id]
+    assert await ids(channel="site") == [b.id]
+    assert await ids(urgency="immediate") == [c.id]
+    assert await ids(state="claimed") == [b.id]
+    assert await ids(state="open") == [c.id, a.id]
+    assert await ids(language="pl") == [b.id]
+    assert await ids(since=day) == [c.id, b.id]
+    assert await ids(until=day) == [a.id]
+    assert await ids(q="ИНТЕРНЕТ") == [a.id]
+    assert await ids(q="internetu", channel="site") == [b.id]
+    assert await ids(customer_id=a.customer.customer_id or "") == [a.id]
+    page = await api(gateway, "GET", "/inbox/api/complaints", expect=200, params={"limit": "2"}, headers=BEARER)
+    assert page["next_before"] == b.id
+    assert await ids(before=page["next_before"]) == [a.id]
+    bad = await api(gateway, "GET", "/inbox/api/complaints", expect=400, params={"urgency": "urgent", "since": "yesterday"},
+                    headers=BEARER)
+    assert set(bad["fields"]) == {"urgency", "since"}
+
+
+async def test_list_page_shows_counts_per_channel_and_overdue_deadlines_in_words(gateway):
+    registry = registry_of(gateway)
+    now = datetime.now(UTC)
+    late = complaint("web", text="Срок ответа уже прошёл", received=now - timedelta(hours=10),
+                     deadlines={"acknowledge": (now - timedelta(hours=2, minutes=1)).isoformat().replace("+00:00", "Z")})
+    fresh = complaint("site", text="Новая жалоба", received=now,
+                      deadlines={"acknowledge": (now + timedelta(hours=5, minutes=1)).isoformat().replace("+00:00", "Z")})
+    for item in (late, fresh, complaint("web", text="Ещё одна жалоба")):
+        await registry.submit(item)
+    await login(gateway)
+    html = await (await gateway.get("/inbox/")).text()
+    assert '<li data-channel="site"><a href="/inbox/?channel=site">site</a>: <span class="count">1</span></li>' in html
+    assert '<li data-channel="web"><a href="/inbox/?channel=web">web</a>: <span class="count">2</span></li>' in html
+    assert '<span class="deadline is-overdue">' in html and "overdue by 2 h 1 min" in html
+    assert "5 h 0 min left" in html
+    filtered = await (await gateway.get("/inbox/?channel=site&q=%D0%BD%D0%BE%D0%B2%D0%B0%D1%8F")).text()
+    assert fresh.id in filtered and late.id not in filtered
+    assert "<li>urgency: expected" in await (await gateway.get("/inbox/?urgency=bogus")).text()
+
+
+# -- actions ----------------------------------------------------------------------------
+async def test_actions_are_recorded_with_operator_and_time_and_emitted_as_events(gateway):
+    registry = registry_of(gateway)
+    receipt = await submit_web(gateway)
+    await registry.read_events("company", "c1", count=10)  # the company's own consumer took the "new" event
+    await login(gateway)
+    token = await page_csrf(gateway)
+    for action in ("claim", "note", "close"):
+        resp = await gateway.post(f"/inbox/complaints/{receipt['id']}/{action}", data={"csrf_token": token, "text": "перезвонить"},
+                                  allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == f"/inbox/complaints/{receipt['id']}"
+    await api(gateway, "POST", f"/inbox/api/complaints/{receipt['id']}/actions", expect=201, json={"action": "reopen"},
+              headers=BEARER)
+    recorded = await registry.actions(receipt["registration_number"])
+    assert [(a["action"], a["operator"]) for a in recorded] == [("claim", "anna"), ("note", "anna"), ("close", "anna"),
+                                                                ("reopen", "api:crm")]
+    assert all(datetime.fromisoformat(a["at"]) <= datetime.now(UTC) for a in recorded)
+    assert recorded[1]["details"]["text"] == "перезвонить"
+    events = await registry.read_events("company", "c1", count=10)
+    assert [e.event for e in events] == ["claim", "note", "close", "reopen"]
+    assert {e.registration_number for e in events} == {receipt["registration_number"]}
+    detail = await api(gateway, "GET", f"/inbox/api/complaints/{receipt['id']}", expect=200, headers=BEARER)
+    assert detail["state"] == "open" and [a["action"] for a in detail["actions"]] == ["claim", "note", "close", "reopen"]
+    page = await (await gateway.get(f"/inbox/complaints/{receipt['id']}")).text()
+    assert "перезвонить" in page and "Anna Operator" in page
+    empty = await api(gateway, "POST", f"/inbox/api/complaints/{receipt['id']}/actions", expect=422,
+                      json={"action": "note", "text": "  "}, headers=BEARER)
+    assert empty["error"] == "text_required"
+    await api(gateway, "GET", "/inbox/api/complaints/nope", expect=404, headers=BEARER)
+
+
+async def test_reply_through_a_door_that_cannot_answer_is_refused_clearly(gateway):
+    receipt = await submit_web(gateway)
+    refused = await api(gateway, "POST", f"/inbox/api/complaints/{receipt['id']}/reply", expect=409,
+                        json={"text": "Мы проверили линию."}, headers=BEARER)
+    assert refused["error"] == "door_cannot_reply"
+    assert refused["message"] == "The web door cannot send replies: answer the customer by e-mail or phone (email: ivan@example.com)."
+    assert await registry_of(gateway).actions(receipt["registration_number"]) == []
+    await login(gateway)
+    form = await gateway.post(f"/inbox/complaints/{receipt['id']}/reply",
+                              data={"csrf_token": await page_csrf(gateway), "text": "Мы проверили линию."})
+    assert "The web door cannot send replies" in await form.text()
+
+
+async def test_reply_by_email_goes_out_through_the_relay_and_is_recorded(mail_gateway, relay):  # noqa: F811
+    from tests.test_email_support import make_mail
+
+    session = await smtp_send(adapter_of(mail_gateway, "email").port, make_mail(), TO)
+    number = session.data[1].decode().split()[-1]
+    await relay.next_message()  # the acknowledgement
+    row = (await api(mail_gateway, "GET", "/inbox/api/complaints", expect=200, params={"channel": "email"}))["items"][0]
+    record = await api(mail_gateway, "POST", f"/inbox/api/complaints/{row['complaint']['id']}/reply", expect=201,
+                       json={"text": "Мастер придёт завтра с 10 до 12."},
+                       headers={"X-CSRF-Token": (await (await mail_gateway.get("/inbox/api/me")).json())["csrf_token"]})
+    assert record["action"] == "reply" and record["operator"] == "anna" and record["details"]["channel"] == "email"
+    mail_from, rcpt_tos, data = await relay.next_message()
+    assert rcpt_tos == ["ivan@example.net"]
+    assert "Мастер придёт завтра" in data.decode("utf-8", "replace") or "=D0=9C" in data.decode("ascii", "replace") \
+        or "0JzQsNGB0YLQtdGAINC/0YDQuNC00ZHRgiDQt9Cw0LLRgtGA0LA" in data.decode("ascii", "replace")
+    assert number in data.decode("utf-8", "replace")
+    actions = await registry_of(mail_gateway).actions(number)
+    assert [a["action"] for a in actions] == ["reply"]
+
+
+# -- customers --------------------------------------------------------------------------
+async def test_merge_and_unmerge_are_audited_and_reversible(gateway):
+    first = await submit_web(gateway)
+    second = await submit_web(gateway, email="petrov@example.org", phone="+7 903 765-43-21", text="Счёт за май выставлен дважды.")
+    a, b = first["customer_id"] if "customer_id" in first else None, None
+    registry = registry_of(gateway)
+    a = (await registry.get_message(first["id"])).customer.customer_id
+    b = (await registry.get_message(second["id"])).customer.customer_id
+    assert a != b
+    merged = await api(gateway, "POST", f"/inbox/api/customers/{a}/merge", expect=201, json={"source": b}, headers=BEARER)
+    target = await api(gateway, "GET", f"/inbox/api/customers/{a}", expect=200, headers=BEARER)
+    assert {"kind": "email", "value": "petrov@example.org"} in target["identities"]
+    assert set(target["registrations"]) == {first["registration_number"], second["registration_number"]}
+    assert [m["id"] for m in target["merges"]] == [merged["merge_id"]]
+    assert (await api(gateway, "GET", f"/inbox/api/customers/{b}", expect=200, headers=BEARER))["merged_into"] == a
+    audit = await api(gateway, "GET", "/inbox/api/audit", expect=200, headers=BEARER)
+    assert audit["items"][0]["action"] == "customers_merged" and audit["items"][0]["operator"] == "api:crm"
+
+    await api(gateway, "POST", f"/inbox/api/merges/{merged['merge_id']}/undo", expect=200, headers=BEARER)
+    alone = await api(gateway, "GET", f"/inbox/api/customers/{a}", expect=200, headers=BEARER)
+    assert {"kind": "email", "value": "petrov@example.org"} not in alone["identities"]
+    assert alone["registrations"] == [first["registration_number"]]
+    assert (await api(gateway, "GET", "/inbox/api/audit", expect=200, headers=BEARER))["items"][0]["action"] == "customers_unmerged"
+    await api(gateway, "POST", f"/inbox/api/merges/{merged['merge_id']}/undo", expect=409, headers=BEARER)
+    await api(gateway, "POST", f"/inbox/api/customers/{a}/merge", expect=409, json={"source": a}, headers=BEARER)
+    await api(gateway, "POST", f"/inbox/api/customers/{a}/merge", expect=404, json={"source": "nobody"}, headers=BEARER)
+
+    await login(gateway)
+    token = await page_csrf(gateway)
+    resp = await gateway.post(f"/inbox/customers/{a}/merge", data={"csrf_token": token, "source": b})
+    page = await resp.text()
+    assert "Customers merged." in page and "petrov@example.org" in page and second["registration_number"] in page
+
+
+async def test_merge_suggestions_are_rejected_or_accepted(gateway):
+    registry = registry_of(gateway)
+
+    async def suggestion_for(tag: str) -> dict[str, Any]:
+        email, phone = f"{tag}@example.com", {"x": "+7 916 111-22-33", "y": "+7 916 444-55-66"}[tag]
+        await submit_web(gateway, email=email, phone="", text=f"Жалоба по почте {tag}, нет связи.")
+        await submit_web(gateway, email="", phone=phone, preferred_channel="sms", text=f"Жалоба по телефону {tag}, нет связи.")
+        await submit_web(gateway, email=email, phone=phone, text=f"Третья жалоба {tag}: всё ещё нет связи.")
+        items = (await api(gateway, "GET", "/inbox/api/merge-suggestions", expect=200, headers=BEARER))["items"]
+        assert len(items) == 1
+        return items[0]
+
+    first = await suggestion_for("x")
+    await api(gateway, "POST", f"/inbox/api/merge-suggestions/{first['id']}/reject", expect=200, headers=BEARER)
+    assert (await api(gateway, "GET", "/inbox/api/merge-suggestions", expect=200, headers=BEARER))["items"] == []
+    assert (await registry.audit_log(1))[0]["action"] == "suggestion_rejected"
+
+    second = await suggestion_for("y")
+    await login(gateway)
+    page = await (await gateway.get("/inbox/suggestions")).text()
+    assert f'id="suggestion-{second["id"]}"' in page
+    resp = await gateway.post(f"/inbox/suggestions/{second['id']}/accept", data={"csrf_token": await page_csrf(gateway)},
+                              allow_redirects=False)
+    assert resp.headers["Location"] == f"/inbox/customers/{second['customer_a']}"
+    kept = await registry.get_customer(second["customer_a"])
+    assert {"kind": "phone", "value": "+79164445566"} in kept["identities"]
+    assert {"kind": "email", "value": "y@example.com"} in kept["identities"]
+    assert (await api(gateway, "GET", "/inbox/api/merge-suggestions", expect=200, headers=BEARER))["items"] == []
+    await api(gateway, "POST", f"/inbox/api/merge-suggestions/{second['id']}/accept", expect=404, headers=BEARER)
+
+
+# -- the complaint's files ----------------------------------------------------------------
+async def test_attachments_download_as_attachments_with_safe_names(make_config, start_gateway):
+    client = await start_gateway(make_config(inbox=inbox_section()))
+    form = FormData()
+    for key, value in WEB_COMPLAINT.items():
+        form.add_field(key, value)
+    form.add_field("attachments", b"%PDF-1.4 bill", filename="счёт за май.pdf", content_type="application/pdf")
+    form.add_field("attachments", b"<script>alert(1)</script>", filename='x"><img src=x onerror=alert(1)>.html',
+                   content_type="text/html")
+    receipt = await (await client.post("/web/complaints", data=form)).json()
+    await login(client)
+    pdf = await client.get(f"/inbox/complaints/{receipt['id']}/attachments/0")
+    assert pdf.status == 200 and await pdf.read() == b"%PDF-1.4 bill"
+    assert pdf.headers["Content-Type"] == "application/pdf"
+    assert pdf.headers["Content-Disposition"] == (
+        "attachment; filename=\"____ __ ___.pdf\"; filename*=UTF-8''%D1%81%D1%87%D1%91%D1%82%20%D0%B7%D0%B0%20%D0%BC%D0%B0%D0%B9.pdf")
+    assert pdf.headers["X-Content-Type-Options"] == "nosniff"
+    html = await client.get(f"/inbox/complaints/{receipt['id']}/attachments/1")
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert html.headers["Content-Disposition"].startswith('attachment; filename="x___img src=x onerror=alert(1)_.html"')
+    assert "sandbox" in html.headers["Content-Security-Policy"]
+    page = await (await client.get(f"/inbox/complaints/{receipt['id']}")).text()
+    assert "x___img src=x onerror=alert(1)_.html" in page
+    assert "<img src=x" not in page
+    assert (await client.get(f"/inbox/complaints/{receipt['id']}/attachments/2")).status == 404
+    logged_out = await client.post("/inbox/logout", data={"csrf_token": await page_csrf(client)})
+    assert logged_out.status == 200
+    assert (await client.get(f"/inbox/complaints/{receipt['id']}/attachments/0", allow_redirects=False)).status == 303
+
+
+async def test_html_mail_original_is_sanitised_and_sandboxed(mail_gateway):
+    payload = ('<p>Текст жалобы в HTML</p><script>parent.alert(1)</script><img src="https://tracker.example/p.gif" '
+               'onerror="alert(2)"><a href="javascript:alert(3)">ссылка</a><form action="https://evil.example"><input></form>')
+    raw = html_mail(payload)
+    session = await smtp_send(adapter_of(mail_gateway, "email").port, raw, TO)
+    assert session.data[0] == 250, session.data
+    row = (await api(mail_gateway, "GET", "/inbox/api/complaints", expect=200, params={"channel": "email"}))["items"][0]
+    cid = row["complaint"]["id"]
+    original = await mail_gateway.get(f"/inbox/complaints/{cid}/original")
+    body = await original.text()
+    csp = original.headers["Content-Security-Policy"]
+    assert "sandbox" in csp and "default-src 'none'" in csp and "script-src" not in csp and "img-src data:" in csp
+    assert original.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "Текст жалобы в HTML" in body and "Нет интернета" in body  # the body and the Subject header
+    lowered = body.lower()
+    assert "<script" not in lowered and "onerror" not in lowered and "javascript:" not in lowered and "<form" not in lowered
+    page = await (await mail_gateway.get(f"/inbox/complaints/{cid}")).text()
+    assert f'<iframe class="original" title="Original as received" sandbox src="/inbox/complaints/{cid}/original"' in page
+    download = await mail_gateway.get(f"/inbox/complaints/{cid}/raw")
+    assert await download.read() == raw
+    assert download.headers["Content-Type"] == "message/rfc822"
+    assert download.headers["Content-Disposition"].startswith('attachment; filename="') and ".eml" in download.headers["Content-Disposition"]
+
+
+# -- dead letters -------------------------------------------------------------------------
+async def test_dead_letters_are_listed_with_their_reason_and_replayed(gateway):
+    registry = registry_of(gateway)
+    good = Inbound(channel="web", message_id="web:replay-1", identities=[("email", "late@example.com")],
+                   text="Письмо, которое не удалось обработать сразу.", language="ru")
+    empty = Inbound(channel="web", message_id="web:replay-2", identities=[("email", "empty@example.com")])
+    good_id = await registry.add_dead_letter(good.to_record(), "the language detector was not available")
+    empty_id = await registry.add_dead_letter(empty.to_record(), "the message has no text, no subject and no attachment")
+    listed = await api(gateway, "GET", "/inbox/api/dead-letters", expect=200, headers=BEARER)
+    assert {(d["id"], d["reason"]) for d in listed["items"]} == {
+        (good_id, "the language detector was not available"),
+        (empty_id, "the message has no text, no subject and no attachment")}
+    receipt = await api(gateway, "POST", f"/inbox/api/dead-letters/{good_id}/replay", expect=200, headers=BEARER)
+    assert receipt["status"] == "new" and receipt["registration_number"]
+    assert (await registry.get_message(receipt["complaint_id"])).text == "Письмо, которое не удалось обработать сразу."
+    still = await api(gateway, "POST", f"/inbox/api/dead-letters/{empty_id}/replay", expect=422, headers=BEARER)
+    assert still["error"] == "still_failing"
+    await login(gateway)
+    page = await (await gateway.get("/inbox/dead-letters")).text()
+    assert "the message has no text, no subject and no attachment" in page and good_id not in page
+    assert f'action="/inbox/dead-letters/{empty_id}/replay"' in page
+
+
+# -- live updates -------------------------------------------------------------------------
+async def _next_event(stream: Any) -> tuple[str, dict[str, Any]]:
+    name, data = "", ""
+    while True:
+        line = (await asyncio.wait_for(stream.content.readline(), 10)).decode("utf-8").rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and name:
+            return name, json.loads(data)
+
+
+async def test_event_stream_pushes_matching_rows_and_state_changes(gateway):
+    await login(gateway)
+    stream = await gateway.get("/inbox/events?channel=web")
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    assert (await _next_event(stream))[0] == "hello"
+    await (await gateway.post("/site/complaints", json={**WEB_COMPLAINT, "text": "Другая дверь, не для этого фильтра."})).json()
+    receipt = await submit_web(gateway, name='<img src=x onerror="alert(1)">')
+    name, row = await _next_event(stream)
+    assert name == "row" and row["id"] == receipt["id"] and row["channel"] == "web"
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in row["html"] and "<img" not in row["html"]
+    await api(gateway, "POST", f"/inbox/api/complaints/{receipt['id']}/actions", expect=201, json={"action": "claim"},
+              headers=BEARER)
+    name, state = await _next_event(stream)
+    assert name == "state" and state == {"registration_number": receipt["registration_number"], "state": "claimed",
+                                         "text": "claimed · api:crm"}
+    stream.close()
