@@ -161,8 +161,11 @@ async def test_forged_or_missing_signature_gets_403_and_a_metric(make_config, st
     assert status == 403
     resp = await client.post(VOICE, data=call.params())  # no X-Twilio-Signature at all
     assert resp.status == 403
+    status, _ = await call.post(VOICE, call.params(AccountSid="AC" + "ff" * 16))  # signed, but another account
+    assert status == 403
     metrics = await (await client.get("/metrics")).text()
     assert 'complaint_gateway_rejected_total{channel="phone",reason="forged"} 3.0' in metrics
+    assert 'complaint_gateway_rejected_total{channel="phone",reason="wrong_account"} 1.0' in metrics
     assert await registry_of(client).queue_length() == 0
 
 
@@ -226,6 +229,7 @@ async def test_no_gas_supply_is_not_an_emergency(make_config, start_gateway):
     client = await start_gateway(make_config(channels=voice_channel(ask_account=False, languages=["ru"])))
     call = Call(client)
     root = await call.twiml(VOICE)  # one language: no language menu
+    assert spoken(root)[0] == ("ru-RU", "Здравствуйте! Вы позвонили в службу приёма обращений.")
     root = await call.twiml(gather_of(root).get("action"), SpeechResult="нет газа третий день")
     assert "urgent=0" in root.find("Record").get("action")
 

@@ -120,8 +120,11 @@ class TwilioVoiceAdapter(TwilioAdapter):
     # -- the menu ---------------------------------------------------------------------
     async def incoming(self, request: web.Request, params: MultiDict[str]) -> web.Response:
         self.log.info("call started", extra={"channel": self.instance, "call_sid": params.get("CallSid")})
-        state = CallState(lang=self.languages[0]) if len(self.languages) == 1 else CallState()
-        return self.twiml(self.next_step(state, VoiceResponse()))
+        response = VoiceResponse()
+        if len(self.languages) == 1:  # no language menu: greet, then go on in that language
+            self.say(response, self.languages[0], "greeting")
+            return self.twiml(self.next_step(CallState(lang=self.languages[0]), response))
+        return self.twiml(self.next_step(CallState(), response))
 
     async def chose_language(self, request: web.Request, params: MultiDict[str]) -> web.Response:
         state = self.state(request)
