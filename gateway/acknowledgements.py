@@ -21,7 +21,7 @@ LANGUAGES = ("ru", "pl", "en", "uk", "de")
 
 DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
     "ru": {
-        "short": "Обращение зарегистрировано, № {number}. Ответим до {respond_by}.",
+        "short": "Обращение № {number} зарегистрировано. Ответ до {respond_by}.",
         "short_urgent": "Срочное обращение № {number} зарегистрировано. Свяжемся до {acknowledge_by}. При угрозе жизни звоните 112.",
         "ivr": "Ваше обращение зарегистрировано. Номер обращения: {number_spoken}. Повторяю: {number_spoken}. "
                "Мы ответим до {respond_by_spoken}.",
@@ -107,7 +107,7 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
         "repeat_ivr": "This complaint is already registered as {number_spoken}; we are working on it.",
     },
     "uk": {
-        "short": "Звернення зареєстровано, № {number}. Відповімо до {respond_by}.",
+        "short": "Звернення № {number} зареєстровано. Відповідь до {respond_by}.",
         "short_urgent": "Термінове звернення № {number} зареєстровано. Зв'яжемося до {acknowledge_by}. "
                         "У разі загрози життю телефонуйте 112.",
         "ivr": "Ваше звернення зареєстровано. Номер звернення: {number_spoken}. Повторюю: {number_spoken}. "

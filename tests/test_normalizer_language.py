@@ -1,0 +1,58 @@
+"""Language: the door's locale wins, else Lingua among the configured candidates."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.config import ConfigError
+from gateway.inbound import Inbound
+from normalizer.pipeline import Normalizer, NormalizerSettings
+
+
+def normalize(text: str, locale: str | None = None, **section: object):
+    settings = NormalizerSettings.from_config({"default_language": "ru", **section})
+    inbound = Inbound(channel="test", message_id="m1", text=text, language=locale, received_at=datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    return Normalizer(settings).normalize(inbound)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Третий день нет интернета, роутер мигает", "ru"),
+    ("Od wczoraj nie mam internetu", "pl"),
+    ("My broadband has been down since Monday", "en"),
+    ("Немає світла з самого ранку", "uk"),
+    ("Seit gestern habe ich kein Internet", "de"),
+    ("Rachunek za gaz jest za wysoki", "pl"),
+    ("Счёт за свет завышен", "ru"),
+])
+def test_short_complaints_are_detected(text: str, expected: str) -> None:
+    complaint = normalize(text)
+    assert complaint.language == expected
+    assert complaint.meta["language_source"] == "detected"
+
+
+def test_the_doors_locale_wins_over_the_text() -> None:
+    complaint = normalize("Третий день нет интернета", locale="pl-PL")
+    assert complaint.language == "pl" and complaint.meta["language_source"] == "door"
+
+
+def test_text_without_letters_gets_the_default_language() -> None:
+    complaint = normalize("+7 916 123-45-67 !!!", default_language="pl")
+    assert complaint.language == "pl" and complaint.meta["language_source"] == "default"
+
+
+def test_only_candidate_languages_are_chosen() -> None:
+    complaint = normalize("My broadband has been down since Monday and nobody answers", language={"candidates": ["ru", "pl"]})
+    assert complaint.language in ("ru", "pl")
+    assert normalize("Seit gestern habe ich kein Internet", language={"candidates": ["de"]}).language == "de"
+
+
+def test_low_accuracy_mode_still_tells_scripts_apart() -> None:
+    assert normalize("Третий день нет интернета, роутер мигает красным", language={"accuracy": "low"}).language == "ru"
+
+
+def test_unknown_candidate_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"normalizer\.language\.candidates: unknown language code 'xx'"):
+        NormalizerSettings.from_config({"language": {"candidates": ["ru", "xx"]}})
+    with pytest.raises(ConfigError, match="normalizer.language"):
+        NormalizerSettings.from_config({"language": {"accuracy": "medium"}})
