@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from channels.social.fakes import ok as events
-from channels.social.fakes.base import expected_acknowledgement
 from channels.social.fakes.ok import FakeOk
-from gateway.adapters import TemporaryFailure
+from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric
 from gateway.app import ADAPTERS
 from tests.conftest import base_config, registry_of
 
@@ -40,9 +39,6 @@ def ok_channel(fake: FakeOk, **overrides: Any) -> dict[str, Any]:
 async def client(ok, make_config, start_gateway):
     return await start_gateway(make_config(channels=ok_channel(ok)))
 
-
-async def metric(client, line: str) -> bool:
-    return line in await (await client.get("/metrics")).text()
 
 
 async def test_chat_message_with_image_is_registered_and_answered_in_the_chat(ok, client):
@@ -78,7 +74,7 @@ async def test_redelivered_message_adds_nothing(ok, make_config, start_gateway, 
     registry = registry_of(client)
     [new] = await registry.read_events("test", "c1")
     assert (await registry.get_customer(new.customer_id))["registrations"] == [new.registration_number]
-    assert await metric(client, 'complaint_gateway_duplicate_total{channel="ok"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_duplicate_total{channel="ok"} 1.0')
     await client.server.app[ADAPTERS]["ok"].drain()
     assert len(ok.calls_of("messages")) == 1
 
@@ -87,7 +83,7 @@ async def test_wrong_path_secret_is_refused_and_not_logged(client, caplog):
     with caplog.at_level(logging.DEBUG):
         resp = await client.post("/channels/ok/ok/guessed-secret-value", json=events.message_created(USER, CHAT, "Поддельное"))
     assert resp.status == 404
-    assert await metric(client, 'complaint_gateway_rejected_total{channel="ok",reason="bad_secret"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_rejected_total{channel="ok",reason="bad_secret"} 1.0')
     assert await registry_of(client).queue_length() == 0
     logged = " ".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records if r.name.startswith("complaint_gateway"))
     assert "wrong path secret" in logged
@@ -98,7 +94,7 @@ async def test_request_from_outside_the_allowed_networks_is_refused(ok, make_con
     client = await start_gateway(make_config(channels=ok_channel(ok, allowed_networks=["217.20.145.192/28"])))
     resp = await client.post(PATH, json=events.message_created(USER, CHAT, "Жалоба не из сети OK."))
     assert resp.status == 403
-    assert await metric(client, 'complaint_gateway_rejected_total{channel="ok",reason="forbidden_network"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_rejected_total{channel="ok",reason="forbidden_network"} 1.0')
     assert await registry_of(client).queue_length() == 0
 
 
@@ -118,7 +114,7 @@ async def test_malformed_json_gets_400_and_a_log_line(client, caplog):
         resp = await client.post(PATH, data=b"{'not': json}", headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert any(r.getMessage() == "malformed request" and getattr(r, "channel", None) == "ok" for r in caplog.records)
-    assert await metric(client, 'complaint_gateway_rejected_total{channel="ok",reason="malformed"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_rejected_total{channel="ok",reason="malformed"} 1.0')
 
 
 async def test_other_webhook_types_are_answered_and_skipped(client):
@@ -138,12 +134,7 @@ async def test_message_without_sender_is_kept_as_dead_letter(client):
 
 async def test_temporary_failure_answers_503(ok, client):
     adapter = client.server.app[ADAPTERS]["ok"]
-
-    class Failing:
-        async def submit(self, inbound):
-            raise TemporaryFailure("down")
-
-    adapter.context.sink = Failing()
+    FlakySink(adapter)
     resp = await client.post(PATH, json=events.message_created(USER, CHAT, "Хранилище недоступно."))
     assert resp.status == 503
 

@@ -2,17 +2,15 @@
 loopback, with python-telegram-bot pointed at it."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import pytest
 
 from channels.social.fakes import telegram as tg
-from channels.social.fakes.base import expected_acknowledgement
 from channels.social.fakes.telegram import FakeTelegram
+from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric, wait_until
 from channels.social.telegram import SECRET_HEADER
-from gateway.adapters import TemporaryFailure
 from gateway.app import ADAPTERS
 from tests.conftest import registry_of
 
@@ -40,9 +38,6 @@ def tg_channel(fake: FakeTelegram, **overrides: Any) -> dict[str, Any]:
 async def client(fake, make_config, start_gateway):
     return await start_gateway(make_config(channels=tg_channel(fake)))
 
-
-async def metric(client, line: str) -> bool:
-    return line in await (await client.get("/metrics")).text()
 
 
 async def test_private_text_is_registered_and_answered_as_a_reply_in_the_users_language(fake, client):
@@ -75,7 +70,7 @@ async def test_redelivered_update_adds_nothing(fake, make_config, start_gateway,
     registry = registry_of(client)
     [new] = await registry.read_events("test", "c1")
     assert (await registry.get_customer(new.customer_id))["registrations"] == [new.registration_number]
-    assert await metric(client, 'complaint_gateway_duplicate_total{channel="telegram"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_duplicate_total{channel="telegram"} 1.0')
     await client.server.app[ADAPTERS]["telegram"].drain()
     assert len(fake.calls_of("sendMessage")) == 1
 
@@ -85,7 +80,7 @@ async def test_redelivered_update_adds_nothing(fake, make_config, start_gateway,
 async def test_missing_or_wrong_secret_token_is_rejected_and_counted(client, headers, status, reason):
     resp = await client.post(PATH, json=tg.message_update(9003, ANNA, text="forged complaint text"), headers=headers)
     assert resp.status == status
-    assert await metric(client, f'complaint_gateway_rejected_total{{channel="telegram",reason="{reason}"}} 1.0')
+    assert await has_metric(client, f'complaint_gateway_rejected_total{{channel="telegram",reason="{reason}"}} 1.0')
     assert await registry_of(client).queue_length() == 0
 
 
@@ -95,7 +90,7 @@ async def test_malformed_json_or_no_update_id_gets_400_and_a_log_line(client, ca
         no_id = await client.post(PATH, json={"message": {"text": "hi"}}, headers=HEADERS)
     assert (broken.status, no_id.status) == (400, 400)
     assert [r.getMessage() for r in caplog.records if getattr(r, "channel", None) == "telegram"] == ["malformed request"] * 2
-    assert await metric(client, 'complaint_gateway_rejected_total{channel="telegram",reason="malformed"} 2.0')
+    assert await has_metric(client, 'complaint_gateway_rejected_total{channel="telegram",reason="malformed"} 2.0')
 
 
 async def test_photo_document_and_voice_are_fetched_through_getfile(fake, client):
@@ -216,12 +211,7 @@ async def test_webhook_is_set_with_the_secret_token(fake, make_config, start_gat
 
 async def test_temporary_failure_answers_503(fake, client):
     adapter = client.server.app[ADAPTERS]["telegram"]
-
-    class Failing:
-        async def submit(self, inbound):
-            raise TemporaryFailure("down")
-
-    adapter.context.sink = Failing()
+    FlakySink(adapter)
     resp = await client.post(PATH, json=tg.message_update(9017, ANNA, text="Storage is down right now."), headers=HEADERS)
     assert resp.status == 503
 
@@ -232,11 +222,6 @@ def polling_channel(fake: FakeTelegram) -> dict[str, Any]:
                          "file_base_url": fake.base_file_url, "polling_timeout_seconds": 1,
                          "backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05}}
 
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_polling_registers_updates_and_saves_the_offset_after_delivery(fake, make_config, start_gateway):
@@ -253,32 +238,26 @@ async def test_polling_registers_updates_and_saves_the_offset_after_delivery(fak
     assert len(await registry.list_messages()) == 2
     assert fake.webhook is None and fake.calls_of("deleteWebhook")
     await fake.wait_for("sendMessage", count=2)
-    later = [c for c in fake.calls_of("getUpdates") if "offset" in c.params]
-    assert later and int(later[-1].params["offset"]) in (7002, 7003)
+
+    async def confirmed() -> bool:  # the next getUpdates carries the saved offset, which confirms both
+        return any(str(c.params.get("offset")) == "7003" for c in fake.calls_of("getUpdates"))
+
+    await wait_until(confirmed)
+    assert fake.updates == []
 
 
 async def test_polling_does_not_advance_the_offset_when_delivery_fails(fake, make_config, start_gateway):
     client = await start_gateway(make_config(channels=polling_channel(fake)))
     adapter = client.server.app[ADAPTERS]["telegram"]
     registry = registry_of(client)
-    sink = adapter.context.sink
-    attempts: list[str] = []
-
-    class FailingOnce:
-        async def submit(self, inbound):
-            attempts.append(inbound.message_id)
-            if len(attempts) == 1:
-                raise TemporaryFailure("registry down")
-            return await sink.submit(inbound)
-
-    adapter.context.sink = FailingOnce()
+    flaky = FlakySink(adapter)
     await fake.push_update(tg.message_update(7101, ANNA, text="Meter reading was not accepted online."))
 
     async def saved() -> bool:
         return await registry.get_cursor("telegram:telegram:offset") == "7102"
 
     await wait_until(saved)
-    assert attempts == ["7101", "7101"]
+    assert flaky.attempts == ["7101", "7101"]
     assert len(await registry.read_events("test", "c1")) == 1
 
 

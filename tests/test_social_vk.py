@@ -2,7 +2,6 @@
 with the real vk-api library pointed at it."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -10,9 +9,8 @@ from typing import Any
 import pytest
 
 from channels.social.fakes import vk as events
-from channels.social.fakes.base import expected_acknowledgement
+from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric, wait_until
 from channels.social.fakes.vk import FakeVk
-from gateway.adapters import TemporaryFailure
 from gateway.app import ADAPTERS, BLOBS
 from tests.conftest import registry_of
 
@@ -39,9 +37,6 @@ async def client(vk, make_config, start_gateway):
     return await start_gateway(make_config(channels=vk_channel(vk)))
 
 
-async def metric(client, line: str) -> bool:
-    return line in await (await client.get("/metrics")).text()
-
 
 async def test_confirmation_returns_the_configured_code(client):
     resp = await client.post(PATH, json=events.confirmation_event(GROUP, SECRET))
@@ -51,10 +46,11 @@ async def test_confirmation_returns_the_configured_code(client):
 
 async def test_private_message_with_files_is_registered_and_acknowledged(vk, client):
     photo = vk.add_file("photo.jpg", b"\xff\xd8\xff photo bytes", "image/jpeg")
+    small = vk.add_file("photo_s.jpg", b"\xff\xd8 small", "image/jpeg")
     doc = vk.add_file("bill.pdf", b"%PDF-1.4 bill", "application/pdf")
     voice = vk.add_file("voice.ogg", b"OggS voice", "audio/ogg")
     event = events.message_new(GROUP, USER, "Третий день нет интернета, роутер мигает красным.", secret=SECRET,
-                               attachments=[events.photo_attachment(photo, USER),
+                               attachments=[events.photo_attachment(photo, USER, small_url=small),
                                             events.doc_attachment(doc, USER, "bill", "pdf", 13),
                                             events.audio_message_attachment(voice, USER)])
     resp = await client.post(PATH, json=event)
@@ -70,7 +66,7 @@ async def test_private_message_with_files_is_registered_and_acknowledged(vk, cli
     assert sorted((a["filename"], a["size"]) for a in complaint["attachments"]) == [
         ("bill.pdf", 13), (f"photo_{USER}_457239017.jpg", len(b"\xff\xd8\xff photo bytes")),
         ("voice_700001.ogg", len(b"OggS voice"))]
-    assert "photo.jpg" in vk.file_requests and "photo.jpg?size=s" not in vk.file_requests
+    assert sorted(vk.file_requests) == ["bill.pdf", "photo.jpg", "voice.ogg"]  # the largest photo size only
 
     [send] = await vk.wait_for("messages.send")
     assert send.params["peer_id"] == str(USER)
@@ -104,7 +100,7 @@ async def test_redelivered_event_adds_nothing(vk, make_config, start_gateway, re
     assert [e.event for e in events_read] == ["new"]
     customer = await registry.get_customer(events_read[0].customer_id)
     assert customer["registrations"] == [events_read[0].registration_number]
-    assert await metric(client, 'complaint_gateway_duplicate_total{channel="vk"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_duplicate_total{channel="vk"} 1.0')
     adapter = client.server.app[ADAPTERS]["vk"]
     await adapter.drain()
     assert len(vk.calls_of("messages.send")) == 1
@@ -114,7 +110,7 @@ async def test_redelivered_event_adds_nothing(vk, make_config, start_gateway, re
 async def test_forged_or_unsigned_event_is_rejected_and_counted(vk, client, secret, reason):
     resp = await client.post(PATH, json=events.message_new(GROUP, USER, "Поддельная жалоба на оператора.", secret=secret))
     assert resp.status == 403
-    assert await metric(client, f'complaint_gateway_rejected_total{{channel="vk",reason="{reason}"}} 1.0')
+    assert await has_metric(client, f'complaint_gateway_rejected_total{{channel="vk",reason="{reason}"}} 1.0')
     assert await registry_of(client).queue_length() == 0
     confirm = await client.post(PATH, json=events.confirmation_event(GROUP, "wrong-secret"))
     assert confirm.status == 403 and await confirm.text() != "c0nf1rm"
@@ -123,7 +119,7 @@ async def test_forged_or_unsigned_event_is_rejected_and_counted(vk, client, secr
 async def test_event_for_another_group_is_rejected(client):
     resp = await client.post(PATH, json=events.message_new(999, USER, "Жалоба не в ту группу.", secret=SECRET))
     assert resp.status == 403
-    assert await metric(client, 'complaint_gateway_rejected_total{channel="vk",reason="wrong_group"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_rejected_total{channel="vk",reason="wrong_group"} 1.0')
 
 
 async def test_malformed_json_gets_400_and_a_log_line(client, caplog):
@@ -131,7 +127,7 @@ async def test_malformed_json_gets_400_and_a_log_line(client, caplog):
         resp = await client.post(PATH, data=b'{"type": "message_new",', headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert any(r.getMessage() == "malformed request" and getattr(r, "reason", None) == "malformed" for r in caplog.records)
-    assert await metric(client, 'complaint_gateway_rejected_total{channel="vk",reason="malformed"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_rejected_total{channel="vk",reason="malformed"} 1.0')
     assert (await client.get("/healthz")).status == 200
 
 
@@ -218,22 +214,15 @@ async def test_registration_number_quoted_by_the_customer_makes_a_follow_up(vk, 
 
 
 async def test_temporary_failure_answers_503_so_vk_retries(vk, client):
-    adapter = client.server.app[ADAPTERS]["vk"]
-    sink = adapter.context.sink
-
-    class Failing:
-        async def submit(self, inbound):
-            raise TemporaryFailure("down")
-
-    adapter.context.sink = Failing()
+    flaky = FlakySink(client.server.app[ADAPTERS]["vk"])
     event = events.message_new(GROUP, USER, "Не проходят платежи картой.", secret=SECRET)
     resp = await client.post(PATH, json=event)
     assert resp.status == 503 and resp.headers["Retry-After"]
-    adapter.context.sink = sink
     resp = await client.post(PATH, json=event, headers={"X-Retry-Counter": "1"})
     assert (resp.status, await resp.text()) == (200, "ok")
     [new] = await registry_of(client).read_events("test", "c1")
     assert new.payload["complaint"]["meta"]["vk_retry_counter"] == "1"
+    assert flaky.attempts == [event["event_id"]] * 2
 
 
 # -- Long Poll ---------------------------------------------------------------------------
@@ -242,11 +231,6 @@ def longpoll_channel(fake: FakeVk) -> dict[str, Any]:
                    "api_base_url": fake.api_url, "download_hosts": ["127.0.0.1"], "longpoll_wait_seconds": 1,
                    "backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.05}}
 
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_long_poll_registers_updates_and_saves_ts_after_delivery(vk, make_config, start_gateway):
@@ -271,17 +255,7 @@ async def test_long_poll_does_not_advance_ts_when_delivery_fails(vk, make_config
     client = await start_gateway(make_config(channels=longpoll_channel(vk)))
     adapter = client.server.app[ADAPTERS]["vk"]
     registry = registry_of(client)
-    sink = adapter.context.sink
-    attempts: list[str] = []
-
-    class FailingOnce:
-        async def submit(self, inbound):
-            attempts.append(inbound.message_id)
-            if len(attempts) == 1:
-                raise TemporaryFailure("registry down")
-            return await sink.submit(inbound)
-
-    adapter.context.sink = FailingOnce()
+    flaky = FlakySink(adapter)
     await vk.wait_for("groups.getLongPollServer")
     start_ts = vk.next_ts
     event = events.message_new(GROUP, USER, "Пропал сигнал на всех каналах.")
@@ -291,9 +265,9 @@ async def test_long_poll_does_not_advance_ts_when_delivery_fails(vk, make_config
         return await registry.get_cursor("vk:vk:ts") == str(start_ts + 1)
 
     await wait_until(saved)
-    assert attempts == [event["event_id"], event["event_id"]]
+    assert flaky.attempts == [event["event_id"], event["event_id"]]
     assert len(await registry.read_events("test", "c1")) == 1
-    assert await metric(client, 'complaint_gateway_pull_failures_total{channel="vk"} 1.0')
+    assert await has_metric(client, 'complaint_gateway_pull_failures_total{channel="vk"} 1.0')
 
 
 async def test_long_poll_resumes_from_saved_ts_after_restart(vk, make_config, start_gateway):

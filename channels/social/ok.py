@@ -17,13 +17,19 @@ import ipaddress
 import json
 import mimetypes
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
 
 from channels.social.common import (
-    COMMON_SETTINGS, AttachmentFetcher, MalformedPayload, WantedFile, first_number, json_object, reject,
+    COMMON_SETTINGS,
+    AttachmentFetcher,
+    MalformedPayload,
+    WantedFile,
+    first_number,
+    json_object,
+    reject,
 )
 from channels.social.ok_client import OK_API_URL, OkClient
 from gateway.adapters import AdapterContext, PushAdapter, TemporaryFailure
@@ -45,7 +51,7 @@ class OkAdapter(PushAdapter):
     version = "1.0"
     description = "Odnoklassniki group chats (Bot API webhook); network allow-list and secret path."
     capabilities = frozenset({"push", "acknowledge", "reply", "attachments"})
-    settings_schema = {
+    settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["access_token", "path_secret"],
@@ -193,7 +199,7 @@ def run_cli(command: str, args: argparse.Namespace) -> int:
     settings = {k: v for k, v in found[name].items() if k not in ("adapter", "enabled")}
     validate(settings, OkAdapter.settings_schema, prefix=f"channels.{name}")
     secret = str(settings["path_secret"])
-    url = getattr(args, "url", None) or settings.get("webhook_url")
+    url = str(getattr(args, "url", None) or settings.get("webhook_url") or "")
     if command != "subscriptions" and not url:
         base = config.http.get("public_base_url")
         if not base:
@@ -256,7 +262,7 @@ def files_of(items: Any) -> tuple[list[WantedFile], list[str]]:
         kind = str(item.get("type")) if isinstance(item, dict) else "?"
         payload = item.get("payload") if isinstance(item, dict) else None
         url = payload.get("url") if isinstance(payload, dict) else None
-        if kind not in FILE_TYPES or not url:
+        if kind not in FILE_TYPES or not url or not isinstance(payload, dict):
             unsupported.append(kind)
             continue
         name = str(payload.get("name") or payload.get("fileName") or f"{kind.lower()}_{payload.get('id') or i + 1}")

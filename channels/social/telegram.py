@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from telegram import Bot, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove, Update
@@ -20,7 +20,14 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBUserWarning
 
 from channels.social.common import (
-    COMMON_SETTINGS, AttachmentFetcher, DownloadError, MalformedPayload, WantedFile, first_number, json_object, reject,
+    COMMON_SETTINGS,
+    AttachmentFetcher,
+    DownloadError,
+    MalformedPayload,
+    WantedFile,
+    first_number,
+    json_object,
+    reject,
 )
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
@@ -62,7 +69,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
     version = "1.0"
     description = "Telegram bot: private chats (optionally groups and channels), webhook or long polling."
     capabilities = frozenset({"push", "pull", "acknowledge", "reply", "attachments"})
-    settings_schema = {
+    settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["token"],

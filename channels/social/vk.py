@@ -10,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
 from cachetools import TTLCache
 
 from channels.social.common import (
-    COMMON_SETTINGS, AttachmentFetcher, MalformedPayload, first_number, json_object, reject, stable_int, without_keys,
+    COMMON_SETTINGS,
+    AttachmentFetcher,
+    MalformedPayload,
+    first_number,
+    json_object,
+    reject,
+    stable_int,
+    without_keys,
 )
 from channels.social.vk_client import VK_API_URL, VkClient
 from channels.social.vk_events import EventIgnored, VkEvent, event_key, parse_event
@@ -38,7 +45,7 @@ class VkAdapter(PushAdapter, PullAdapter):
     version = "1.0"
     description = "VK community: private messages, wall and board comments, suggested posts (Callback API or Long Poll)."
     capabilities = frozenset({"push", "pull", "acknowledge", "reply", "attachments"})
-    settings_schema = {
+    settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["group_id", "access_token"],
@@ -225,6 +232,8 @@ class VkAdapter(PushAdapter, PullAdapter):
             return
         text = self.context.texts.render(complaint, receipt, door="chat")
         peer = meta.get("vk_peer_id") or (complaint.reply_to.value if complaint.reply_to else None)
+        if peer is None:
+            raise ValueError("the complaint has no VK user to answer")
         await self.client.call("messages.send", peer_id=int(peer), random_id=stable_int(f"ack:{complaint.id}"),
                                message=text, group_id=self.group_id)
 

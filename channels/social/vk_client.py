@@ -22,8 +22,9 @@ class _RoutedSession(requests.Session):
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.timeout = timeout
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if isinstance(url, str) and url.startswith(VK_API_URL):
+    def request(self, method: str, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        url = url.decode("utf-8") if isinstance(url, bytes) else url
+        if url.startswith(VK_API_URL):
             url = self.base_url + url[len(VK_API_URL):]
         kwargs.setdefault("timeout", self.timeout)
         return super().request(method, url, *args, **kwargs)

@@ -81,7 +81,7 @@ def _author(value: Any) -> int:
 
 
 def _message_new(obj: dict[str, Any], group_id: int) -> VkEvent:
-    message = obj["message"] if "message" in obj else obj
+    message = obj.get("message", obj)
     client_info = obj.get("client_info") if "message" in obj else None
     user_id = _author(message["from_id"])
     peer_id = int(message.get("peer_id", user_id))

@@ -87,14 +87,3 @@ class FakeServer:
         data, content_type = self.files[name]
         return web.Response(body=data, content_type=content_type)
 
-
-def expected_acknowledgement(app: web.Application, event: Any, *, door: str = "chat", public: bool = False) -> str:
-    """The acknowledgement the gateway renders for a registry queue ``event``: what a fake
-    should have received (templates change; tests compare with the real rendering)."""
-    from gateway.app import TEXTS
-    from gateway.inbound import Receipt
-    from normalizer.schema import Complaint
-
-    complaint = Complaint.from_dict(event.payload["complaint"])
-    receipt = Receipt(event.event, event.registration_number, event.customer_id, event.complaint_id)
-    return app[TEXTS].render(complaint, receipt, door=door, public=public)

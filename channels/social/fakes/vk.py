@@ -173,8 +173,9 @@ def wall_post_new(group_id: int, user_id: int, text: str, *, post_type: str = "s
     return _envelope("wall_post_new", obj, group_id, secret, event_id)
 
 
-def photo_attachment(url: str, owner_id: int, photo_id: int = 457239017) -> dict[str, Any]:
-    small = url + "?size=s"
+def photo_attachment(url: str, owner_id: int, photo_id: int = 457239017, small_url: str | None = None) -> dict[str, Any]:
+    """A photo in three sizes: ``url`` is the largest (960x1280), ``small_url`` the others."""
+    small = small_url or url + "?size=s"
     return {"type": "photo", "photo": {
         "album_id": -3, "date": int(time.time()), "id": photo_id, "owner_id": owner_id, "access_key": "a1b2c3",
         "sizes": [{"height": 75, "type": "s", "width": 56, "url": small},
