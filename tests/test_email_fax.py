@@ -11,7 +11,7 @@ from channels.email import fax as fax_module
 from channels.email.convert import mail_to_inbound
 from channels.email.fax import FaxSettings, mark_fax, read_pages
 from tests.conftest import registry_of
-from tests.test_email_support import adapter_of, make_mail, relay, smtp_channel, smtp_send  # noqa: F401
+from tests.test_email_support import adapter_of, make_mail, relay_fixture, smtp_channel, smtp_send  # noqa: F401
 
 FAX_RULES = {"rules": [{"name": "gateway", "from_domains": ["faxgw.example"],
                         "subject_pattern": r"Fax from (?P<number>\+?[\d ()-]{6,})"}]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import registry_of
-from tests.test_email_support import adapter_of, dovecot, make_mail, wait_until  # noqa: F401
+from tests.test_email_support import adapter_of, dovecot_fixture, make_mail, wait_until  # noqa: F401
 
 
 def _seen(dovecot, user, folder="INBOX"):

@@ -9,7 +9,7 @@ from email import policy
 import pytest
 
 from tests.conftest import registry_of
-from tests.test_email_support import CapturingRelay, adapter_of, make_mail, relay, smtp_channel, smtp_send  # noqa: F401
+from tests.test_email_support import adapter_of, make_mail, relay_fixture, smtp_channel, smtp_send  # noqa: F401
 
 TO = ["complaints@operator.example"]
 
@@ -187,11 +187,17 @@ async def test_auth_required_refuses_anonymous_mail(make_config, start_gateway):
     assert await registry_of(client).queue_length() == 1
 
 
-async def test_starttls_can_be_required(make_config, start_gateway, tmp_path):
+@pytest.fixture
+def certificate(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    client, adapter = await _gateway(make_config, start_gateway, tls_cert_file=str(cert), tls_key_file=str(key),
+    return cert, key
+
+
+async def test_starttls_can_be_required(make_config, start_gateway, certificate):
+    cert, key = certificate
+    _, adapter = await _gateway(make_config, start_gateway, tls_cert_file=str(cert), tls_key_file=str(key),
                                      require_starttls=True)
     plain = await smtp_send(adapter.port, make_mail(), TO)
     assert plain.mail[0] == 530
@@ -201,8 +207,8 @@ async def test_starttls_can_be_required(make_config, start_gateway, tmp_path):
 
 @pytest.mark.parametrize("raw", [
     b"\x00\xff\xfe not a mail at all \x80\x81",
-    b"From: broken\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain; charset=bogus-42"
-    b"\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n",
+    (b"From: broken\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain; charset=bogus-42"
+     b"\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n"),
     b"Subject: =?utf-8?B?broken\r\n\r\n",
 ])
 async def test_malformed_mail_is_kept_never_a_crash(raw, make_config, start_gateway):

@@ -51,8 +51,8 @@ class CapturingRelay:
             await self.server.wait_closed()
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[CapturingRelay]:
+@pytest.fixture(name="relay")
+async def relay_fixture() -> AsyncIterator[CapturingRelay]:
     capturing = CapturingRelay()
     await capturing.start()
     yield capturing
@@ -234,8 +234,8 @@ def _wait_for_port(port: int, process: Any, log: Path, timeout: float = 15.0) ->
     raise RuntimeError(f"dovecot did not answer on port {port}: {log.read_text() if log.exists() else ''}")
 
 
-@pytest.fixture
-def dovecot() -> Any:
+@pytest.fixture(name="dovecot")
+def dovecot_fixture() -> Any:
     """Start a private Dovecot (IMAP on a free loopback port, passwd-file users, maildirs in a
     temporary folder) as the current user; as root its helpers run as Dovecot's own users."""
     import grp

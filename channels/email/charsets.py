@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import itertools
 import re
 import unicodedata
 
@@ -149,7 +150,7 @@ def implausibility(text: str, gb_bytes: bytes | None = None) -> float:
         scripts = {_script(ch) for ch in word}
         if len(scripts) > 1:
             penalty += 3
-        if re.search(r"[^\W\d_](?<=\w)", word) and any(a.islower() and b.isupper() for a, b in zip(word, word[1:])):
+        if any(a.islower() and b.isupper() for a, b in itertools.pairwise(word)):
             penalty += 2
         if scripts == {"latin"} and len(word) >= 3 and sum(not c.isascii() for c in word) * 2 > len(word):
             penalty += 2

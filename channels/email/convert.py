@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.email.loops import LOOP_RULES, LoopRule, automatic_rule
@@ -45,6 +45,7 @@ def mail_to_inbound(raw: bytes, channel: str, options: ConvertOptions | None = N
     options = options or ConvertOptions()
     parsed = parse_mail(raw, options.limits)
     meta: dict[str, Any] = {"door": "email", **parsed.meta}
+    reply_address = parsed.reply_to or parsed.from_address
     inbound = Inbound(
         channel=channel,
         message_id=message_key(parsed),
@@ -56,8 +57,8 @@ def mail_to_inbound(raw: bytes, channel: str, options: ConvertOptions | None = N
         attachments=parsed.attachments,
         raw=raw,
         raw_content_type="message/rfc822",
-        reply_to=("email", parsed.reply_to or parsed.from_address) if (parsed.reply_to or parsed.from_address) else None,
-        received_at=received_at or datetime.now(timezone.utc),
+        reply_to=("email", reply_address) if reply_address else None,
+        received_at=received_at or datetime.now(UTC),
         meta=meta,
     )
     rule = automatic_rule(parsed, options.loop_rules)

@@ -14,13 +14,13 @@ import asyncio
 import os
 import socket
 import ssl
-from typing import Any
+from typing import Any, ClassVar
 
 from imapclient import IMAPClient
 
 from channels.email.cli import add_parse_email_command
 from channels.email.door import COMMON_SETTINGS, MailDoor
-from gateway.adapters import PullAdapter, TemporaryFailure
+from gateway.adapters import PullAdapter
 
 
 class ImapAdapter(MailDoor, PullAdapter):
@@ -28,7 +28,7 @@ class ImapAdapter(MailDoor, PullAdapter):
     version = "1.0"
     description = "IMAP mailbox poller with IDLE, a durable UID cursor and a single-poller lock (imapclient)."
     capabilities = frozenset({"pull", "acknowledge", "reply", "attachments"})
-    settings_schema = {
+    settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["host", "username", "password"],
@@ -95,10 +95,11 @@ class ImapAdapter(MailDoor, PullAdapter):
             await asyncio.to_thread(self._idle_wait)
 
     async def connect(self) -> None:
-        self.client = await asyncio.to_thread(self._connect_blocking)
-        selected = await asyncio.to_thread(self.client.select_folder, self.folder)
+        client = await asyncio.to_thread(self._connect_blocking)
+        self.client = client
+        selected = await asyncio.to_thread(client.select_folder, self.folder)
         self.uidvalidity = int(selected[b"UIDVALIDITY"])
-        self.supports_idle = self.client.has_capability("IDLE")
+        self.supports_idle = bool(client.has_capability("IDLE"))
         self.poll_interval = 0.0 if self.use_idle and self.supports_idle else self.configured_interval
         if self.move_to:
             await asyncio.to_thread(self._ensure_folder, self.move_to)
@@ -157,10 +158,8 @@ class ImapAdapter(MailDoor, PullAdapter):
         if raw is None:  # expunged by someone else meanwhile
             return
         inbound = await self.read_mail(bytes(raw), {"mailbox": self.folder, "uid": uid, "uidvalidity": self.uidvalidity})
-        try:
-            await self.deliver(inbound)
-        except TemporaryFailure:
-            raise  # the message stays unread and the cursor before it; the base class backs off
+        # TemporaryFailure propagates: the message stays unread, the cursor before it; the base class backs off
+        await self.deliver(inbound)
         await asyncio.to_thread(self._mark_done, uid)
 
     def _mark_done(self, uid: int) -> None:

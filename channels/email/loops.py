@@ -7,14 +7,14 @@ is registered as ``automatic``: kept and visible, never numbered, never answered
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from channels.email.mime import ParsedMail
 
 
 class LoopRule(Protocol):
-    name: ClassVar[str]
-    description: ClassVar[str]
+    name: str
+    description: str
 
     def check(self, mail: ParsedMail) -> bool: ...
 
@@ -103,8 +103,9 @@ class OutOfOfficeSubject:
         return bool(_OUT_OF_OFFICE.match(subject))
 
 
-LOOP_RULES: tuple[LoopRule, ...] = (AutoSubmitted(), AutoReplyHeaders(), Precedence(), DeliveryReport(), RobotSender(),
-                                    OutOfOfficeSubject(), MailingList())
+LOOP_RULES: tuple[LoopRule, ...] = (
+    AutoSubmitted(), AutoReplyHeaders(), Precedence(), DeliveryReport(), RobotSender(),
+    OutOfOfficeSubject(), MailingList())
 
 
 def automatic_rule(mail: ParsedMail, rules: tuple[LoopRule, ...] = LOOP_RULES) -> str | None:

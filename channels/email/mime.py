@@ -8,13 +8,13 @@ configured limits are listed in ``meta`` (the raw message keeps their bytes).
 """
 from __future__ import annotations
 
-import email
 import base64
+import email
 import hashlib
 import quopri
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
@@ -183,7 +183,7 @@ def addresses(message: Message, name: str, hint: str | None = None) -> list[tupl
 def _parse_address_header(raw: str, hint: str | None) -> list[tuple[str, str]]:
     unfolded = re.sub(r"\r?\n[ \t]", " ", raw)
     ascii_safe = unfolded.encode("utf-8", "surrogateescape").decode("latin-1")
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for display, address in getaddresses([ascii_safe]):
         display_text = decode_header_value(display.encode("latin-1"), hint)
         address = address.strip().strip("<>").strip()
@@ -242,7 +242,7 @@ def parse_date(value: str) -> datetime | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def content_key(raw: bytes, message: Message) -> str:
@@ -304,8 +304,8 @@ class _Collector:
             if part.get_content_type() == "text/html":
                 self.segments.append(("html", text))
             else:
-                if part.get_param("format", "").lower() == "flowed":
-                    text = _unflow(text, part.get_param("delsp", "").lower() == "yes")
+                if _param(part, "format") == "flowed":
+                    text = _unflow(text, _param(part, "delsp") == "yes")
                 self.segments.append(("plain", text))
             return
         self.walk_as_attachment(part, inline=inline_context)
@@ -340,7 +340,7 @@ class _Collector:
 
     def _decode_text(self, part: Message) -> tuple[str, str]:
         data = _payload_bytes(part)
-        text, charset = decode_bytes(data, part.get_content_charset() or part.get_param("charset") or None)
+        text, charset = decode_bytes(data, part.get_content_charset() or _param(part, "charset") or None)
         return text.replace("\r\n", "\n").replace("\r", "\n"), charset
 
     def _forwarded(self, part: Message) -> None:
@@ -402,6 +402,11 @@ def _is_placeholder(plain: str, rich: _Collector) -> bool:
     return plain_words < rich_words * 0.6
 
 
+def _param(part: Message, name: str) -> str:
+    value = part.get_param(name, "")
+    return (value[2] if isinstance(value, tuple) else str(value or "")).lower()
+
+
 def _payload_bytes(part: Message) -> bytes:
     try:
         data = part.get_payload(decode=True)
@@ -410,7 +415,7 @@ def _payload_bytes(part: Message) -> bytes:
     if data is None:
         payload = part.get_payload()
         data = payload.encode("ascii", "surrogateescape") if isinstance(payload, str) else b""
-    return data
+    return data if isinstance(data, bytes) else b""
 
 
 def _filename(part: Message) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import ssl
 from functools import partial
-from typing import Any
+from typing import Any, AnyStr, ClassVar
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -28,7 +28,7 @@ class SmtpAdapter(MailDoor):
     version = "1.0"
     description = "SMTP/LMTP receiver for the company's complaint addresses (aiosmtpd)."
     capabilities = frozenset({"push", "acknowledge", "reply", "attachments"})
-    settings_schema = {
+    settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,
         "anyOf": [{"required": ["recipients"]}, {"required": ["domains"]}],
@@ -115,8 +115,8 @@ class _CountsRefusedSize:
 
     event_handler: SmtpHandler
 
-    async def push(self, status: str) -> None:
-        if status.startswith("552"):
+    async def push(self, status: AnyStr) -> None:
+        if str(status).startswith("552"):
             adapter = self.event_handler.adapter
             adapter.context.metrics.rejected.labels(adapter.instance, "too_large").inc()
             adapter.log.info("mail too large", extra={"channel": adapter.instance, "max_bytes": adapter.max_bytes})
@@ -150,7 +150,6 @@ class SmtpHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        adapter = self.adapter
         raw = envelope.original_content or envelope.content
         data = raw if isinstance(raw, bytes) else str(raw).encode("utf-8", "surrogateescape")
         status = await self._deliver(data, envelope)
