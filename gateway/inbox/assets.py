@@ -38,7 +38,8 @@ label { display: block; font-weight: 600; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: .45rem .5rem; border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
-thead th { border-bottom: 2px solid var(--fg); }
+thead th { border-bottom: 2px solid var(--fg); overflow-wrap: normal; white-space: nowrap; }
+td time, td a[href*="/complaints/"] { white-space: nowrap; }
 tr.is-new { background: var(--info-bg); }
 .excerpt { max-width: 32rem; }
 .cell-label { display: none; }
@@ -97,6 +98,20 @@ JS = """
         return;
       }
     }
+    var none = counts.querySelector("li.none");
+    if (none) { none.parentNode.removeChild(none); }
+    var item = document.createElement("li");
+    var link = document.createElement("a");
+    var count = document.createElement("span");
+    item.setAttribute("data-channel", channel);
+    link.href = "?channel=" + encodeURIComponent(channel);
+    link.textContent = channel;
+    count.className = "count";
+    count.textContent = "1";
+    item.appendChild(link);
+    item.appendChild(document.createTextNode(": "));
+    item.appendChild(count);
+    counts.appendChild(item);
   }
 
   function addRow(data) {
