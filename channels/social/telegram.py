@@ -28,6 +28,7 @@ from channels.social.common import (
     first_number,
     json_object,
     reject,
+    stop_pull_adapter,
 )
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
@@ -105,16 +106,17 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         self.accept_channels = bool(s.get("accept_channels", False))
         self.poll_timeout = int(s.get("polling_timeout_seconds", 25))
         timeout = float(s.get("api_timeout_seconds", 10.0))
+        self._requests = (HTTPXRequest(read_timeout=timeout, write_timeout=timeout, connect_timeout=timeout),
+                          HTTPXRequest(read_timeout=timeout, connect_timeout=timeout))
         self.bot = Bot(s["token"], base_url=s.get("api_base_url", TELEGRAM_API_URL),
                        base_file_url=s.get("file_base_url", TELEGRAM_FILE_URL),
-                       request=HTTPXRequest(read_timeout=timeout, write_timeout=timeout, connect_timeout=timeout),
-                       get_updates_request=HTTPXRequest(read_timeout=timeout, connect_timeout=timeout))
+                       request=self._requests[0], get_updates_request=self._requests[1])
         self.texts = {lang: dict(texts) for lang, texts in DEFAULT_TEXTS.items()}
         for lang, texts in (s.get("texts") or {}).items():
             self.texts.setdefault(lang, dict(DEFAULT_TEXTS["en"])).update(texts)
         self.allowed_updates = ["message"] + (["channel_post"] if self.accept_channels else [])
         self.cursor_name = f"telegram:{self.instance}:offset"
-        self.fetcher: AttachmentFetcher | None = None
+        self.fetcher = AttachmentFetcher.from_settings(None, self.settings, [])
         self._webhook_deleted = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -122,16 +124,22 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         return [web.post(self.path, self.webhook)] if self.mode == "webhook" else []
 
     async def start(self) -> None:
-        # files come through the Bot API client itself, so no host list applies
-        self.fetcher = AttachmentFetcher.from_settings(None, self.settings, [])
         if self.mode == "polling":
             await PullAdapter.start(self)
         elif self.settings.get("webhook_url"):
             self.spawn(self._set_webhook())
 
     async def stop(self) -> None:
-        await PullAdapter.stop(self)
-        await self.bot.shutdown()
+        await stop_pull_adapter(self)
+
+    async def close(self) -> None:
+        """Close the Bot API connections (they are opened again on the next use)."""
+        for request in self._requests:
+            await request.shutdown()
+
+    async def open(self) -> None:
+        for request in self._requests:
+            await request.initialize()
 
     async def _set_webhook(self) -> None:
         try:
@@ -166,27 +174,25 @@ class TelegramAdapter(PushAdapter, PullAdapter):
 
     # -- polling ----------------------------------------------------------------------
     async def pull(self) -> None:
-        """getUpdates in a loop; the offset is saved after each update was delivered, which
-        also tells Telegram that the earlier ones need not be sent again."""
+        """One getUpdates (long poll) and the delivery of what it brought. The offset is
+        saved after each update was delivered, which also tells Telegram that the earlier
+        ones need not be sent again."""
+        await self.open()
         if not self._webhook_deleted:  # getUpdates does not work while a webhook is set
             await self.bot.delete_webhook()
             self._webhook_deleted = True
         saved = await self.context.state.get_cursor(self.cursor_name)
-        offset = int(saved) if saved else None
-        while True:
-            params: dict[str, Any] = {"timeout": self.poll_timeout, "allowed_updates": self.allowed_updates}
-            if offset is not None:
-                params["offset"] = offset
-            updates = await self.bot.do_api_request("getUpdates", api_kwargs=params,
-                                                    read_timeout=self.poll_timeout + 10.0)
-            for data in updates or []:
-                update_id = data.get("update_id") if isinstance(data, dict) else None
-                if not isinstance(update_id, int):
-                    self.log.warning("update without update_id skipped", extra={"channel": self.instance})
-                    continue
-                await self.handle_update(data, json.dumps(data, ensure_ascii=False).encode("utf-8"))
-                offset = update_id + 1
-                await self.context.state.set_cursor(self.cursor_name, str(offset))
+        params: dict[str, Any] = {"timeout": self.poll_timeout, "allowed_updates": self.allowed_updates}
+        if saved:
+            params["offset"] = int(saved)
+        updates = await self.bot.do_api_request("getUpdates", api_kwargs=params, read_timeout=self.poll_timeout + 10.0)
+        for data in updates or []:
+            update_id = data.get("update_id") if isinstance(data, dict) else None
+            if not isinstance(update_id, int):
+                self.log.warning("update without update_id skipped", extra={"channel": self.instance})
+                continue
+            await self.handle_update(data, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+            await self.context.state.set_cursor(self.cursor_name, str(update_id + 1))
 
     # -- updates ----------------------------------------------------------------------
     async def handle_update(self, data: dict[str, Any], raw: bytes) -> Submitted | None:
@@ -223,12 +229,11 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         return None
 
     async def _inbound(self, message: Message, key: str, raw: bytes) -> Inbound:
-        assert self.fetcher is not None
         user, chat = message.from_user, message.chat
         identity = str(user.id if user is not None else chat.id)
         text = message.text or message.caption or ""
         wanted, unsupported = self._files(message)
-        attachments, skipped = await self.fetcher.fetch_all(wanted)
+        attachments, skipped = await self.fetcher.fetch_all(wanted)  # files come through the Bot API client
         quoted = message.reply_to_message
         quoted_text = quoted.text if quoted is not None and quoted.from_user is not None and quoted.from_user.is_bot else None
         meta: dict[str, Any] = {"telegram_chat_id": chat.id, "telegram_message_id": message.message_id,

@@ -24,6 +24,7 @@ from channels.social.common import (
     json_object,
     reject,
     stable_int,
+    stop_pull_adapter,
     without_keys,
 )
 from channels.social.vk_client import VK_API_URL, VkClient
@@ -90,6 +91,8 @@ class VkAdapter(PushAdapter, PullAdapter):
         self.cursor_name = f"vk:{self.instance}:ts"
         self.session: aiohttp.ClientSession | None = None
         self.fetcher: AttachmentFetcher | None = None
+        self._server: dict[str, Any] | None = None
+        self._ts = ""
         self._reset_ts = False
 
     # -- life cycle -------------------------------------------------------------------
@@ -97,16 +100,27 @@ class VkAdapter(PushAdapter, PullAdapter):
         return [web.post(self.path, self.callback)] if self.mode == "callback" else []
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
-        self.fetcher = AttachmentFetcher.from_settings(self.session, self.settings, VK_FILE_HOSTS)
+        self.http()
         if self.mode == "longpoll":
             await PullAdapter.start(self)
 
     async def stop(self) -> None:
-        await PullAdapter.stop(self)  # cancels the long poll (if any) and awaits acknowledgements
+        await stop_pull_adapter(self)
+        self.client.close()
+
+    async def close(self) -> None:
+        """Forget the long-poll key (a new one is fetched) and close the HTTP session."""
+        self._server = None
         if self.session is not None:
             await self.session.close()
-        self.client.close()
+            self.session = self.fetcher = None
+
+    def http(self) -> tuple[aiohttp.ClientSession, AttachmentFetcher]:
+        """The HTTP session for the long-poll server and file downloads, opened on first use."""
+        if self.session is None or self.fetcher is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            self.fetcher = AttachmentFetcher.from_settings(self.session, self.settings, VK_FILE_HOSTS)
+        return self.session, self.fetcher
 
     # -- Callback API -----------------------------------------------------------------
     async def callback(self, request: web.Request) -> web.Response:
@@ -136,37 +150,37 @@ class VkAdapter(PushAdapter, PullAdapter):
 
     # -- Long Poll --------------------------------------------------------------------
     async def pull(self) -> None:
-        """One long-poll session: a key from groups.getLongPollServer, then a_check until
-        the key expires. ``ts`` is saved only after every update of a batch was delivered."""
-        assert self.session is not None
-        server = await self.client.call("groups.getLongPollServer", group_id=self.group_id)
-        saved = None if self._reset_ts else await self.context.state.get_cursor(self.cursor_name)
-        self._reset_ts = False
-        ts = saved or str(server["ts"])
-        if saved is None:  # remember where we started, so a failed first batch is fetched again
-            await self.context.state.set_cursor(self.cursor_name, ts)
-        while True:
-            params = {"act": "a_check", "key": server["key"], "ts": ts, "wait": str(self.wait)}
-            timeout = aiohttp.ClientTimeout(total=self.wait + 15)
-            async with self.session.get(server["server"], params=params, timeout=timeout) as resp:
-                resp.raise_for_status()
-                data = await resp.json(content_type=None)
-            failed = data.get("failed")
-            if failed == 1:  # history partly lost: go on from the ts VK gives
-                self.log.warning("long poll history lost", extra={"channel": self.instance})
-                ts = str(data["ts"])
-                await self.context.state.set_cursor(self.cursor_name, ts)
-                continue
-            if failed in (2, 3):  # key expired (2) or key and ts lost (3): start a new session
-                self._reset_ts = failed == 3
-                return
-            if failed is not None:
-                raise RuntimeError(f"long poll failed: {failed!r}")
+        """One long-poll request (``a_check``) and the delivery of what it brought. A key
+        comes from groups.getLongPollServer when there is none; ``ts`` is saved only after
+        every update of the batch was delivered, so a failed batch is fetched again."""
+        session, _ = self.http()
+        if self._server is None:
+            self._server = await self.client.call("groups.getLongPollServer", group_id=self.group_id)
+            saved = None if self._reset_ts else await self.context.state.get_cursor(self.cursor_name)
+            self._reset_ts = False
+            self._ts = saved or str(self._server["ts"])
+            if saved is None:  # remember where we started, so a failed first batch is fetched again
+                await self.context.state.set_cursor(self.cursor_name, self._ts)
+        server = self._server
+        params = {"act": "a_check", "key": server["key"], "ts": self._ts, "wait": str(self.wait)}
+        async with session.get(server["server"], params=params, timeout=aiohttp.ClientTimeout(total=self.wait + 15)) as resp:
+            resp.raise_for_status()
+            data = await resp.json(content_type=None)
+        failed = data.get("failed")
+        if failed == 1:  # history partly lost: go on from the ts VK gives
+            self.log.warning("long poll history lost", extra={"channel": self.instance})
+            self._ts = str(data["ts"])
+            await self.context.state.set_cursor(self.cursor_name, self._ts)
+        elif failed in (2, 3):  # key expired (2) or key and ts lost (3): a new key next time
+            self._server, self._reset_ts = None, failed == 3
+        elif failed is not None:
+            raise RuntimeError(f"long poll failed: {failed!r}")
+        else:
             for update in data.get("updates") or []:
                 if isinstance(update, dict):
                     await self.handle_event(update, retry=None)
-            ts = str(data["ts"])
-            await self.context.state.set_cursor(self.cursor_name, ts)
+            self._ts = str(data["ts"])
+            await self.context.state.set_cursor(self.cursor_name, self._ts)
 
     # -- events -----------------------------------------------------------------------
     async def handle_event(self, event: dict[str, Any], retry: str | None) -> Submitted | None:
@@ -188,8 +202,8 @@ class VkAdapter(PushAdapter, PullAdapter):
         return await self.deliver(await self._inbound(parsed, key, raw, retry))
 
     async def _inbound(self, event: VkEvent, key: str, raw: bytes, retry: str | None) -> Inbound:
-        assert self.fetcher is not None
-        (attachments, skipped), name = await asyncio.gather(self.fetcher.fetch_all(event.files), self.user_name(event.user_id))
+        _, fetcher = self.http()
+        (attachments, skipped), name = await asyncio.gather(fetcher.fetch_all(event.files), self.user_name(event.user_id))
         meta = dict(event.meta, vk_public=event.public)
         if skipped:
             meta["attachments_not_fetched"] = skipped
