@@ -7,19 +7,19 @@ dead-letter store with that reason.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone
 from importlib import import_module
 from typing import Any
 
+from gateway.ids import new_id
 from gateway.config import ConfigError, validate
 from gateway.inbound import Inbound
 from normalizer import deadlines as deadline_policies
 from normalizer.calendar import BusinessCalendar, CalendarError
 from normalizer.deadlines import DeadlineError, DeadlinePolicies
-from normalizer.language_detection import UnknownLanguageError, to_language
+from normalizer.language_detection import UnknownLanguageError, preload, to_language
 from normalizer.schema import Attachment, Complaint, Customer, SubmittedBy
 from normalizer.urgency_rules import SCHEMA as URGENCY_SCHEMA
 from normalizer.urgency_rules import UrgencyRules
@@ -40,6 +40,7 @@ LANGUAGE_SCHEMA: dict[str, Any] = {
         "accuracy": {"enum": ["high", "low"]},
         "min_relative_distance": {"type": "number", "minimum": 0, "maximum": 0.99},
         "max_chars": {"type": "integer", "minimum": 1},
+        "preload": {"type": "boolean"},
     },
 }
 CALENDAR_SCHEMA: dict[str, Any] = {
@@ -102,6 +103,8 @@ class NormalizerSettings:
                 to_language(code)
         except UnknownLanguageError as exc:
             raise ConfigError(f"normalizer.language.candidates: {exc}") from exc
+        if language.get("preload", False) and len(candidates) > 1:
+            preload(candidates, language.get("accuracy", "high"))
         timezone_name = known.get("timezone", "Europe/Moscow")
         try:
             hours = calendar.get("working_hours", ["09:00-18:00"])
@@ -179,7 +182,7 @@ def _skeleton(inbound: Inbound) -> Complaint:
         raise NormalizationError("received_at has no time zone")
     submitted_by = SubmittedBy(**inbound.submitted_by) if inbound.submitted_by else None
     return Complaint(
-        id=uuid.uuid4().hex,
+        id=new_id(),
         channel=inbound.channel,
         channel_message_id=inbound.message_id,
         received_at=received.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),

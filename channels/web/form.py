@@ -11,13 +11,14 @@ import base64
 import binascii
 import json
 import re
-import uuid
+import secrets
 from typing import Any
 from urllib.parse import parse_qsl
 
 import phonenumbers
 from aiohttp import web
 
+from gateway.ids import new_id
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
 from gateway.adapters import PushAdapter, TemporaryFailure
 from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
@@ -92,7 +93,7 @@ class WebFormAdapter(PushAdapter):
 
     async def show_form(self, request: web.Request) -> web.Response:
         lang = self.language(request)
-        html = form_page(lang, self.path + "/complaints", uuid.uuid4().hex)
+        html = form_page(lang, self.path + "/complaints", secrets.token_hex(16))  # unguessable: it keys the receipt
         return web.Response(text=html, content_type="text/html", headers={"Content-Language": lang})
 
     # -- POST ---------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class WebFormAdapter(PushAdapter):
             metrics.rejected.labels(self.instance, "invalid").inc()
             self.log.info("invalid form", extra={"channel": self.instance, "fields": ",".join(errors)})
             if wants_html:
-                token = fields.get("idempotency_key") or uuid.uuid4().hex
+                token = fields.get("idempotency_key") or new_id()
                 return web.Response(status=422, text=form_page(lang, self.path + "/complaints", token, fields, errors),
                                     content_type="text/html")
             return json_error(422, "invalid", fields=errors)
@@ -268,7 +269,7 @@ class WebFormAdapter(PushAdapter):
         reply_to = (reply_kind, email if reply_kind == "email" else phone)
         return Inbound(
             channel=self.instance,
-            message_id=f"key:{key}" if key else f"web:{uuid.uuid4().hex}",
+            message_id=f"key:{key}" if key else f"web:{new_id()}",
             identities=identities,
             name=fields.get("name") or None,
             subject=fields.get("subject") or None,

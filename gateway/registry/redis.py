@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError, WatchError
 
+from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, anonymise, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
 from normalizer.schema import Complaint
@@ -74,8 +74,8 @@ class RedisRegistry(Registry):
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
         c = plan.complaint
-        number_token = "CGNUMBER" + uuid.uuid4().hex
-        customer_token = "CGCUSTOMER" + uuid.uuid4().hex
+        number_token = "CGNUMBER" + new_id()
+        customer_token = "CGCUSTOMER" + new_id()
         saved = c.registration_number, c.customer.customer_id
         c.registration_number, c.customer.customer_id = number_token, customer_token
         try:
@@ -87,7 +87,7 @@ class RedisRegistry(Registry):
             "message_id": c.channel_message_id,
             "identities": plan.identity_keys,
             "name": c.customer.name,
-            "new_customer_id": uuid.uuid4().hex,
+            "new_customer_id": new_id(),
             "id": c.id,
             "now": iso(utcnow()),
             "auto": c.auto_submitted,
@@ -247,7 +247,7 @@ class RedisRegistry(Registry):
                     if suggestion_id:
                         raw = await pipe.hget(self.prefix + "merge_suggestions", suggestion_id)
                         suggestion = json.loads(raw) if raw else None
-                    merge_id, now = uuid.uuid4().hex, iso(utcnow())
+                    merge_id, now = new_id(), iso(utcnow())
                     record = {"action": "customers_merged", "operator": operator, "at": now, "merge_id": merge_id,
                               "source": source, "target": target, "suggestion_id": suggestion_id}
                     entry = {"id": merge_id, "source": source, "target": target, "operator": operator,
@@ -355,7 +355,7 @@ class RedisRegistry(Registry):
 
     # -- dead letters -----------------------------------------------------------------
     async def add_dead_letter(self, record: dict[str, Any], reason: str) -> str:
-        dead_letter_id = uuid.uuid4().hex
+        dead_letter_id = new_id()
         entry = {"id": dead_letter_id, "channel": record.get("channel", "?"), "reason": reason, "record": record,
                  "created_at": iso(utcnow()), "resolved_at": None, "receipt": None}
         async with self.r.pipeline(transaction=True) as pipe:

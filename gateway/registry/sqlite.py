@@ -10,13 +10,13 @@ import asyncio
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, anonymise, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
 from normalizer.schema import Complaint
@@ -215,14 +215,14 @@ class SqliteRegistry(Registry):
             customer_id = owners[0]
             db.execute("UPDATE customers SET name=? WHERE customer_id=? AND name IS NULL", (name, customer_id))
         else:
-            customer_id = uuid.uuid4().hex
+            customer_id = new_id()
             db.execute("INSERT INTO customers(customer_id, name, created_at) VALUES (?,?,?)", (customer_id, name, now))
         for other in owners[1:]:
             a, b = sorted((customer_id, other))
             db.execute(
                 "INSERT OR IGNORE INTO merge_suggestions(id, customer_a, customer_b, identity, complaint_id, created_at)"
                 " VALUES (?,?,?,?,?,?)",
-                (uuid.uuid4().hex, a, b, ",".join(plan.identity_keys), plan.complaint.id, now),
+                (new_id(), a, b, ",".join(plan.identity_keys), plan.complaint.id, now),
             )
         if len(owners) > 1:
             plan.complaint.meta["merge_suggested"] = owners[1:]
@@ -386,7 +386,7 @@ class SqliteRegistry(Registry):
                     raise ValueError(f"customer {cid} is already merged into {row[0]}")
             if self._current_customer(db, target) != target:
                 raise ValueError(f"customer {target} is merged into another")
-            merge_id, now = uuid.uuid4().hex, iso(utcnow())
+            merge_id, now = new_id(), iso(utcnow())
             db.execute("UPDATE customers SET merged_into=? WHERE customer_id=?", (target, source))
             db.execute("INSERT INTO merges(id, source, target, operator, suggestion_id, created_at) VALUES (?,?,?,?,?,?)",
                        (merge_id, source, target, operator, suggestion_id, now))
@@ -491,7 +491,7 @@ class SqliteRegistry(Registry):
 
     # -- dead letters -----------------------------------------------------------------
     async def add_dead_letter(self, record: dict[str, Any], reason: str) -> str:
-        dead_letter_id = uuid.uuid4().hex
+        dead_letter_id = new_id()
         await self._run(self._tx, lambda db: db.execute(
             "INSERT INTO dead_letters(id, channel, reason, record, created_at) VALUES (?,?,?,?,?)",
             (dead_letter_id, record.get("channel", "?"), reason, json.dumps(record, ensure_ascii=False), iso(utcnow()))))
