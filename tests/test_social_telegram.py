@@ -192,6 +192,18 @@ async def test_channel_posts_need_to_be_enabled(fake, make_config, start_gateway
     assert await registry_of(off).list_messages() == []
 
 
+async def test_enabled_channel_post_is_registered_for_the_channel(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake, accept_channels=True)))
+    post = tg.channel_post_update(9018, -1009876543210, "Town news", "Water is off in the whole district again.",
+                                  message_id=12)
+    assert (await client.post(PATH, json=post, headers=HEADERS)).status == 200
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert new.payload["complaint"]["customer"]["identities"] == [{"kind": "telegram", "value": "-1009876543210"}]
+    [sent] = await fake.wait_for("sendMessage")
+    assert int(sent.params["chat_id"]) == -1009876543210
+    assert sent.params["text"] == expected_acknowledgement(client.server.app, new, public=True)
+
+
 async def test_operator_reply_is_a_reply_in_the_private_chat(fake, client):
     await client.post(PATH, json=tg.message_update(9016, ANNA, text="Double charge on my card this month.", message_id=90),
                       headers=HEADERS)

@@ -291,3 +291,19 @@ async def test_long_poll_resumes_from_saved_ts_after_restart(vk, make_config, st
     await wait_until(both)
     await vk.wait_for("groups.getLongPollServer", count=2)
     assert vk.lp_requests[polls_before]["ts"] == str(missed)  # the saved ts, not the new session's
+
+
+async def test_operator_reply_to_a_public_comment_goes_privately(vk, client):
+    await client.post(PATH, json=events.wall_reply_new(GROUP, USER, "Когда вернут деньги за простой?", secret=SECRET))
+    [message] = await registry_of(client).list_messages()
+    await client.server.app[ADAPTERS]["vk"].send_reply(message, "Перерасчёт сделан, деньги вернутся в пятницу.")
+    [send] = await vk.wait_for("messages.send")
+    assert send.params["peer_id"] == str(USER)
+    assert send.params["message"] == "Перерасчёт сделан, деньги вернутся в пятницу."
+
+
+async def test_client_language_is_taken_from_client_info(vk, client):
+    await client.post(PATH, json=events.message_new(GROUP, USER, "Internet does not work since yesterday.", secret=SECRET,
+                                                    lang_id=3))
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert new.payload["complaint"]["language"] == "en"
