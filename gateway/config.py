@@ -116,11 +116,18 @@ class GatewayConfig:
         return p if p.is_absolute() else self.base_dir / p
 
 
-def interpolate(value: Any, env: dict[str, str], where: str = "") -> Any:
+def interpolate(value: Any, env: dict[str, str], where: str = "", strict: bool = True) -> Any:
+    """Replace ``${VAR}`` references. A disabled channel's section is read with
+    ``strict=False``: its secrets need not be in the environment until it is enabled."""
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            key = f"{where}.{k}" if where else str(k)
+            lenient = not strict or (where == "channels" and isinstance(v, dict) and v.get("enabled") is False)
+            out[k] = interpolate(v, env, key, strict=not lenient)
+        return out
     if isinstance(value, list):
-        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, env, f"{where}[{i}]", strict) for i, v in enumerate(value)]
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -128,6 +135,8 @@ def interpolate(value: Any, env: dict[str, str], where: str = "") -> Any:
                 return env[name]
             if default is not None:
                 return default
+            if not strict:
+                return ""
             raise ConfigError(f"{where}: environment variable {name} is not set")
 
         result = _VAR.sub(substitute, value)

@@ -387,3 +387,12 @@ def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
     assert not blob.exists()
     missing = subprocess.run([*CLI, "--config", str(config_path), "purge"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "retention.days" in missing.stderr
+
+
+def test_disabled_channels_need_no_secrets_in_the_environment(tmp_path: Path) -> None:
+    raw = base_config(tmp_path, channels={"sms": {"adapter": "twilio_sms", "enabled": False, "auth_token": "${NOT_SET_TOKEN}"}})
+    config = from_dict(raw, env={})
+    assert config.enabled_channels() == {}
+    raw["channels"]["sms"]["enabled"] = True
+    with pytest.raises(ConfigError, match=r"channels\.sms\.auth_token: environment variable NOT_SET_TOKEN is not set"):
+        from_dict(raw, env={})
