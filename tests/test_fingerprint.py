@@ -1,0 +1,38 @@
+"""The repeat detector's SimHash: the fast lane-packed version equals the textbook one."""
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.registry.fingerprint import hamming, max_distance, normalized_words, simhash64
+
+
+def textbook_simhash(text: str) -> int:
+    words = normalized_words(text)
+    if not words:
+        return 0
+    grams = [" ".join(words[i : i + 2]) for i in range(max(1, len(words) - 1))]
+    weights = [0] * 64
+    for gram in grams:
+        h = int.from_bytes(hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest(), "big")
+        for bit in range(64):
+            weights[bit] += 1 if h >> bit & 1 else -1
+    return sum(1 << bit for bit in range(64) if weights[bit] > 0)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from("нет интернета связь счёт brak internetu bill line router 42 x".split()), max_size=80))
+def test_fast_simhash_equals_textbook(words: list[str]) -> None:
+    text = " ".join(words)
+    assert simhash64(text) == textbook_simhash(text)
+
+
+def test_near_identical_texts_are_close_and_different_ones_far() -> None:
+    a = simhash64("Третий день нет интернета в доме на Ленина 5, роутер мигает красным")
+    b = simhash64("Третий день нет интернета в доме на Ленина 5, роутер мигает красным!!!")
+    c = simhash64("Прошу пересчитать абонентскую плату за февраль, списали дважды")
+    assert hamming(a, b) == 0
+    assert hamming(a, c) > max_distance(0.9)
+    assert max_distance(0.9) == 6 and max_distance(1.0) == 0
