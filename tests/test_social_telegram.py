@@ -286,3 +286,14 @@ async def test_polling_keeps_an_unreadable_update_as_dead_letter_and_goes_on(fak
     [dead] = await registry.list_dead_letters()
     assert dead["record"]["message_id"] == "7201"
     assert [m.channel_message_id for m in await registry.list_messages()] == ["7202"]
+
+
+async def test_odd_message_shapes_are_kept_not_crashed(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake, accept_channels=True)))
+    channel_contact = tg.channel_post_update(9020, -1009876543210, "Town news", "x")
+    del channel_contact["channel_post"]["text"]
+    channel_contact["channel_post"]["contact"] = tg.contact("+48601234567", "Piotr")
+    resp = await client.post(PATH, json=channel_contact, headers=HEADERS)
+    assert resp.status == 200
+    assert [m.channel_message_id for m in await registry_of(client).list_messages()] + \
+        [d["record"]["message_id"] for d in await registry_of(client).list_dead_letters()] == ["9020"]

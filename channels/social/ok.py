@@ -125,7 +125,7 @@ class OkAdapter(PushAdapter):
             return web.json_response({"success": True})
         try:
             inbound = await self._inbound(data, body)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except Exception as exc:  # any shape we cannot read is kept, never dropped
             self.log.warning("message not understood; kept as dead letter", extra={"channel": self.instance, "error": repr(exc)})
             inbound = Inbound(channel=self.instance, message_id=message_key(data, body), raw=body,
                               raw_content_type="application/json", meta={"parse_error": repr(exc)})

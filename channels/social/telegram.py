@@ -204,19 +204,30 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             message = update.message or (update.channel_post if self.accept_channels else None)
             why = None if message is None else self._skip_reason(message)
         except Exception as exc:  # an update PTB cannot read is still kept
-            self.log.warning("update not understood; kept as dead letter",
-                             extra={"channel": self.instance, "update_id": key, "error": repr(exc)})
-            return await self.deliver(Inbound(channel=self.instance, message_id=key, raw=raw,
-                                              raw_content_type="application/json", meta={"parse_error": repr(exc)}))
+            return await self.deliver(self._not_understood(key, raw, exc))
         if message is None or why:
             self.log.debug("update skipped", extra={"channel": self.instance, "update_id": key, "why": why or "no message"})
             return None
         if message.chat.type == "private" and (message.text or "").split("@")[0].split(" ")[0] == "/start":
             self.spawn(self._greet(message))
             return None
-        if message.contact is not None:
-            return await self._contact(message, key, raw)
-        return await self.deliver(await self._inbound(message, key, raw))
+        try:
+            if message.contact is not None and message.from_user is not None:
+                inbound = self._contact(message, key, raw)
+            else:
+                inbound = await self._inbound(message, key, raw)
+        except Exception as exc:  # a message we cannot read is still kept
+            inbound = self._not_understood(key, raw, exc)
+        submitted = await self.deliver(inbound)
+        if inbound.meta.get("telegram_contact") == "own" and submitted.receipt.status != "duplicate":
+            self.spawn(self._say(message, "contact_thanks", ReplyKeyboardRemove()))
+        return submitted
+
+    def _not_understood(self, key: str, raw: bytes, exc: Exception) -> Inbound:
+        self.log.warning("update not understood; kept as dead letter",
+                         extra={"channel": self.instance, "update_id": key, "error": repr(exc)})
+        return Inbound(channel=self.instance, message_id=key, raw=raw, raw_content_type="application/json",
+                       meta={"parse_error": repr(exc)})
 
     def _skip_reason(self, message: Message) -> str | None:
         chat_type = message.chat.type
@@ -274,7 +285,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
 
         return WantedFile(filename, content_type, ref=file_id, size=size, fetch=fetch)
 
-    async def _contact(self, message: Message, key: str, raw: bytes) -> Submitted:
+    def _contact(self, message: Message, key: str, raw: bytes) -> Inbound:
         """A shared contact opens no complaint. The user's own number links their phone to
         their Telegram identity (identities that arrive together link); someone else's
         contact is kept for operators but is no identity of the sender."""
@@ -290,14 +301,10 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         else:
             meta["shared_contact"] = {"phone_number": contact.phone_number, "first_name": contact.first_name,
                                       "last_name": contact.last_name, "user_id": contact.user_id}
-        inbound = Inbound(channel=self.instance, message_id=key, identities=identities, name=user.full_name or None,
-                          subject="Telegram: own phone number shared" if own else "Telegram: a contact shared",
-                          raw=raw, raw_content_type="application/json", reply_to=("telegram", str(user.id)),
-                          language=user.language_code, auto_submitted=True, meta=meta)
-        submitted = await self.deliver(inbound)
-        if own and submitted.receipt.status != "duplicate":
-            self.spawn(self._say(message, "contact_thanks", ReplyKeyboardRemove()))
-        return submitted
+        return Inbound(channel=self.instance, message_id=key, identities=identities, name=user.full_name or None,
+                       subject="Telegram: own phone number shared" if own else "Telegram: a contact shared",
+                       raw=raw, raw_content_type="application/json", reply_to=("telegram", str(user.id)),
+                       language=user.language_code, auto_submitted=True, meta=meta)
 
     # -- answers ----------------------------------------------------------------------
     def language(self, code: str | None) -> str:

@@ -193,7 +193,7 @@ class VkAdapter(PushAdapter, PullAdapter):
         except EventIgnored as exc:
             self.log.debug("event skipped", extra={"channel": self.instance, "event_id": key, "why": str(exc)})
             return None
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # any shape we cannot read is kept, never dropped
             self.log.warning("event not understood; kept as dead letter",
                              extra={"channel": self.instance, "event_id": key, "error": repr(exc)})
             return await self.deliver(Inbound(channel=self.instance, message_id=key, raw=raw,
