@@ -159,7 +159,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 text = _("state_" + (update.state or "open")) + (f" · {update.assigned_to}" if update.assigned_to else "")
                 await response.write(sse("state", {"registration_number": update.registration_number,
                                                    "state": update.state, "text": text}, update.event_id))
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # the browser went away
         pass
     finally:
         hub.unsubscribe(subscriber)
