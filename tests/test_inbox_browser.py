@@ -5,6 +5,7 @@ Screenshots are kept under test-artifacts/inbox/."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -169,12 +170,12 @@ COLOURS = """(selector) => { const el = document.querySelector(selector); const 
 
 
 async def test_inbox_works_on_a_phone_by_keyboard_with_readable_contrast(make_config, start_gateway, browser):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from tests.conftest import registry_of
 
     client = await start_gateway(make_config(inbox=inbox_section()))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     late = complaint("web", text="Обращение с истёкшим сроком первого ответа.", received=now - timedelta(hours=9),
                      deadlines={"acknowledge": (now - timedelta(hours=1)).isoformat().replace("+00:00", "Z")})
     await registry_of(client).submit(late)
