@@ -199,3 +199,24 @@ def test_threading_by_our_message_id_or_by_subject_number():
     assert foreign.in_reply_to is None
     by_subject = mail_to_inbound(make_mail(subject="Re: Обращение 2026-000123 зарегистрировано"), "email", options)
     assert by_subject.in_reply_to == "2026-000123" and by_subject.meta["thread_by"] == "subject"
+
+
+@pytest.mark.parametrize("header, name, address", [
+    (b"From: =?iso-8859-1?Q?B=FCrling,=20Andreas?= <smith@example.com>", "Bürling, Andreas", "smith@example.com"),
+    (b'From: "Yangzhou Lighting " <>, "LTD" <ly@example.com>', "LTD", "ly@example.com"),
+    (b"From: Test test@example.com", "Test", "test@example.com"),
+    (b"From: MAILER-DAEMON (Mail Delivery System)", "Mail Delivery System", "MAILER-DAEMON"),
+    (b"From: MAILER-DAEMON (Mail Delivery System) <postmaster@example.com>", "MAILER-DAEMON", "postmaster@example.com"),
+    (b'From: "Marcus Smith (ABC)" <m@example.com>', "Marcus Smith (ABC)", "m@example.com"),
+])
+def test_from_header_shapes_seen_in_real_mail(header, name, address):
+    parsed = parse_mail(header + b"\r\nSubject: x\r\n\r\nbody\r\n")
+    assert (parsed.from_name, parsed.from_address) == (name, address)
+
+
+def test_an_address_with_spaces_is_not_guessed_into_another_one():
+    parsed = parse_mail(b'From: "your secret past" <power quadrant system@example.com>\r\n\r\nx')
+    inbound = mail_to_inbound(parsed.message.as_bytes(), "email")
+    complaint = Normalizer().normalize(inbound)
+    assert complaint.customer.identities == []  # not "system@example.com": that could be someone else
+    assert {"kind": "email", "value": "power quadrant system@example.com"} in complaint.meta["unusable_identities"]

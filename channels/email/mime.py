@@ -180,16 +180,33 @@ def addresses(message: Message, name: str, hint: str | None = None) -> list[tupl
     return pairs
 
 
+_ENCODED_WORD_IN_HEADER = re.compile(r"=\?[^?\s]*\?[QqBb]\?[^?]*\?=")
+
+
 def _parse_address_header(raw: str, hint: str | None) -> list[tuple[str, str]]:
     unfolded = re.sub(r"\r?\n[ \t]", " ", raw)
     ascii_safe = unfolded.encode("utf-8", "surrogateescape").decode("latin-1")
+    # An encoded word may hide a comma ("=?iso-8859-1?Q?B=FCrling,=20Andreas?="): keep it whole
+    words: list[str] = []
+
+    def protect(match: re.Match[str]) -> str:
+        words.append(match.group(0))
+        return f"ENCODEDWORD{len(words) - 1}X"
+
+    protected = _ENCODED_WORD_IN_HEADER.sub(protect, ascii_safe)
+    parsed = getaddresses([protected])
     pairs: list[tuple[str, str]] = []
-    for display, address in getaddresses([ascii_safe]):
+    for display, address in parsed:
+        display = re.sub(r"ENCODEDWORD(\d+)X", lambda m: words[int(m.group(1))], display)
+        address = re.sub(r"ENCODEDWORD(\d+)X", lambda m: words[int(m.group(1))], address)
         display_text = decode_header_value(display.encode("latin-1"), hint)
         address = address.strip().strip("<>").strip()
+        if "@" in address and re.search(r"\s", address) and not display_text and "<" not in ascii_safe:
+            head, _, address = address.rpartition(" ")  # "From: Test test@example.com": a name without brackets
+            display_text = head.strip().strip('"')
         if "@" not in address:
-            found = re.search(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", ascii_safe)
-            address = found.group(0) if found and not pairs else address if re.fullmatch(r"[\w.+-]+", address) else ""
+            found = re.search(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", ascii_safe) if len(parsed) == 1 else None
+            address = found.group(0) if found else address if re.fullmatch(r"[\w.+-]+", address) else ""
         if address:
             address = _decode_local_part(address.encode("latin-1").decode("utf-8", "replace"))
         name = _clean_name(display_text, address, unfolded)
