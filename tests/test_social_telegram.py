@@ -71,7 +71,10 @@ async def test_redelivered_update_adds_nothing(fake, make_config, start_gateway,
     [new] = await registry.read_events("test", "c1")
     assert (await registry.get_customer(new.customer_id))["registrations"] == [new.registration_number]
     assert await has_metric(client, 'complaint_gateway_duplicate_total{channel="telegram"} 1.0')
-    await client.server.app[ADAPTERS]["telegram"].drain()
+    adapter = client.server.app[ADAPTERS]["telegram"]
+    again = await adapter.handle_update(update, b"{}")
+    assert (again.receipt.status, again.receipt.registration_number) == ("duplicate", new.registration_number)
+    await adapter.drain()
     assert len(fake.calls_of("sendMessage")) == 1
 
 

@@ -102,6 +102,9 @@ async def test_redelivered_event_adds_nothing(vk, make_config, start_gateway, re
     assert customer["registrations"] == [events_read[0].registration_number]
     assert await has_metric(client, 'complaint_gateway_duplicate_total{channel="vk"} 1.0')
     adapter = client.server.app[ADAPTERS]["vk"]
+    again = await adapter.handle_event(event, retry="2")
+    assert again.receipt.status == "duplicate"
+    assert again.receipt.registration_number == events_read[0].registration_number
     await adapter.drain()
     assert len(vk.calls_of("messages.send")) == 1
 

@@ -119,7 +119,8 @@ class VkAdapter(PushAdapter, PullAdapter):
         """The HTTP session for the long-poll server and file downloads, opened on first use."""
         if self.session is None or self.fetcher is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
-            self.fetcher = AttachmentFetcher.from_settings(self.session, self.settings, VK_FILE_HOSTS)
+            # VK retries an event it got no quick "ok" for: files get 5 seconds by default
+            self.fetcher = AttachmentFetcher.from_settings(self.session, self.settings, VK_FILE_HOSTS, default_timeout=5.0)
         return self.session, self.fetcher
 
     # -- Callback API -----------------------------------------------------------------
