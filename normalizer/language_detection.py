@@ -7,6 +7,7 @@ the wheel. Restricting it to a few candidates makes it both faster and more accu
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -35,6 +36,21 @@ def detector(candidates: tuple[str, ...], accuracy: str = "high", min_relative_d
     if min_relative_distance:
         builder = builder.with_minimum_relative_distance(min_relative_distance)
     return builder.build()
+
+
+@lru_cache(maxsize=8)
+def preload(candidates: tuple[str, ...], accuracy: str = "high") -> threading.Thread:
+    """Load the candidates' models in a background thread (once per process), so that the
+    first message in each language is not held up on the event loop while they load."""
+    def load() -> None:
+        builder = LanguageDetectorBuilder.from_languages(*(to_language(c) for c in candidates))
+        if accuracy == "low":
+            builder = builder.with_low_accuracy_mode()
+        builder.with_preloaded_language_models().build()
+
+    thread = threading.Thread(target=load, name="lingua-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def detect(text: str, candidates: Sequence[str], accuracy: str = "high", min_relative_distance: float = 0.0,

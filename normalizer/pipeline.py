@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from importlib import import_module
 from typing import Any
 
-from gateway.ids import new_id
 from gateway.config import ConfigError, validate
+from gateway.ids import new_id
 from gateway.inbound import Inbound
 from normalizer import deadlines as deadline_policies
 from normalizer.calendar import BusinessCalendar, CalendarError
@@ -185,7 +185,7 @@ def _skeleton(inbound: Inbound) -> Complaint:
         id=new_id(),
         channel=inbound.channel,
         channel_message_id=inbound.message_id,
-        received_at=received.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        received_at=received.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         customer=Customer(name=(inbound.name or "").strip() or None),
         text=inbound.text or "",
         subject=(inbound.subject or "").strip() or None,
@@ -199,7 +199,8 @@ def _skeleton(inbound: Inbound) -> Complaint:
         in_reply_to=inbound.in_reply_to,
         submitted_by=submitted_by,
         auto_submitted=inbound.auto_submitted,
-        meta={**inbound.meta, **({"raw_sha256": inbound.raw_sha256, "raw_content_type": inbound.raw_content_type}
+        # where the original as received lies in the blob store (shown to operators, purged with the rest)
+        meta={**inbound.meta, **({"raw": {"sha256": inbound.raw_sha256, "content_type": inbound.raw_content_type}}
                                  if inbound.raw_sha256 else {})},
     )
 

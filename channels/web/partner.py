@@ -143,7 +143,7 @@ class PartnerApiAdapter(PushAdapter):
         super().__init__(context)
         s = self.settings
         self.path = s.get("path", "/partners").rstrip("/")
-        self.max_body = int(s.get("max_body_bytes", 30 * 1024 * 1024))
+        self.max_body = int(s.get("max_body_bytes", 20 * 1024 * 1024))
         self.max_attachments = int(s.get("max_attachments", 10))
         self.max_attachment_bytes = int(s.get("max_attachment_bytes", 10 * 1024 * 1024))
         self.max_text = int(s.get("max_text_chars", 50_000))
