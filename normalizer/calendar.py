@@ -51,7 +51,9 @@ class BusinessCalendar:
         self.holidays: holidays.HolidayBase | None = None
         if country:
             try:
-                self.holidays = holidays.country_holidays(country, subdiv=subdivision)
+                # the years around now are loaded at once; later ones load when first asked for
+                this_year = datetime.now(UTC).year
+                self.holidays = holidays.country_holidays(country, subdiv=subdivision, years=range(this_year - 1, this_year + 3))
             except NotImplementedError as exc:
                 raise CalendarError(f"no public holidays known for country {country!r} (subdivision {subdivision!r})") from exc
         self.periods = sorted(parse_period(p) for p in working_hours)

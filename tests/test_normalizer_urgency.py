@@ -1,7 +1,7 @@
 """Urgency: multilingual rules that match word forms, the door's urgency when higher, config."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,6 +10,7 @@ from gateway.config import ConfigError
 from gateway.inbound import Inbound
 from normalizer.pipeline import Normalizer, NormalizerSettings
 from normalizer.urgency_rules import UrgencyRules, fold
+from tests.conftest import registry_of
 
 
 def classify(text: str, door: str | None = None, **urgency: object) -> tuple[str, str, str | None]:
@@ -115,3 +116,18 @@ def test_bad_rules_are_config_errors(tmp_path: Path) -> None:
 
 def test_folding_keeps_cyrillic_and_drops_latin_accents() -> None:
     assert fold("Ёлка ЙОД Czuć ŁÓDŹ Straße") == "елка йод czuc lodz strasse"
+
+
+async def test_a_web_complaint_gets_urgency_deadlines_and_an_urgent_receipt(make_config, start_gateway, redis_url):
+    client = await start_gateway(make_config())
+    resp = await client.post("/web/complaints", json={"phone": "+79161234567", "text": "В подъезде сильно пахнет газом, дети дома!"},
+                             headers={"Accept": "text/html"})
+    assert resp.status == 201
+    assert "Срочное обращение" in await resp.text()
+    events = await registry_of(client).read_events("t", "c")
+    complaint = events[0].payload["complaint"]
+    assert complaint["urgency"] == "immediate" and complaint["meta"]["urgency_rule"] == "gas_smell"
+    received = datetime.fromisoformat(complaint["received_at"])
+    acknowledge = datetime.fromisoformat(complaint["deadlines"]["acknowledge"])
+    assert acknowledge == received.replace(microsecond=0) + timedelta(hours=1)  # deadlines are kept to the second
+    assert complaint["meta"]["timezone"] == "Europe/Moscow"
