@@ -25,7 +25,7 @@ class TestImapConformance(PullAdapterConformance):
         self.dovecot.append("box1", make_mail(text, sender=sender, subject=subject))
 
     def expect(self, index: int) -> Expect:
-        sender, subject, text = MAILS[index]
+        _, subject, text = MAILS[index]
         return Expect(identities=[("email", "anna@example.ru")], name="Анна Смирнова", subject=subject,
                       text_contains=[text], language="ru", attachments=0, auto_submitted=False,
                       reply_to=("email", "anna@example.ru"))

@@ -208,6 +208,7 @@ def test_threading_by_our_message_id_or_by_subject_number():
     (b"From: MAILER-DAEMON (Mail Delivery System)", "Mail Delivery System", "MAILER-DAEMON"),
     (b"From: MAILER-DAEMON (Mail Delivery System) <postmaster@example.com>", "MAILER-DAEMON", "postmaster@example.com"),
     (b'From: "Marcus Smith (ABC)" <m@example.com>', "Marcus Smith (ABC)", "m@example.com"),
+    (b'From: "Lottery transfer"@example.com>', None, '"Lottery transfer"@example.com'),
 ])
 def test_from_header_shapes_seen_in_real_mail(header, name, address):
     parsed = parse_mail(header + b"\r\nSubject: x\r\n\r\nbody\r\n")

@@ -201,7 +201,11 @@ def _parse_address_header(raw: str, hint: str | None) -> list[tuple[str, str]]:
         address = re.sub(r"ENCODEDWORD(\d+)X", lambda m: words[int(m.group(1))], address)
         display_text = decode_header_value(display.encode("latin-1"), hint)
         address = address.strip().strip("<>").strip()
-        if "@" in address and re.search(r"\s", address) and not display_text and "<" not in ascii_safe:
+        if '"' in address:  # a quoted local part ("a b"@example.com) that the stdlib split into name and address
+            quoted = re.search(r'"[^"]*"@[\w.-]+', ascii_safe)
+            address, display_text = (quoted.group(0), "") if quoted else (address, display_text)
+        if "@" in address and re.search(r"\s", address) and not display_text and "<" not in ascii_safe \
+                and not address.startswith('"'):
             head, _, address = address.rpartition(" ")  # "From: Test test@example.com": a name without brackets
             display_text = head.strip().strip('"')
         if "@" not in address:
