@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from typing import Any, ClassVar
@@ -22,7 +21,7 @@ from aiohttp import web
 from channels.phone.calls import call_follow_up, call_inbound, caller_number, default_path, region_of
 from channels.phone.prompts import DEFAULT_LOCALES, LANGUAGES, PROMPTS_SCHEMA, Prompts
 from gateway.adapters import AdapterContext, PushAdapter, Submitted, TemporaryFailure
-from gateway.http import BodyTooLarge, read_body
+from gateway.http import BodyTooLarge, MalformedBody, parse_json, read_body
 from gateway.inbound import Inbound
 
 _CALL_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -35,10 +34,6 @@ FIELDS: dict[str, tuple[type, ...]] = {
     "language": (str, type(None)), "account": (str, type(None)), "urgent": (bool,), "dtmf": (dict,),
     "transcript": (str, type(None)), "recording_url": (str, type(None)), "recording_seconds": (int, type(None)),
 }
-
-
-class Malformed(ValueError):
-    """The body is not the documented JSON object."""
 
 
 class IvrWebhookAdapter(PushAdapter):
@@ -92,12 +87,13 @@ class IvrWebhookAdapter(PushAdapter):
         if abs(time.time() - int(timestamp)) > self.max_skew:
             return self.refuse(403, "stale", "timestamp outside the replay window")
         try:
-            call = parse_call(body, self.max_transcript)
-        except Malformed as exc:
+            data = parse_json(body)
+            call = parse_call(data, self.max_transcript)
+        except MalformedBody as exc:
             return self.refuse(400, "malformed", str(exc))
 
         lang = call["language"] if call.get("language") in LANGUAGES else self.default_language
-        base = self.call_complaint(call, lang, body)
+        base = self.call_complaint(call, lang, data)
         try:
             submitted = await self.deliver(base)
             if call["event"] == "transcript" and call.get("transcript"):
@@ -123,7 +119,7 @@ class IvrWebhookAdapter(PushAdapter):
         self.log.info("request refused", extra={"channel": self.instance, "reason": reason, "detail": message})
         return web.json_response({"error": message}, status=status)
 
-    def call_complaint(self, call: dict[str, Any], lang: str, body: bytes) -> Inbound:
+    def call_complaint(self, call: dict[str, Any], lang: str, raw: dict[str, Any]) -> Inbound:
         dtmf = call.get("dtmf") or {}
         account = (call.get("account") or dtmf.get("account") or "").strip("#*") or None
         urgent = bool(call["urgent"]) if "urgent" in call else dtmf.get("urgent") == "1"
@@ -136,7 +132,7 @@ class IvrWebhookAdapter(PushAdapter):
             instance=self.instance, call_id=call["call_id"], caller=caller_number(call.get("caller"), self.region),
             called=call.get("called"), language=lang, account=account, urgent=urgent,
             subject=self.prompts.text(lang, "subject"), text=transcript or call["call_id"],
-            raw=json.loads(body), meta={k: v for k, v in meta.items() if v not in (None, {})})
+            raw=raw, meta={k: v for k, v in meta.items() if v not in (None, {})})
 
     def answer(self, submitted: Submitted, lang: str) -> web.Response:
         receipt = submitted.receipt
@@ -152,32 +148,29 @@ class IvrWebhookAdapter(PushAdapter):
                                   "speech": speech}, status=200 if receipt.status == "duplicate" else 201)
 
 
-def parse_call(body: bytes, max_transcript: int) -> dict[str, Any]:
-    """The call described by the body, checked field by field."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"not valid JSON: {exc}") from exc
+def parse_call(data: Any, max_transcript: int) -> dict[str, Any]:
+    """The call described by the parsed body, checked field by field (``MalformedBody`` says
+    which field is wrong)."""
     if not isinstance(data, dict):
-        raise Malformed("a JSON object is expected")
+        raise MalformedBody("a JSON object is expected")
     for key, types in FIELDS.items():
         if key in data and (not isinstance(data[key], types) or (isinstance(data[key], bool) and bool not in types)):
-            raise Malformed(f"{key}: wrong type")
+            raise MalformedBody(f"{key}: wrong type")
     call = {k: data[k] for k in FIELDS if k in data}
     call.setdefault("event", "call")
     if call["event"] not in ("call", "transcript"):
-        raise Malformed("event: 'call' or 'transcript'")
+        raise MalformedBody("event: 'call' or 'transcript'")
     if not _CALL_ID.match(call.get("call_id", "")):
-        raise Malformed("call_id: 1 to 128 printable ASCII characters")
+        raise MalformedBody("call_id: 1 to 128 printable ASCII characters")
     if call.get("account") and not _DIGITS.match(call["account"]):
-        raise Malformed("account: digits only")
+        raise MalformedBody("account: digits only")
     dtmf = call.get("dtmf") or {}
     if not all(isinstance(k, str) and isinstance(v, str) and _DIGITS.match(v) for k, v in dtmf.items()) or len(dtmf) > 20:
-        raise Malformed("dtmf: an object of at most 20 names to key presses (0-9, *, #)")
+        raise MalformedBody("dtmf: an object of at most 20 names to key presses (0-9, *, #)")
     if call.get("recording_url") and not _URL.match(call["recording_url"]):
-        raise Malformed("recording_url: an http(s) URL")
+        raise MalformedBody("recording_url: an http(s) URL")
     if len(call.get("transcript") or "") > max_transcript:
-        raise Malformed(f"transcript: at most {max_transcript} characters")
+        raise MalformedBody(f"transcript: at most {max_transcript} characters")
     if call["event"] == "transcript" and not (call.get("transcript") or "").strip():
-        raise Malformed("transcript: required for event 'transcript'")
+        raise MalformedBody("transcript: required for event 'transcript'")
     return call

@@ -11,7 +11,6 @@ RecordingSid). Every callback of the call may register the complaint if it comes
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ from channels.phone.prompts import (
 )
 from channels.phone.twilio_common import SID, TWILIO_SETTINGS, DownloadFailed, TwilioAdapter, WebhookRejected
 from gateway.adapters import AdapterContext, TemporaryFailure
+from gateway.http import parse_json
 from gateway.inbound import Inbound, InboundAttachment
 
 #: Twilio's own voices for the three languages (Amazon Polly through Twilio).
@@ -345,7 +345,9 @@ class TwilioVoiceAdapter(TwilioAdapter):
             response = await client.request_async("GET", uri)
             if response.status_code != 200:
                 raise TwilioException(f"HTTP {response.status_code}")
-            call = json.loads(response.text)
+            call = parse_json(response.text)
+            if not isinstance(call, dict):
+                raise TwilioException("the Call resource is not a JSON object")
             return call.get("from"), call.get("to")
         except (TwilioException, ValueError, OSError) as exc:
             self.log.warning("call lookup failed", extra={"channel": self.instance, "call_sid": call_sid, "error": repr(exc)})
