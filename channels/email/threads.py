@@ -11,7 +11,7 @@ import re
 import secrets
 from email.message import Message
 
-from channels.email.mime import raw_header
+from channels.email.headers import raw_header
 
 _ACK_ID = re.compile(r"<?ack\.([A-Za-z0-9_\-./]+)\.([0-9a-f]{16})@([^>\s]+)>?")
 
