@@ -218,8 +218,8 @@ class PullAdapter(Adapter):
                 await self._runner
             except asyncio.CancelledError:
                 pass
+        await self.drain()  # acknowledgements still being sent may need the connection
         await self.close()
-        await self.drain()
 
     async def run(self) -> None:
         while True:

@@ -73,11 +73,14 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
         if isinstance(adapter, PushAdapter):
             app.router.add_routes(adapter.routes())
     app[ADAPTERS] = adapters
-    __import__("gateway.inbox", fromlist=["setup_inbox"]).setup_inbox(app, config)  # the inbox imports this module
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.cleanup_ctx.append(_lifecycle)
+    # after the registry's life cycle: the inbox starts after it opens and stops before it closes
+    from gateway.inbox import setup_inbox  # the inbox imports this module's keys
+
+    setup_inbox(app, config)
     return app
 
 

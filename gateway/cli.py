@@ -100,8 +100,12 @@ def _serve_workers(config_path: str | None, host: str, port: int, workers: int) 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.app import adapter_classes
 
+    from gateway.inbox.settings import enabled, load_settings
+
     config = _load(args)
     classes = adapter_classes(config)
+    if enabled(config):
+        load_settings(config)
     print(f"{config.source}: OK ({len(classes)} channel(s): {', '.join(f'{k} [{c.name}]' for k, c in classes.items())})")
     return 0
 
@@ -250,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     channels = sub.add_parser("channels", help="list installed channel adapters")
     channels.add_argument("--json", action="store_true")
     channels.set_defaults(func=cmd_channels)
-    __import__("gateway.inbox.commands", fromlist=["add_inbox_commands"]).add_inbox_commands(sub)
+    from gateway.inbox.commands import add_inbox_commands
+
+    add_inbox_commands(sub)
 
     for name, ep in sorted(plugins.installed().items()):
         try:

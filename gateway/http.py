@@ -44,10 +44,12 @@ def json_error(status: int, error: str, **extra: Any) -> web.Response:
 
 
 def client_address(request: web.Request, trust_forwarded: bool = False) -> str:
+    """The client's address. Behind our own proxy (``trust_forwarded``) it is the last
+    ``X-Forwarded-For`` entry, the one the proxy appended: earlier ones the client wrote."""
     if trust_forwarded:
         forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()
     return request.remote or "?"
 
 

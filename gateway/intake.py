@@ -18,7 +18,6 @@ from gateway.inbound import Inbound, Receipt
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from normalizer.pipeline import NormalizationError, Normalizer
-from normalizer.schema import Complaint
 
 log = logging.getLogger("complaint_gateway.intake")
 
@@ -48,7 +47,6 @@ class Intake:
             reason = str(exc) if isinstance(exc, NormalizationError) else f"{type(exc).__name__}: {exc}"
             return await self._dead_letter(inbound, reason)
 
-        _remember_raw(inbound, complaint)
         try:
             receipt = await self.registry.submit(complaint)
         except Exception as exc:
@@ -97,7 +95,6 @@ class Intake:
         except Exception as exc:  # still unusable: it stays a dead letter
             log.warning("replay failed again", extra={"dead_letter_id": dead_letter["id"], "error": repr(exc)})
             return Submitted(Receipt("dead_letter", None, None, None, dead_letter["id"]), None)
-        _remember_raw(inbound, complaint)
         receipt = await self.registry.submit(complaint)
         await self.registry.resolve_dead_letter(dead_letter["id"], receipt)
         return Submitted(receipt, complaint)
@@ -108,8 +105,3 @@ def _heavy(inbound: Inbound) -> bool:
     return len(inbound.html or "") > 200_000 or len(inbound.text or "") > 500_000
 
 
-
-def _remember_raw(inbound: Inbound, complaint: Complaint) -> None:
-    """Where the original as received lies in the blob store (shown to operators)."""
-    if inbound.raw_sha256:
-        complaint.meta["raw"] = {"sha256": inbound.raw_sha256, "content_type": inbound.raw_content_type}

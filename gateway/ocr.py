@@ -29,15 +29,17 @@ class OcrResult:
         return {"pages": self.pages, "languages": self.languages, "error": self.error, "chars": len(self.text)}
 
 
-def ocr_unavailable_reason() -> str | None:
+def ocr_unavailable_reason(needs_pdf: bool = False) -> str | None:
     """None when OCR can run here, else why not (in words for an operator)."""
     try:
         import pytesseract  # noqa: F401
         from PIL import Image  # noqa: F401
     except ImportError:
-        return "OCR is not installed (pip install 'complaint-gateway[ocr]')"
+        return "OCR is not installed (install the 'ocr' extra: pytesseract and Pillow)"
     if shutil.which("tesseract") is None:
-        return "the tesseract program is not installed"
+        return "OCR is not installed (the tesseract program is missing)"
+    if needs_pdf and shutil.which("pdftoppm") is None:
+        return "PDF pages cannot be read (pdftoppm from poppler-utils is missing)"
     return None
 
 
@@ -70,7 +72,7 @@ def page_images(data: bytes, content_type: str, max_pages: int, dpi: int = 300, 
 def ocr_document(data: bytes, content_type: str, languages: str = "rus+pol+eng", max_pages: int = 20,
                  timeout_seconds: float = 120) -> OcrResult:
     """OCR every page of one scanned document. Blocking: run it with ``asyncio.to_thread``."""
-    reason = ocr_unavailable_reason()
+    reason = ocr_unavailable_reason(needs_pdf=content_type.split(";")[0].strip().lower() == "application/pdf")
     if reason:
         return OcrResult("", 0, languages, reason)
     import pytesseract

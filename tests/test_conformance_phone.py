@@ -159,10 +159,9 @@ class TestTwilioVoiceConformance(PushAdapterConformance):
     def malformed(self) -> Delivery:
         return broken_form(f"{VOICE_PATH}/recorded?lang=en&account=12345678&urgent=0", VOICE_TOKEN)
 
-    async def test_conformance_customer_gets_the_registration_number(self, door: TestClient) -> None:
-        """The number must be spoken in the TwiML answer. The voice door speaks it in the
-        gateway's spoken form (``spoken_number``: ``2, 0, 2, 6. 0, 0, 0, 1, 2, 3``), which the
-        inherited test does not recognise; this checks that form inside a ``<Say>``, twice."""
+    async def test_voice_speaks_the_number_twice_then_hangs_up(self, door: TestClient) -> None:
+        """Beyond the inherited check: the spoken form (``2, 0, 2, 6. 0, 0, 0, 1, 2, 3``) is
+        inside a ``<Say>``, twice, and the call ends."""
         case = self.deliveries()[0]
         status, body = await self.send(door, case)
         assert status == 200, body

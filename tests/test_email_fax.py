@@ -7,7 +7,7 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from channels.email import fax as fax_module
+from gateway import ocr as gateway_ocr
 from channels.email.convert import mail_to_inbound
 from channels.email.fax import FaxSettings, mark_fax, read_pages
 from tests.conftest import registry_of
@@ -87,7 +87,7 @@ def test_without_ocr_meta_says_so_plainly(monkeypatch):
     inbound = mail_to_inbound(_fax_mail([("pages.tif", "image/tiff", _tiff(_page("Invoice 4711")))]), "email")
     settings = FaxSettings.from_settings(FAX_RULES)
     assert mark_fax(inbound, settings)
-    monkeypatch.setattr(fax_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gateway_ocr.shutil, "which", lambda name: None)
     text, info = read_pages(inbound.attachments, settings)
     assert text == "" and info == {"ocr": "OCR is not installed (the tesseract program is missing)"}
     off = FaxSettings.from_settings({**FAX_RULES, "ocr": False})

@@ -367,3 +367,14 @@ async def test_purge_removes_personal_data_and_keeps_statistics(registry: Regist
     assert boris is not None and boris["identities"] == [{"kind": "email", "value": "boris@example.com"}]
     again = await registry.purge(cutoff)
     assert again["messages"] == 0
+
+
+async def test_groups_created_at_the_end_see_only_new_events_and_can_be_deleted(registry: Registry) -> None:
+    await registry.submit(complaint("Старое событие до группы"))
+    await registry.create_group("live", at_end=True)
+    await registry.create_group("live", at_end=False)  # exists already: no change
+    assert await registry.read_events("live", "c") == []
+    newer = await registry.submit(complaint("Новое событие после группы", ids=[("email", "n@example.com")]))
+    assert [e.complaint_id for e in await registry.read_events("live", "c")] == [newer.complaint_id]
+    await registry.delete_group("live")
+    assert len(await registry.read_events("live", "c")) == 2  # a new group of that name starts from the first event

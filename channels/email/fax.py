@@ -8,16 +8,12 @@ PDF pages need pdftoppm from poppler). Without it the complaint still registers,
 """
 from __future__ import annotations
 
-import io
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from gateway.inbound import Inbound, InboundAttachment
+from gateway.ocr import ocr_unavailable_reason, page_images
 
 PAGE_TYPES = ("application/pdf", "image/tiff", "image/tif", "image/x-tiff", "image/png", "image/jpeg")
 
@@ -120,21 +116,7 @@ def mark_fax(inbound: Inbound, settings: FaxSettings) -> bool:
     return False
 
 
-# -- OCR ----------------------------------------------------------------------------------------
-def ocr_unavailable_reason(needs_pdf: bool) -> str | None:
-    """Why OCR cannot run here, or None when it can."""
-    try:
-        import PIL  # noqa: F401
-        import pytesseract  # noqa: F401
-    except ImportError:
-        return "OCR is not installed (install the 'ocr' extra: pytesseract and Pillow)"
-    if shutil.which("tesseract") is None:
-        return "OCR is not installed (the tesseract program is missing)"
-    if needs_pdf and shutil.which("pdftoppm") is None:
-        return "PDF pages cannot be read (pdftoppm from poppler-utils is missing)"
-    return None
-
-
+# -- OCR (gateway.ocr reads the pages) ----------------------------------------------------------
 def read_pages(attachments: list[InboundAttachment], settings: FaxSettings) -> tuple[str, dict[str, Any]]:
     """The OCR text of every page (blocking; run it in a thread) and what happened."""
     pages = pages_of(attachments)
@@ -170,19 +152,5 @@ def _is_pdf(attachment: InboundAttachment) -> bool:
 
 
 def _images(attachment: InboundAttachment, settings: FaxSettings) -> list[Any]:
-    from PIL import Image, ImageSequence
-
-    data = attachment.data or b""
-    if _is_pdf(attachment):
-        with tempfile.TemporaryDirectory(prefix="fax-ocr-") as tmp:
-            source = Path(tmp) / "fax.pdf"
-            source.write_bytes(data)
-            subprocess.run(["pdftoppm", "-r", str(settings.dpi), "-gray", "-png", "-l", str(settings.max_pages),
-                            str(source), str(Path(tmp) / "page")], check=True, capture_output=True, timeout=settings.timeout)
-            images = []
-            for path in sorted(Path(tmp).glob("page*.png")):
-                with Image.open(path) as page:
-                    images.append(page.copy())
-            return images
-    with Image.open(io.BytesIO(data)) as image:
-        return [frame.copy() for frame in ImageSequence.Iterator(image)][: settings.max_pages]
+    ctype = "application/pdf" if _is_pdf(attachment) else attachment.content_type
+    return page_images(attachment.data or b"", ctype, settings.max_pages, dpi=settings.dpi, timeout=settings.timeout)

@@ -28,6 +28,10 @@ class SmtpAdapter(MailDoor):
     version = "1.0"
     description = "SMTP/LMTP receiver for the company's complaint addresses (aiosmtpd)."
     capabilities = frozenset({"push", "acknowledge", "reply", "attachments"})
+
+    def runs_in_every_worker(self) -> bool:
+        return False  # it listens on its own port: the first worker only
+
     settings_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

@@ -120,6 +120,9 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         self._webhook_deleted = False
 
     # -- life cycle -------------------------------------------------------------------
+    def runs_in_every_worker(self) -> bool:
+        return self.mode == "webhook"  # one getUpdates loop per bot, in the first worker
+
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.post(self.path, self.webhook)] if self.mode == "webhook" else []
 

@@ -96,6 +96,9 @@ class VkAdapter(PushAdapter, PullAdapter):
         self._reset_ts = False
 
     # -- life cycle -------------------------------------------------------------------
+    def runs_in_every_worker(self) -> bool:
+        return self.mode == "callback"  # one long poll per group, in the first worker
+
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.post(self.path, self.callback)] if self.mode == "callback" else []
 

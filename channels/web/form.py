@@ -210,7 +210,10 @@ class WebFormAdapter(PushAdapter):
     def _from_json(self, data: dict[str, Any]) -> tuple[dict[str, str], list[InboundAttachment]]:
         fields = {k: str(v) for k, v in data.items() if isinstance(v, (str, int, float)) and k != "attachments"}
         files = []
-        for i, item in enumerate(data.get("attachments") or []):
+        listed = data.get("attachments") or []
+        if not isinstance(listed, list):
+            raise FormInvalid({"attachments": "a list of objects with filename, content_type and data_base64"})
+        for i, item in enumerate(listed):
             if not isinstance(item, dict) or not isinstance(item.get("data_base64"), str):
                 raise FormInvalid({f"attachments[{i}]": "an object with filename, content_type and data_base64"})
             try:

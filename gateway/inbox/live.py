@@ -73,6 +73,10 @@ class LiveHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        try:  # a per-process group is not needed after the process: do not leave it behind
+            await self.registry.delete_group(self.group)
+        except Exception as exc:
+            log.warning("live updates: deleting the group failed", extra={"error": repr(exc)})
 
     # -- subscribers ------------------------------------------------------------------
     def subscribe(self) -> Subscriber | None:
@@ -119,16 +123,11 @@ class LiveHub:
                 await asyncio.sleep(min(30.0, self.poll_interval * 2 ** min(self.failures, 6)))
 
     async def _catch_up(self) -> None:
-        """Acknowledge what the group has not seen yet without showing it."""
-        while True:
-            try:
-                events = await self.registry.read_events(self.group, self.consumer, 500, block_ms=0)
-            except Exception as exc:
-                log.warning("live updates: catching up failed", extra={"error": repr(exc)})
-                return
-            if not events:
-                return
-            await self.registry.ack_events(self.group, [e.id for e in events])
+        """Start the process's own group at the end of the queue: the page shows the backlog."""
+        try:
+            await self.registry.create_group(self.group, at_end=True)
+        except Exception as exc:
+            log.warning("live updates: creating the group failed", extra={"error": repr(exc)})
 
     async def _update(self, event: Any) -> Update | None:
         payload = event.payload or {}

@@ -201,7 +201,8 @@ async def _detail(request: web.Request) -> service.ComplaintDetail:
 
 
 def _original_info(request: web.Request, complaint: dict[str, Any]) -> dict[str, Any] | None:
-    sha = (complaint.get("meta") or {}).get("raw_sha256")
+    raw = (complaint.get("meta") or {}).get("raw") or {}
+    sha = raw.get("sha256")
     blobs = request.config_dict[BLOBS]
     try:
         if not sha or not blobs.exists(sha):
@@ -209,7 +210,7 @@ def _original_info(request: web.Request, complaint: dict[str, Any]) -> dict[str,
         size = blobs.path(sha).stat().st_size
     except (ValueError, OSError):
         return None
-    return {"sha256": sha, "size": size, "content_type": complaint["meta"].get("raw_content_type") or "application/octet-stream"}
+    return {"sha256": sha, "size": size, "content_type": raw.get("content_type") or "application/octet-stream"}
 
 
 def _acknowledgement(request: web.Request, detail: service.ComplaintDetail) -> dict[str, Any] | None:

@@ -341,6 +341,15 @@ class Registry(ABC):
     async def ack_events(self, group: str, ids: list[str]) -> int: ...
 
     @abstractmethod
+    async def create_group(self, group: str, *, at_end: bool = False) -> None:
+        """Create a consumer group (no-op if it exists): from the first event, or, with
+        ``at_end``, from the next event only (live views that need no backlog)."""
+
+    @abstractmethod
+    async def delete_group(self, group: str) -> None:
+        """Forget a consumer group and its pending deliveries."""
+
+    @abstractmethod
     async def queue_length(self) -> int: ...
 
     # -- dead letters -----------------------------------------------------------------

@@ -313,14 +313,20 @@ class RedisRegistry(Registry):
 
     # -- queue ------------------------------------------------------------------------
     async def _ensure_group(self, group: str) -> None:
-        if group in self._groups:
-            return
+        if group not in self._groups:
+            await self.create_group(group)
+
+    async def create_group(self, group: str, *, at_end: bool = False) -> None:
         try:
-            await self.r.xgroup_create(self.stream, group, id="0", mkstream=True)
+            await self.r.xgroup_create(self.stream, group, id="$" if at_end else "0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._groups.add(group)
+
+    async def delete_group(self, group: str) -> None:
+        await self.r.xgroup_destroy(self.stream, group)
+        self._groups.discard(group)
 
     async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
         await self._ensure_group(group)

@@ -445,10 +445,35 @@ class SqliteRegistry(Registry):
     async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
         deadline = time.monotonic() + block_ms / 1000.0
         while True:
-            events = await self._run(self._tx, lambda db: self._read_tx(db, group, consumer, count))
+            if await self._run(self._nothing_to_read, group):
+                events: list[Event] = []
+            else:
+                events = await self._run(self._tx, lambda db: self._read_tx(db, group, consumer, count))
             if events or time.monotonic() >= deadline:
                 return events
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _nothing_to_read(self, group: str) -> bool:
+        """A cheap read-only look, so that idle consumers do not take the write lock."""
+        row = self.db.execute("SELECT last_seq FROM consumer_groups WHERE name=?", (group,)).fetchone()
+        if row is None:
+            return False
+        newer = self.db.execute("SELECT 1 FROM events WHERE seq>? LIMIT 1", (row[0],)).fetchone()
+        stale = self.db.execute("SELECT 1 FROM pending WHERE group_name=? AND delivered_at<=? LIMIT 1",
+                                (group, time.time() - self.settings.visibility_timeout_seconds)).fetchone()
+        return newer is None and stale is None
+
+    async def create_group(self, group: str, *, at_end: bool = False) -> None:
+        await self._run(self._tx, lambda db: db.execute(
+            "INSERT OR IGNORE INTO consumer_groups(name, last_seq) VALUES (?, ?)",
+            (group, db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0] if at_end else 0)))
+
+    async def delete_group(self, group: str) -> None:
+        def drop(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM pending WHERE group_name=?", (group,))
+            db.execute("DELETE FROM consumer_groups WHERE name=?", (group,))
+
+        await self._run(self._tx, drop)
 
     def _read_tx(self, db: sqlite3.Connection, group: str, consumer: str, count: int) -> list[Event]:
         now = time.time()
