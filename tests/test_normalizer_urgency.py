@@ -27,6 +27,7 @@ def classify(text: str, door: str | None = None, **urgency: object) -> tuple[str
     "Czuć gaz w piwnicy",
     "Czuję gaz przy kuchence",
     "czuc gaz na klatce",  # typed without Polish letters
+    "Pachnie gazem na klatce schodowej",
     "There is a smell of gas outside",
     "I can smell gas in the flat",
     "Пахне газом у під'їзді",
