@@ -114,24 +114,31 @@ class SmtpAdapter(MailDoor):
         return AuthResult(success=False, handled=False)
 
 
-class _CountsRefusedSize:
-    """aiosmtpd answers 552 for oversized mail itself; count and log that refusal too."""
+class _CountsRefusals:
+    """aiosmtpd answers oversized mail (552) and broken commands (500, 501, 553 5.1.3 for a
+    malformed address) itself; count and log those refusals too."""
 
     event_handler: SmtpHandler
+    session: Session | None
 
     async def push(self, status: AnyStr) -> None:
-        if str(status).startswith("552"):
-            adapter = self.event_handler.adapter
+        line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        adapter = self.event_handler.adapter
+        if line.startswith("552"):
             adapter.context.metrics.rejected.labels(adapter.instance, "too_large").inc()
             adapter.log.info("mail too large", extra={"channel": adapter.instance, "max_bytes": adapter.max_bytes})
+        elif line.startswith(("500", "501", "553 5.1.3")):
+            adapter.context.metrics.rejected.labels(adapter.instance, "malformed").inc()
+            adapter.log.info("smtp command refused", extra={"channel": adapter.instance, "reply": line[:80],
+                                                            "peer": str(self.session.peer if self.session else None)})
         await super().push(status)  # type: ignore[misc]
 
 
-class CountingSMTP(_CountsRefusedSize, SMTP):
+class CountingSMTP(_CountsRefusals, SMTP):
     pass
 
 
-class CountingLMTP(_CountsRefusedSize, LMTP):
+class CountingLMTP(_CountsRefusals, LMTP):
     pass
 
 
