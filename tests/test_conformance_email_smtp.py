@@ -7,8 +7,8 @@ after ``MAIL FROM:`` (sent as typed, so a broken one reaches the server) and ``b
 message bytes for DATA. The last SMTP reply maps to the suite's statuses:
 
     250                                      -> 200  accepted (stored and registered)
-    550, 553 at RCPT (recipient refused)     -> 403  the door's "forged / unauthorised"
-    553 with 5.1.3 / 5.1.7 (address syntax)  -> 400
+    550, or 553 to RCPT (recipient refused)  -> 403  the door's "forged / unauthorised"
+    other 553, 553 5.1.3 / 5.1.7 (syntax)    -> 400  a malformed address
     552 (too large)                          -> 413
     451 (not stored, try again)              -> 503
     500, 501, 502, 503 (syntax or sequence)  -> 400
@@ -55,7 +55,7 @@ THUNDERBIRD_MAIL = (
     "Роутер мигает красным, перезагрузка не помогает.\r\n"
     "\r\n"
     "Ольга Сидорова\r\n"
-).encode("utf-8")
+).encode()
 
 # A mail as Outlook sends it: multipart/mixed, quoted-printable text, a PDF attachment.
 OUTLOOK_MAIL_WITH_INVOICE = (
