@@ -1,4 +1,5 @@
-"""The stack's own limit: an aiohttp handler that reads the body and does one Redis XADD."""
+"""The stack's own limit: an aiohttp handler that reads the body and does one Redis XADD
+(any POST path: the web form's and the webhooks')."""
 from __future__ import annotations
 
 import sys
@@ -20,7 +21,7 @@ def main() -> None:
         return web.json_response({"ok": True})
 
     app = web.Application()
-    app.router.add_post("/web/complaints", handle)
+    app.router.add_post("/{path:.*}", handle)  # the web form's and the webhooks' paths alike
     app.router.add_get("/healthz", health)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=lambda *a: None)
 

@@ -1,4 +1,6 @@
-"""Shared pieces of the benchmarks: free ports, starting a gateway process, wrk runs."""
+"""Shared pieces of the benchmarks: free ports, starting a gateway process, wrk runs, and
+side-by-side comparisons repeated in turns (best of N, with the spread and the server's CPU
+time per request)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+#: Each measurement is repeated this often (in turns with what it is compared with).
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
 
 def free_port() -> int:
@@ -61,11 +67,16 @@ def gateway_config(tmp: Path, backend: str, port: int, channels: dict[str, Any] 
 
 
 @contextmanager
-def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(cmd: list[str], health_url: str | None = None, env: dict[str, str] | None = None,
+            ready: Callable[[], None] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` until the block ends; it is ready when ``health_url`` answers (or ``ready()`` returns)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})})
     try:
-        wait_http(health_url)
+        if health_url:
+            wait_http(health_url)
+        if ready is not None:
+            ready()
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -75,16 +86,59 @@ def process(cmd: list[str], health_url: str, env: dict[str, str] | None = None) 
             proc.kill()
 
 
+@dataclass(slots=True)
+class Server:
+    """A server process under test: where it listens and its process id (for CPU time)."""
+
+    port: int
+    pid: int
+    config: Path | None = None
+
+
 @contextmanager
-def gateway(backend: str, workers: int = 1, channels: dict[str, Any] | None = None) -> Iterator[tuple[int, Path]]:
-    if backend == "redis":
+def gateway(backend: str, workers: int = 1, channels: dict[str, Any] | None = None, flush: bool = True) -> Iterator[Server]:
+    """A gateway process (``workers`` > 1: the multi-process mode) on a free port."""
+    if backend == "redis" and flush:
         flush_redis()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         port = free_port()
         config = gateway_config(Path(tmp), backend, port, channels, workers)
         with process([sys.executable, "-m", "gateway.cli", "--config", str(config), "run"],
-                     f"http://127.0.0.1:{port}/healthz"):
-            yield port, config
+                     f"http://127.0.0.1:{port}/healthz") as proc:
+            if workers > 1:
+                wait_workers(port, workers)
+            yield Server(port, proc.pid, config)
+
+
+def wait_workers(port: int, workers: int, timeout: float = 60) -> None:
+    """Wait until ``workers`` distinct processes answer /healthz (the port is shared)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {workers} workers answered")
+        try:
+            # a new connection each time: SO_REUSEPORT spreads connections over the workers
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                seen.add(int(json.loads(resp.read())["pid"]))
+        except OSError:
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_complaint.lua"
@@ -92,17 +146,77 @@ _LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, seconds: int, connections: int, script: Path = WRK_SCRIPT, threads: int = 1) -> dict[str, float]:
-    """Requests/s, p50 and p99 in ms, and non-2xx count, as wrk measured them."""
+def wrk(url: str, seconds: float, connections: int, script: Path = WRK_SCRIPT, threads: int = 1,
+        env: dict[str, str] | None = None, timeout: float = 10) -> dict[str, float]:
+    """Requests/s, p50 and p99 in ms, errors (non-2xx answers, and socket errors such as
+    requests unanswered after ``timeout`` seconds) and the count of requests, as wrk
+    measured them. ``env`` reaches the Lua script (``os.getenv``)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(timeout))}s", "--latency",
+                          "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + timeout + 60, env={**os.environ, **(env or {})}).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     lat = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(out)}
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"rps": rps, "p50_ms": lat.get("50", float("nan")), "p99_ms": lat.get("99", float("nan")),
-            "errors": float(bad.group(1)) if bad else 0.0}
+            "errors": (float(bad.group(1)) if bad else 0.0) + (sum(map(float, errors.groups())) if errors else 0.0),
+            "requests": float(done)}
+
+
+def settle(pid: int, timeout: float = 60, busy: float = 0.05) -> None:
+    """Wait until the process tree uses less than ``busy`` of a core (work left over from a
+    load, e.g. acknowledgements still being sent, is finished before the next load)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu_seconds(pid) - before < busy * 0.5:
+            return
+
+
+@dataclass(slots=True)
+class Contender:
+    """One side of a comparison: ``measure()`` runs one load against the server ``pid`` and
+    returns its figures (``rps`` and ``requests`` at least); ``warm_up()`` runs once first."""
+
+    name: str
+    pid: int
+    measure: Callable[[], dict[str, float]]
+    warm_up: Callable[[], Any] | None = None
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def run_once(self) -> None:
+        """One measurement; the server's CPU time counts until the work it left is done."""
+        cpu = cpu_seconds(self.pid)
+        figures = self.measure()
+        settle(self.pid)
+        done = figures.pop("requests")
+        figures["cpu_ms"] = (cpu_seconds(self.pid) - cpu) * 1000 / done if done else float("nan")
+        self.runs.append(figures)
+
+    def best(self) -> dict[str, float]:
+        """The run with the highest throughput, the spread of throughput over all runs
+        ((max - min) / max, in %) and the lowest CPU per request seen."""
+        best = dict(max(self.runs, key=lambda r: r["rps"]))
+        rates = [r["rps"] for r in self.runs]
+        best["spread_pct"] = (max(rates) - min(rates)) / max(rates) * 100 if max(rates) else float("nan")
+        best["cpu_ms"] = min(r["cpu_ms"] for r in self.runs)
+        return best
+
+
+def compare(contenders: list[Contender], repeats: int = REPEATS) -> None:
+    """Measure every contender ``repeats`` times, in turns (A B C A B C ...), so that a
+    neighbour's load on this shared machine hits every side alike."""
+    for contender in contenders:
+        if contender.warm_up is not None:
+            contender.warm_up()
+            settle(contender.pid)
+    for _ in range(repeats):
+        for contender in contenders:
+            contender.run_once()
 
 
 def row(name: str, figures: dict[str, Any]) -> dict[str, Any]:

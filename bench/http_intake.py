@@ -1,35 +1,42 @@
 """HTTP intake: the web form's full path (parse, validate, normalise, dedup, enqueue) against
-a bare aiohttp handler doing one Redis XADD, same load generator (wrk), same concurrency."""
+a bare aiohttp handler doing one Redis XADD, same load generator (wrk), same concurrency.
+
+All servers run at once and are measured in turns (bare, redis, sqlite, bare, ...), so a
+neighbour's load on the machine hits every side alike; each figure is the best of the runs.
+"""
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from typing import Any
 
-from common import REDIS_URL, flush_redis, free_port, gateway, process, row, wrk
+from common import REDIS_URL, Contender, Server, compare, flush_redis, free_port, gateway, process, row, wrk
 
 URL = "http://127.0.0.1:{port}/web/complaints"
 
 
-def bare(seconds: int, connections: int) -> dict[str, float]:
+def bare_server(stack: ExitStack) -> Server:
+    """The stack's own limit: aiohttp reading the body and doing one XADD (bench/bare_server.py)."""
     port = free_port()
+    proc = stack.enter_context(process([sys.executable, "bench/bare_server.py", str(port), REDIS_URL],
+                                       f"http://127.0.0.1:{port}/healthz"))
+    return Server(port, proc.pid)
+
+
+def contender(name: str, server: Server, seconds: float, connections: int, url: str = URL, warm_up: float = 2,
+              **wrk_options: Any) -> Contender:
+    target = url.format(port=server.port)
+    return Contender(name, server.pid, lambda: wrk(target, seconds, connections, **wrk_options),
+                     warm_up=lambda: wrk(target, warm_up, connections, **wrk_options))  # imports, caches, connections
+
+
+def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
     flush_redis()
-    with process([sys.executable, "bench/bare_server.py", str(port), REDIS_URL], f"http://127.0.0.1:{port}/healthz"):
-        return wrk(URL.format(port=port), seconds, connections)
-
-
-def full(backend: str, seconds: int, connections: int, workers: int = 1) -> dict[str, float]:
-    with gateway(backend, workers=workers) as (port, _):
-        wrk(URL.format(port=port), 1, connections)  # warm up: imports, caches, connections
-        return wrk(URL.format(port=port), seconds, connections)
-
-
-def run(seconds: int = 10, connections: int = 32) -> list[dict[str, Any]]:
-    rows = []
-    base = bare(seconds, connections)
-    rows.append(row("http: bare aiohttp + XADD", base))
-    for backend in ("redis", "sqlite"):
-        figures = full(backend, seconds, connections)
-        rows.append(row(f"http: web form full path, {backend}, 1 process", {**figures, "ratio": figures["rps"] / base["rps"]}))
-        figures = full(backend, seconds, connections, workers=2)
-        rows.append(row(f"http: web form full path, {backend}, 2 processes", {**figures, "ratio": figures["rps"] / base["rps"]}))
-    return rows
+    with ExitStack() as stack:
+        bare = contender("http: bare aiohttp + XADD", bare_server(stack), seconds, connections)
+        full = [contender(f"http: web form full path, {backend}, {workers} process{'es' if workers > 1 else ''}",
+                          stack.enter_context(gateway(backend, workers=workers, flush=False)), seconds, connections)
+                for backend in ("redis", "sqlite") for workers in (1, 2)]
+        compare([bare, *full])
+    base = bare.best()
+    return [row(bare.name, base)] + [row(c.name, {**c.best(), "ratio": c.best()["rps"] / base["rps"]}) for c in full]

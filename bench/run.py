@@ -1,6 +1,8 @@
 """``make bench``: every benchmark in one run on this machine; prints one table.
 
-Figures only: nothing here asserts. BENCH_QUICK=1 shortens every run (for a smoke check).
+Figures only: nothing here asserts. BENCH_QUICK=1 shortens every run (for a smoke check);
+BENCH_REPEATS (default 3) sets how often each side-by-side measurement is repeated;
+BENCH_ONLY=http,smtp,webhook,dedup,queue runs some of them.
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import math
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -15,8 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dedup  # noqa: E402
 import http_intake  # noqa: E402
 import queue_consumer  # noqa: E402
+import smtp_intake  # noqa: E402
+import webhook_intake  # noqa: E402
+from common import REPEATS  # noqa: E402
 
-COLUMNS = ("rps", "p50_ms", "p99_ms", "ratio", "events_per_s", "vs_1e3", "identity_index_bytes_per_customer", "bytes", "errors")
+COLUMNS = ("rps", "msgs_per_s", "p50_ms", "p99_ms", "ratio", "spread_pct", "cpu_ms", "errors", "events_per_s", "vs_1e3",
+           "identity_index_bytes_per_customer", "bytes")
+HEADINGS = {"msgs_per_s": "msgs/s", "spread_pct": "spread %", "cpu_ms": "cpu ms/req",
+            "identity_index_bytes_per_customer": "index B/cust", "events_per_s": "events/s", "bytes": "B/customer"}
 
 
 def fmt(value: object) -> str:
@@ -25,18 +34,38 @@ def fmt(value: object) -> str:
     return str(value)
 
 
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "?")
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
+
+
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK") == "1"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "http,smtp,webhook,dedup,queue").split(",")))
+    seconds = 3 if quick else 10
+    print(f"machine: {machine()}", flush=True)
+    print(f"each intake figure: best of {REPEATS} runs of {seconds} s, sides measured in turns; "
+          f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    started = time.monotonic()
     rows = []
-    rows += http_intake.run(seconds=3 if quick else 10)
-    rows += dedup.run(sizes=(1_000, 10_000) if quick else (1_000, 100_000, 1_000_000), submits=300 if quick else 2000)
-    rows += queue_consumer.run(events=1000 if quick else 10_000)
+    if "http" in only:
+        rows += http_intake.run(seconds=seconds)
+    if "smtp" in only:
+        rows += smtp_intake.run(per_connection=20 if quick else 60)
+    if "webhook" in only:
+        rows += webhook_intake.run(seconds=seconds)
+    if "dedup" in only:
+        rows += dedup.run(sizes=(1_000, 10_000) if quick else (1_000, 100_000, 1_000_000), submits=300 if quick else 2000)
+    if "queue" in only:
+        rows += queue_consumer.run(events=1000 if quick else 10_000)
     used = [c for c in COLUMNS if any(c in r for r in rows)]
     width = max(len(r["benchmark"]) for r in rows)
-    print(f"{'benchmark':<{width}}  " + "  ".join(f"{c:>12}" for c in used))
+    print(f"{'benchmark':<{width}}  " + "  ".join(f"{HEADINGS.get(c, c):>12}" for c in used))
     for r in rows:
         print(f"{r['benchmark']:<{width}}  " + "  ".join(f"{fmt(r.get(c, '')):>12}" for c in used))
+    print(f"took {time.monotonic() - started:.0f} s; load average at the end: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -1,0 +1,119 @@
+"""Webhook intake: Telegram updates and VK Callback API events through the gateway's
+``telegram`` (webhook mode) and ``vk`` (callback mode) doors, against the bare aiohttp +
+XADD handler; same load generator (wrk with bench/wrk_telegram.lua, bench/wrk_vk.lua).
+
+The doors' Bot API and VK API calls (Telegram and VK acknowledgements, VK's users.get for
+the sender's name) go to the fake Telegram and VK servers of channels/social/fakes, run in
+a process of their own (``python bench/webhook_intake.py fakes TELEGRAM_PORT VK_PORT``), so
+the doors do everything they do in production. The row "no acknowledgement" runs the
+Telegram door with ``acknowledge: false``: the difference is the cost of answering the
+customer. VK rows: 200 returning users (names cached after the warm-up), and a new user
+every event (one users.get each, and vk-api allows 20 VK calls per second).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from common import ROOT, Contender, compare, flush_redis, free_port, gateway, process, row
+from http_intake import bare_server, contender
+
+TELEGRAM_TOKEN = "7000000001:AAH-fake-token_for-tests"  # the fake's default token
+TELEGRAM_SECRET = "bench-secret-token"
+VK_TOKEN, VK_GROUP, VK_SECRET = "vk-group-token", 123456, "bench-vk-secret"
+TELEGRAM_SCRIPT = ROOT / "bench" / "wrk_telegram.lua"
+VK_SCRIPT = ROOT / "bench" / "wrk_vk.lua"
+#: VK writers in the "returning users" rows: their names are looked up once (users.get) and cached.
+RETURNING_VK_USERS = 200
+os.environ.update(BENCH_TELEGRAM_SECRET=TELEGRAM_SECRET, BENCH_VK_SECRET=VK_SECRET, BENCH_VK_GROUP=str(VK_GROUP))
+
+
+def fakes(telegram_port: int, vk_port: int) -> None:
+    """The fake Telegram Bot API and VK API on the given ports, until terminated."""
+    from aiohttp import web
+
+    from channels.social.fakes.telegram import FakeTelegram
+    from channels.social.fakes.vk import FakeVk
+
+    async def serve() -> None:
+        runners = []
+        for fake, port in ((FakeTelegram(TELEGRAM_TOKEN), telegram_port), (FakeVk(VK_TOKEN, VK_GROUP), vk_port)):
+            runner = web.AppRunner(fake.app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+def wait_port(*ports: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nothing listens on port {port}") from None
+                time.sleep(0.05)
+
+
+def channels(telegram_api: str, vk_api: str) -> dict[str, Any]:
+    """Both doors as docs/channels/telegram.md and vk.md set them up, their APIs the fakes.
+    ``telegram_quiet`` is the Telegram door once more without acknowledgements. The VK door
+    runs without acknowledgements: vk-api keeps a community's calls to VK's 20 per second,
+    so one messages.send per complaint caps an acknowledging VK door at 20 complaints/s
+    whatever the machine (the backlog would outlast the run)."""
+    telegram = {"adapter": "telegram", "mode": "webhook", "token": TELEGRAM_TOKEN, "secret_token": TELEGRAM_SECRET,
+                "api_base_url": f"{telegram_api}/bot", "file_base_url": f"{telegram_api}/file/bot"}
+    vk = {"adapter": "vk", "mode": "callback", "group_id": VK_GROUP, "access_token": VK_TOKEN, "secret": VK_SECRET,
+          "confirmation_code": "bench-confirmation", "api_base_url": f"{vk_api}/method/", "acknowledge": False}
+    return {"telegram": telegram, "telegram_quiet": {**telegram, "acknowledge": False}, "vk": vk}
+
+
+def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
+    flush_redis()
+    telegram_port, vk_port = free_port(), free_port()
+    returning = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)}
+    with ExitStack() as stack:
+        stack.enter_context(process([sys.executable, __file__, "fakes", str(telegram_port), str(vk_port)],
+                                    ready=lambda: wait_port(telegram_port, vk_port)))
+        doors = channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}")
+        bare = bare_server(stack)
+        path = "http://127.0.0.1:{port}/channels/"
+        bares = {"telegram": contender("webhook: bare aiohttp + XADD, telegram updates", bare, seconds, connections,
+                                       path + "telegram/telegram", script=TELEGRAM_SCRIPT),
+                 "vk": contender("webhook: bare aiohttp + XADD, vk events", bare, seconds, connections,
+                                 path + "vk/vk", script=VK_SCRIPT, env=returning)}
+        sides: list[tuple[str, Contender]] = []
+        for backend in ("redis", "sqlite"):
+            server = stack.enter_context(gateway(backend, channels=doors, flush=False))
+            sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process", server, seconds, connections,
+                                                path + "telegram/telegram", script=TELEGRAM_SCRIPT)))
+            if backend == "redis":
+                sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, no acknowledgement", server,
+                                                    seconds, connections, path + "telegram/telegram_quiet",
+                                                    script=TELEGRAM_SCRIPT)))
+            # the warm-up looks up the returning users' names (users.get, 20 calls/s at most)
+            sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, {RETURNING_VK_USERS} returning users", server,
+                                          seconds, connections, path + "vk/vk", script=VK_SCRIPT, env=returning,
+                                          warm_up=RETURNING_VK_USERS / 20 * 1.5)))
+            if backend == "redis":
+                sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, a new user every event", server,
+                                              seconds, connections, path + "vk/vk", script=VK_SCRIPT)))
+        compare([*bares.values(), *(side for _, side in sides)])
+    rows = [row(b.name, b.best()) for b in bares.values()]
+    for door, side in sides:
+        rows.append(row(side.name, {**side.best(), "ratio": side.best()["rps"] / bares[door].best()["rps"]}))
+    return rows
+
+
+if __name__ == "__main__" and sys.argv[1] == "fakes":
+    fakes(int(sys.argv[2]), int(sys.argv[3]))
