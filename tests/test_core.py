@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -208,8 +209,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_config(tmp_path: Path, port: int) -> Path:
-    raw = base_config(tmp_path)
+def _write_config(tmp_path: Path, port: int, channels: dict[str, Any] | None = None) -> Path:
+    raw = base_config(tmp_path, channels=channels)
     raw["http"] = {"host": "127.0.0.1", "port": port, "shutdown_timeout_seconds": 5}
     raw["logging"] = {"level": "INFO", "format": "json"}
     path = tmp_path / "config.yaml"
@@ -225,8 +226,10 @@ def _post(port: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_cli_run_queue_read_ack_and_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
-    config = _write_config(tmp_path, port)
+    port, smtp_port = _free_port(), _free_port()
+    config = _write_config(tmp_path, port, channels={
+        "web": {"adapter": "web_form", "rate_limit_per_minute": 0},
+        "email": {"adapter": "smtp", "port": smtp_port, "recipients": ["complaints@example.com"]}})
     proc = subprocess.Popen([*CLI, "--config", str(config), "run"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(100):
@@ -238,12 +241,17 @@ def test_cli_run_queue_read_ack_and_sigterm(tmp_path: Path) -> None:
         secret_phone, secret_text = "+79035551234", "Сосед шумит, а интернет не работает"
         receipt = _post(port, {"phone": secret_phone, "text": secret_text})
         assert receipt["status"] == "new"
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            smtp.sendmail("secret.sender@example.org", ["complaints@example.com"],
+                          b"From: secret.sender@example.org\r\nTo: complaints@example.com\r\nSubject: x\r\n\r\n"
+                          b"Private words of the customer\r\n")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert receipt["registration_number"] in stderr  # the registration is logged ...
     assert secret_phone not in stderr and "Сосед" not in stderr  # ... personal data is not
+    assert "secret.sender" not in stderr and "Private words" not in stderr
     for line in stderr.splitlines():
         if line.startswith("{"):
             json.loads(line)  # structured: every log line is JSON
@@ -251,10 +259,11 @@ def test_cli_run_queue_read_ack_and_sigterm(tmp_path: Path) -> None:
     read = subprocess.run([*CLI, "--config", str(config), "queue", "read", "--group", "crm", "--count", "5"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     events = [json.loads(line) for line in read.stdout.splitlines()]
-    assert [(e["event"], e["registration_number"]) for e in events] == [("new", receipt["registration_number"])]
-    ack = subprocess.run([*CLI, "--config", str(config), "queue", "ack", "--group", "crm", events[0]["id"]],
+    assert [(e["event"], e["complaint"]["channel"]) for e in events] == [("new", "web"), ("new", "email")]
+    assert events[0]["registration_number"] == receipt["registration_number"]
+    ack = subprocess.run([*CLI, "--config", str(config), "queue", "ack", "--group", "crm", events[0]["id"], events[1]["id"]],
                          cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert json.loads(ack.stdout) == {"acknowledged": 1} and ack.returncode == 0
+    assert json.loads(ack.stdout) == {"acknowledged": 2} and ack.returncode == 0
     again = subprocess.run([*CLI, "--config", str(config), "queue", "read", "--group", "crm"],
                            cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert again.stdout == ""
