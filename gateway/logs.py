@@ -33,5 +33,9 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # client libraries log request URLs and headers at INFO: bot tokens sit in Telegram's
+    # URLs, phone numbers in Twilio's parameters
+    for name in ("httpx", "httpcore", "telegram", "twilio", "twilio.http_client", "urllib3", "vk_api"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # aiosmtpd logs every SMTP command (with the addresses in MAIL FROM / RCPT TO) at INFO
     logging.getLogger("mail.log").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
