@@ -41,11 +41,19 @@ CORE_SCHEMA: dict[str, Any] = {
         "registry": {
             "type": "object", "additionalProperties": False,
             "properties": {
-                "backend": {"enum": ["sqlite", "redis"]},
+                "backend": {"enum": ["sqlite", "redis", "redis_cluster"]},
                 "sqlite": {"type": "object", "additionalProperties": False, "properties": {
                     "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]}}},
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"}, "prefix": {"type": "string"}}},
+                "redis_cluster": {"type": "object", "additionalProperties": False, "properties": {
+                    "url": {"type": "string"},
+                    "startup_nodes": {"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}},
+                    "prefix": {"type": "string", "pattern": "\\{[^{}]+\\}"},
+                    "partitions": {"type": "integer", "minimum": 1, "maximum": 1024},
+                    "relay_batch": {"type": "integer", "minimum": 1},
+                    "relay_lock_seconds": {"type": "number", "exclusiveMinimum": 0},
+                    "outbox_keep_seconds": _LIMIT}},
                 "registration_number": {"type": "object", "additionalProperties": False, "properties": {
                     "format": {"type": "string"}}},
                 "repeat": {"type": "object", "additionalProperties": False, "properties": {

@@ -1,4 +1,5 @@
-"""One contract, two backends: every test here runs against SQLite and against Redis."""
+"""One contract, two backends: every test here runs against SQLite and against Redis (and, from
+tests/test_registry_cluster.py, against a Redis Cluster)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ import redis as redis_sync
 
 from gateway.registry import Registry, RegistrySettings
 from gateway.registry.redis import RedisRegistry
+from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
 from normalizer.schema import Complaint, Customer, Identity
 
@@ -32,6 +34,8 @@ def open_backend(kind: str, tmp_path: Path, redis_url: str, **settings: object) 
     s = RegistrySettings(timezone="Europe/Moscow", **settings)  # type: ignore[arg-type]
     if kind == "sqlite":
         return SqliteRegistry(s, tmp_path / "registry.sqlite3", synchronous="NORMAL")
+    if kind == "redis_cluster":  # run by tests/test_registry_cluster.py, with redis_url pointing at a cluster
+        return RedisClusterRegistry(s, redis_url, prefix="{cgtest}:")
     return RedisRegistry(s, redis_url, prefix="cgtest:")
 
 

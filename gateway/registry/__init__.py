@@ -9,7 +9,7 @@ __all__ = ["Event", "Registry", "RegistryError", "RegistrySettings", "build_regi
 
 
 def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None = None) -> Registry:
-    """The backend named by ``registry.backend`` (``sqlite`` or ``redis``), not yet open."""
+    """The backend named by ``registry.backend`` (``sqlite``, ``redis`` or ``redis_cluster``), not yet open."""
     settings = RegistrySettings.from_config(registry, normalizer)
     backend = registry.get("backend", "sqlite")
     if backend == "sqlite":
@@ -22,4 +22,8 @@ def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None =
 
         redis = registry.get("redis") or {}
         return RedisRegistry(settings, redis.get("url", "redis://127.0.0.1:6379/0"), redis.get("prefix", "cg:"))
-    raise RegistryError(f"registry.backend: unknown backend {backend!r} (sqlite or redis)")
+    if backend == "redis_cluster":
+        from gateway.registry.redis_cluster import RedisClusterRegistry
+
+        return RedisClusterRegistry.from_config(settings, registry.get("redis_cluster") or {})
+    raise RegistryError(f"registry.backend: unknown backend {backend!r} (sqlite, redis or redis_cluster)")

@@ -49,8 +49,12 @@ class RedisRegistry(Registry):
             raise RegistryError("registry is not open")
         return self._redis
 
+    def _client(self) -> aioredis.Redis:
+        """A client for ``self.url``; the cluster backend returns a cluster client instead."""
+        return aioredis.Redis.from_url(self.url, decode_responses=True)
+
     async def open(self) -> None:
-        self._redis = aioredis.Redis.from_url(self.url, decode_responses=True)
+        self._redis = self._client()
         source = resources.files("gateway.registry").joinpath("submit.lua").read_text("utf-8")
         self._submit_script = self._redis.register_script(source)
         self._lock_script = self._redis.register_script(_LOCK)
