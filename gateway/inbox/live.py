@@ -100,7 +100,7 @@ class LiveHub:
     async def _run(self) -> None:
         await self._catch_up()
         self.ready.set()
-        blocking = self.registry.backend == "redis"
+        blocking = self.registry.backend in ("redis", "redis_cluster")
         while True:
             try:
                 events = await self.registry.read_events(self.group, self.consumer, self.batch,
