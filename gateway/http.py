@@ -34,9 +34,15 @@ def parse_json(body: bytes | str) -> Any:
     """JSON from a request body. Anything that is not JSON — invalid UTF-8, truncated,
     nested deeper than the parser can go — raises ``MalformedBody`` (answer 400)."""
     try:
-        return json.loads(body)
+        # decoded strictly first: json.loads(bytes) lets invalid UTF-8 through as lone surrogates
+        data = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedBody(f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    try:  # a "\ud800" escape is valid JSON but no text: it could never be stored
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError) as exc:
+        raise MalformedBody("not valid JSON text: a string holds a lone surrogate") from exc
+    return data
 
 
 def json_error(status: int, error: str, **extra: Any) -> web.Response:

@@ -107,11 +107,11 @@ class IvrWebhookAdapter(PushAdapter):
 
     def signed(self, timestamp: str, body: bytes, signature: str) -> bool:
         """HMAC-SHA256 of ``timestamp.body`` under the secret (or the previous one)."""
-        if not timestamp.isdigit() or not signature:
+        if not (timestamp.isascii() and timestamp.isdigit()) or not signature:  # "²".isdigit() too
             return False
-        given = signature.removeprefix("sha256=").strip().lower()
+        given = signature.removeprefix("sha256=").strip().lower().encode("utf-8", "surrogateescape")  # bytes as sent
         message = timestamp.encode("ascii") + b"." + body
-        return any(hmac.compare_digest(hmac.new(secret, message, hashlib.sha256).hexdigest(), given)
+        return any(hmac.compare_digest(hmac.new(secret, message, hashlib.sha256).hexdigest().encode("ascii"), given)
                    for secret in self.secrets)
 
     def refuse(self, status: int, reason: str, message: str) -> web.Response:

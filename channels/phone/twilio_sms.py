@@ -75,7 +75,7 @@ class TwilioSmsAdapter(TwilioAdapter):
         if not SID.match(message_sid):
             raise WebhookRejected(400, "malformed", "missing or invalid MessageSid")
         num_media = params.get("NumMedia", "0")
-        if not num_media.isdigit():
+        if not (num_media.isascii() and num_media.isdigit()):  # "²".isdigit() too, and int() refuses it
             raise WebhookRejected(400, "malformed", "NumMedia is not a number")
         sender = caller_number(params.get("From"), self.region)
         inbound = await self.message(params, message_sid, sender, int(num_media), request[RAW_BODY])

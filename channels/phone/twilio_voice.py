@@ -130,7 +130,7 @@ class TwilioVoiceAdapter(TwilioAdapter):
         state = self.state(request)
         digits = params.get("Digits", "")
         lang = None
-        if digits.isdigit() and 1 <= int(digits) <= len(self.languages):
+        if _ascii_digits(digits) and 1 <= int(digits) <= len(self.languages):
             lang = self.languages[int(digits) - 1]
         elif params.get("SpeechResult"):
             lang = language_from_speech(params["SpeechResult"], self.languages)
@@ -142,7 +142,7 @@ class TwilioVoiceAdapter(TwilioAdapter):
         low, high = self.account_digits
         if not digits:
             return self.answer(state, VoiceResponse(), account=SKIPPED, fallback=SKIPPED)
-        if digits.isdigit() and low <= len(digits) <= high:
+        if _ascii_digits(digits) and low <= len(digits) <= high:
             return self.answer(state, VoiceResponse(), account=digits, fallback=SKIPPED)
         response = VoiceResponse()
         self.say(response, state.lang, "account_invalid")
@@ -234,8 +234,8 @@ class TwilioVoiceAdapter(TwilioAdapter):
         attempt = q.get("try", "1")
         low, high = self.account_digits
         if (lang is not None and lang not in self.languages) or urgent not in (None, "0", "1") \
-                or not attempt.isdigit() or not 1 <= int(attempt) <= self.max_attempts \
-                or (account not in (None, SKIPPED) and not (account.isdigit() and low <= len(account) <= high)):
+                or not _ascii_digits(attempt) or not 1 <= int(attempt) <= self.max_attempts \
+                or (account not in (None, SKIPPED) and not (_ascii_digits(account) and low <= len(account) <= high)):
             raise WebhookRejected(400, "malformed", "unexpected call state in the URL")
         return CallState(lang, account, None if urgent is None else urgent == "1", int(attempt))
 
@@ -360,6 +360,11 @@ def _sid(value: str | None, prefix: str) -> str:
     return value
 
 
+def _ascii_digits(value: str) -> bool:
+    """0-9 only: ``str.isdigit()`` also takes "²", which ``int()`` refuses."""
+    return value.isascii() and value.isdigit()
+
+
 def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and _ascii_digits(value) else None
 

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from gateway.http import MalformedBody, parse_json
 from gateway.inbound import InboundAttachment, safe_filename
 
 if TYPE_CHECKING:
@@ -37,11 +38,12 @@ class MalformedPayload(ValueError):
 
 
 def json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or ``MalformedPayload`` saying why not."""
+    """The body as a JSON object, or ``MalformedPayload`` saying why not (also for invalid
+    UTF-8, lone surrogates and nesting deeper than the parser goes)."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedPayload(f"not valid JSON: {exc}") from exc
+        data = parse_json(body)
+    except MalformedBody as exc:
+        raise MalformedPayload(str(exc)) from exc
     if not isinstance(data, dict):
         raise MalformedPayload("a JSON object is expected")
     return data

@@ -158,7 +158,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         given = request.headers.get(SECRET_HEADER)
         if not given:
             return reject(self, 401, "unsigned", "request without secret token")
-        if not hmac.compare_digest(given.encode("utf-8"), self.secret):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.secret):  # header bytes as sent
             return reject(self, 403, "forged", "request with a wrong secret token")
         try:
             body = await read_body(request, self.max_body)
@@ -211,7 +211,8 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         if message is None or why:
             self.log.debug("update skipped", extra={"channel": self.instance, "update_id": key, "why": why or "no message"})
             return None
-        if message.chat.type == "private" and (message.text or "").split("@")[0].split(" ")[0] == "/start":
+        command = message.text.split("@")[0].split(" ")[0] if isinstance(message.text, str) else ""  # PTB checks no types
+        if message.chat.type == "private" and command == "/start":
             self.spawn(self._greet(message))
             return None
         try:

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import phonenumbers
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway.ids import new_id
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
@@ -203,8 +204,12 @@ class WebFormAdapter(PushAdapter):
                         fields[part.name] = data.decode(part.get_charset(default="utf-8"))  # type: ignore[union-attr]
                     except (UnicodeDecodeError, LookupError) as exc:
                         raise FormInvalid({part.name: "not valid UTF-8"}) from exc
-        except (ValueError, AssertionError) as exc:
+        except (ValueError, AssertionError, BadHttpMessage) as exc:  # BadHttpMessage: a part's headers are broken
             raise FormInvalid({"body": f"not a valid multipart body: {exc}"}) from exc
+        try:  # raw bytes in part headers, or codecs such as utf-7, give lone surrogates: no text, never storable
+            json.dumps([fields, [(f.filename, f.content_type) for f in files]], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise FormInvalid({"body": "a field name, value or file name is not valid UTF-8"}) from exc
         return fields, files
 
     def _from_json(self, data: dict[str, Any]) -> tuple[dict[str, str], list[InboundAttachment]]:

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from gateway.adapters import AdapterContext, PushAdapter, Submitted, TemporaryFailure
 from gateway.config import ConfigError
-from gateway.http import BodyTooLarge, RateLimiter, client_address, json_error, read_body
+from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
 from normalizer.schema import IDENTITY_KINDS, Complaint
 
@@ -179,7 +179,7 @@ class PartnerApiAdapter(PushAdapter):
         key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("X-Api-Key", "").strip()
         if not key:
             return None
-        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()  # header bytes as sent
         found: Organisation | None = None
         for org in self.organisations:
             for expected in org.key_digests:
@@ -250,9 +250,9 @@ class PartnerApiAdapter(PushAdapter):
         if request.content_type != "application/json":
             raise CaseInvalid(400, {"body": f"Content-Type must be application/json, not {request.content_type!r}"})
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CaseInvalid(400, {"body": f"not valid JSON: {exc}"}) from exc
+            payload = parse_json(body)
+        except MalformedBody as exc:
+            raise CaseInvalid(400, {"body": str(exc)}) from exc
         if not isinstance(payload, dict):
             raise CaseInvalid(400, {"body": "a JSON object is expected"})
         errors = {(".".join(str(p) for p in e.absolute_path) or "body"): e.message
