@@ -14,11 +14,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -142,7 +142,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_complaint.lua"
-_LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -155,7 +155,7 @@ def wrk(url: str, seconds: float, connections: int, script: Path = WRK_SCRIPT, t
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(timeout))}s", "--latency",
                           "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + timeout + 60, env={**os.environ, **(env or {})}).stdout
+                         check=True, capture_output=True, text=True, timeout=seconds + timeout + 60, env={**os.environ, **(env or {})}).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     lat = {p: float(v) * _UNIT[u] for p, v, u in _LATENCY.findall(out)}

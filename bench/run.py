@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dedup  # noqa: E402
-import http_intake  # noqa: E402
-import queue_consumer  # noqa: E402
-import smtp_intake  # noqa: E402
-import webhook_intake  # noqa: E402
-from common import REPEATS  # noqa: E402
+import dedup
+import http_intake
+import queue_consumer
+import smtp_intake
+import webhook_intake
+from common import REPEATS
 
 COLUMNS = ("rps", "msgs_per_s", "p50_ms", "p99_ms", "ratio", "spread_pct", "cpu_ms", "errors", "events_per_s", "vs_1e3",
            "identity_index_bytes_per_customer", "bytes")

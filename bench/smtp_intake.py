@@ -23,10 +23,10 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr
-from datetime import UTC, datetime
 from typing import Any
 
 from common import ROOT, Contender, Server, compare, free_port, gateway, process, row

@@ -68,6 +68,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|[\n;]+")
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 _WORD_REF = re.compile(r"@(\w+)")
+_WORD_CHAR = re.compile(r"\w")
 
 
 def _fold_letters(text: str) -> str:
@@ -111,6 +112,55 @@ def split_sentences(text: str) -> list[Sentence]:
     return [Sentence.of(part) for part in _SENTENCE_END.split(text) if part.strip()]
 
 
+#: What lets a term's match depend on text around it: anchors, lookaround, word boundaries.
+_CONTEXT = re.compile(r"\(\?<|\(\?=|\(\?!|\\[AZbB]|[\^$]")
+
+
+@lru_cache(maxsize=4096)
+def _found_in_joined_text(term: re.Pattern[str]) -> bool:
+    """Whether a match of ``term`` in a sentence is always a match in the sentences joined
+    by newlines: true when only the word checks every term gets look beyond its words
+    (a newline is no word character, like the ends of a sentence)."""
+    inner = term.pattern.removeprefix(r"(?<!\w)(?:").removesuffix(r")(?!\w)")
+    return _CONTEXT.search(inner.replace("[^", "[")) is None
+
+
+def _always(pattern: Pattern) -> bool:
+    return True
+
+
+class SentenceIndex:
+    """The sentences of one text joined by newlines: one search per term over the whole
+    text rules out the patterns that cannot match any sentence (most patterns, for most
+    complaints) before they are tried sentence by sentence."""
+
+    def __init__(self, sentences: list[Sentence]) -> None:
+        self.text = "\n".join(s.text for s in sentences)
+        self._found: dict[re.Pattern[str], bool] = {}
+
+    def possible(self, pattern: Pattern) -> bool:
+        for term, scan in zip(pattern.terms, pattern.scans or pattern.terms):
+            found = self._found.get(term)
+            if found is None:
+                found = self._found[term] = not _found_in_joined_text(term) or (
+                    _word_start_match(scan, self.text) if pattern.scans else term.search(self.text) is not None)
+            if not found:
+                return False
+        return True
+
+
+def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
+    r"""Whether ``scan`` (a term without its leading ``(?<!\w)``) matches ``text`` at the
+    start of a word: the term's own ``search``, found faster, because ``re`` skips to the
+    possible first letters only in a pattern that does not begin with a lookbehind."""
+    pos = 0
+    while (m := scan.search(text, pos)) is not None:
+        if not m.start() or not _WORD_CHAR.match(text, m.start() - 1):
+            return True
+        pos = m.start() + 1
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """Terms that must all match one sentence within ``window`` words."""
@@ -118,6 +168,8 @@ class Pattern:
     source: str
     terms: tuple[re.Pattern[str], ...]
     window: int
+    #: The terms without their leading ``(?<!\w)``, for the quick check (see ``_word_start_match``).
+    scans: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def compile(cls, source: str, window: int, words: dict[str, str], where: str) -> Pattern:
@@ -134,14 +186,19 @@ class Pattern:
                 terms.append(re.compile(rf"(?<!\w)(?:{term})(?!\w)"))
             except re.error as exc:
                 raise ConfigError(f"{where}: pattern {source!r} is not a valid regular expression: {exc}") from exc
-        return cls(source, tuple(terms), window)
+        return cls(source, tuple(terms), window, tuple(re.compile(t.pattern.removeprefix(r"(?<!\w)")) for t in terms))
+
+    def present_in(self, text: str) -> bool:
+        """Whether every term matches somewhere in ``text``."""
+        if self.scans:
+            return all(_word_start_match(scan, text) for scan in self.scans)
+        return all(term.search(text) is not None for term in self.terms)
 
     def find(self, sentence: Sentence) -> str | None:
         """The matched stretch of the sentence, or None."""
         text = sentence.text
-        for term in self.terms:  # most sentences miss a term: find that out in C first
-            if term.search(text) is None:
-                return None
+        if not self.present_in(text):  # most sentences miss a term: find that out first
+            return None
         positions: list[list[tuple[int, int, int]]] = []
         for term in self.terms:
             found = [(sentence.word_at(m.start()), m.start(), m.end())
@@ -176,12 +233,17 @@ class UrgencyRule:
     unless: tuple[Pattern, ...]
     requires: tuple[tuple[Pattern, ...], ...]
 
-    def match(self, sentences: list[Sentence]) -> RuleMatch | None:
+    def match(self, sentences: list[Sentence], index: SentenceIndex | None = None) -> RuleMatch | None:
+        possible = index.possible if index is not None else _always
+        patterns = [(language, p) for language, p in self.patterns if possible(p)]
+        if not patterns:
+            return None
+        unless = [p for p in self.unless if possible(p)]
         hit: RuleMatch | None = None
         for sentence in sentences:
-            if any(p.find(sentence) for p in self.unless):
+            if any(p.find(sentence) for p in unless):
                 continue
-            for language, pattern in self.patterns:
+            for language, pattern in patterns:
                 excerpt = pattern.find(sentence)
                 if excerpt is not None:
                     hit = RuleMatch(self.name, self.level, language, excerpt)
@@ -191,7 +253,7 @@ class UrgencyRule:
         if hit is None:
             return None
         for group in self.requires:
-            if not any(p.find(s) for s in sentences for p in group):
+            if not any(p.find(s) for p in group if possible(p) for s in sentences):
                 return None
         return hit
 
@@ -206,11 +268,12 @@ class UrgencyRules:
 
     def classify(self, text: str) -> RuleMatch | None:
         sentences = split_sentences(text[: self.max_chars])
+        index = SentenceIndex(sentences) if len(sentences) > 1 else None  # one sentence: nothing to gain
         best: RuleMatch | None = None
         for rule in self.rules:
             if best is not None and RANK[rule.level] <= RANK[best.level]:
                 break
-            found = rule.match(sentences)
+            found = rule.match(sentences, index)
             if found is not None:
                 best = found
         return best

@@ -1,0 +1,117 @@
+"""Where one request's CPU goes: a gateway process under load, sampled with py-spy.
+
+``python bench/profile_hot_path.py web|telegram|telegram_quiet|vk|smtp [--backend redis] [--seconds 10]``
+starts a gateway with that door, loads it as the benchmarks do (wrk, or the SMTP load
+generator), samples the process with py-spy (``pip install py-spy``) and prints, per
+function of the gateway (and the libraries it calls most), the share of the event loop's
+samples and the CPU milliseconds per request that share stands for. Figures only.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from common import Server, cpu_seconds, free_port, gateway, process, settle, wrk
+from smtp_intake import run_load, smtp_channel, wait_smtp
+from webhook_intake import RETURNING_VK_USERS, TELEGRAM_SCRIPT, VK_SCRIPT, channels, wait_port
+
+OWN = re.compile(r"\((?:gateway|channels|normalizer)/")
+LIBRARIES = re.compile(r"\((?:json|phonenumbers|lingua|email|aiosmtpd|telegram|httpx|redis|aiohttp|sqlite3|prometheus_client|"
+                       r"concurrent|asyncio/(?:threads|base_events\.py.*run_in_executor))")
+FRAME = re.compile(r" \((.*?):\d+\)")
+
+
+def summarise(raw: Path, cpu_ms: float, top: int = 45) -> str:
+    """Inclusive and self shares of the main thread's samples, from py-spy's raw output."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own_self: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if "MainThread" not in frames[0]:
+            continue
+        n = int(count)
+        total += n
+        names = [FRAME.sub(r" (\1)", f) for f in frames[1:]]
+        for name in set(names):
+            inclusive[name] += n
+        if names:
+            own_self[names[-1]] += n
+    lines = [f"{total} samples of the event loop; {cpu_ms:.2f} ms CPU per request in all threads",
+             f"{'share':>6} {'ms/req':>7}  function (inclusive: itself and what it calls)"]
+    for name, n in inclusive.most_common():
+        if (OWN.search(name) or LIBRARIES.search(name)) and len(lines) < top:
+            lines.append(f"{n / total * 100:5.1f}% {n / total * cpu_ms:7.3f}  {name}")
+    lines.append(f"{'share':>6} {'ms/req':>7}  function (self: the time in the function itself)")
+    for name, n in own_self.most_common(25):
+        lines.append(f"{n / total * 100:5.1f}% {n / total * cpu_ms:7.3f}  {name}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("door", choices=["web", "telegram", "telegram_quiet", "vk", "smtp"])
+    parser.add_argument("--backend", default="redis", choices=["redis", "sqlite"])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this file")
+    args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-profile-")))
+        smtp_port = free_port()
+        if args.door == "web":
+            doors = None
+        elif args.door == "smtp":
+            doors = smtp_channel(smtp_port)
+        else:
+            telegram_port, vk_port = free_port(), free_port()
+            stack.enter_context(process([sys.executable, "bench/webhook_intake.py", "fakes", str(telegram_port), str(vk_port)],
+                                        ready=lambda: wait_port(telegram_port, vk_port)))
+            doors = channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}")
+        server = stack.enter_context(gateway(args.backend, channels=doors))
+        if args.door == "smtp":
+            wait_smtp(smtp_port)
+            smtp = Server(smtp_port, server.pid)
+            run_load(smtp, 16, 3)  # warm up: the language models load on first use
+            load = lambda: run_load(smtp, 16, max(10, args.seconds * 10))
+        else:
+            path = {"web": "/web/complaints", "telegram": "/channels/telegram/telegram",
+                    "telegram_quiet": "/channels/telegram/telegram_quiet", "vk": "/channels/vk/vk"}[args.door]
+            script = {"telegram": TELEGRAM_SCRIPT, "telegram_quiet": TELEGRAM_SCRIPT, "vk": VK_SCRIPT}.get(args.door)
+            options = {"script": script} if script else {}
+            env = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)} if args.door == "vk" else None
+            url = f"http://127.0.0.1:{server.port}{path}"
+            wrk(url, RETURNING_VK_USERS // 10 if args.door == "vk" else 2, 16, env=env, **options)
+            load = lambda: wrk(url, args.seconds, 16, env=env, **options)
+        settle(server.pid)
+        raw = args.raw or tmp / "profile.raw"
+        sampler = subprocess.Popen([spy, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
+                                    "--output", str(raw), "--nonblocking", "--threads"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = cpu_seconds(server.pid)
+        figures: dict[str, float] = {}
+        worker = threading.Thread(target=lambda: figures.update(load()))
+        worker.start()
+        worker.join()
+        settle(server.pid)
+        sampler.send_signal(2)  # SIGINT: py-spy writes what it has
+        sampler.wait(60)
+        done = figures.get("requests") or figures.get("mails") or 0
+        cpu_ms = (cpu_seconds(server.pid) - before) * 1000 / done if done else float("nan")
+        print(f"{args.door}, {args.backend}: {figures}")
+        print(summarise(raw, cpu_ms))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
