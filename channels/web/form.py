@@ -15,7 +15,6 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qsl
 
-import phonenumbers
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
@@ -24,6 +23,7 @@ from channels.web.form_page import STRINGS, form_page, message_page, receipt_pag
 from gateway.adapters import PushAdapter, TemporaryFailure
 from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, safe_filename
+from normalizer.steps.identities import phone_e164
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _IDEMPOTENCY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -293,10 +293,7 @@ class WebFormAdapter(PushAdapter):
 
 
 def _valid_phone(value: str, region: str) -> bool:
-    try:
-        return phonenumbers.is_possible_number(phonenumbers.parse(value, region))
-    except phonenumbers.NumberParseException:
-        return False
+    return phone_e164(value, region) is not None  # cached: the normaliser formats the same number
 
 
 def _wants_html(request: web.Request) -> bool:

@@ -6,6 +6,7 @@ recognise the customer; it is kept in ``meta["unusable_identities"]`` so nothing
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -25,16 +26,24 @@ def normalize_identity(kind: str, value: str, default_region: str) -> Identity |
         value = value.strip("<>").lower()
         return Identity("email", value) if _EMAIL.match(value) else None
     if kind == "phone":
-        try:
-            number = phonenumbers.parse(value, default_region)
-        except phonenumbers.NumberParseException:
-            return None
-        if not phonenumbers.is_possible_number(number):
-            return None
-        return Identity("phone", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        e164 = phone_e164(value, default_region)
+        return Identity("phone", e164) if e164 is not None else None
     if kind == "account":
         value = re.sub(r"[\s\-]", "", value)
     return Identity(kind, value) if _ID.match(value) else None
+
+
+@lru_cache(maxsize=4096)
+def phone_e164(value: str, default_region: str) -> str | None:
+    """``value`` in E.164, or None when it is no possible phone number. Cached: a door that
+    validates a number (the web form) and the normaliser then parse it once."""
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def step(draft: Draft, settings: NormalizerSettings) -> None:
