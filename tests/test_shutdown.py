@@ -24,7 +24,7 @@ from scripts.soak import GatewayProcess, free_port, read_registry, registry_key
 from tests.test_outage import OwnRedis
 
 RECIPIENT = "complaints@example.com"
-SHUTDOWN_SECONDS = 5
+SHUTDOWN_SECONDS = 3
 COMPLAINT = {"email": "anna@example.com", "text": "Нет связи третий день, прошу разобраться."}
 
 
