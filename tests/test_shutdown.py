@@ -58,7 +58,10 @@ class Gateway:
             db.close()
 
     def blobs(self) -> int:
-        return sum(1 for path in (self.folder / "blobs").rglob("*") if path.is_file() and not path.name.startswith("."))
+        """Blobs stored (temporaries of blobs being written live under dot-names)."""
+        root = self.folder / "blobs"
+        return sum(1 for path in root.rglob("*")
+                   if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts))
 
 
 @pytest.fixture(params=["sqlite", "redis"])
