@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run install install-test test bench lint
+.PHONY: run install install-test test bench soak lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: install-test
 bench: install-test
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
+
+soak: install-test
+	$(BIN)/python scripts/soak.py --backend sqlite
+	$(BIN)/python scripts/soak.py --backend redis
 
 lint: install-test
 	$(BIN)/pip install -q ruff mypy

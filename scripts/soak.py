@@ -52,7 +52,7 @@ from channels.social.fakes.telegram import FakeTelegram, message_update, user
 from gateway.blobs import BlobStore
 from gateway.config import load_config
 from gateway.registry import build_registry
-from tests.test_outage import OwnRedis  # a private redis-server on a free port
+from gateway.testing.servers import OwnRedis  # a private redis-server on a free port
 
 DOORS = ("web", "smtp", "telegram")
 CHANNEL_OF = {"web": "web", "smtp": "email", "telegram": "telegram"}

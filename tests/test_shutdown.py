@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from gateway.testing.plugin import base_config
+from gateway.testing.servers import OwnRedis
 from scripts.soak import GatewayProcess, free_port, read_registry, registry_key
-from tests.test_outage import OwnRedis
 
 RECIPIENT = "complaints@example.com"
 SHUTDOWN_SECONDS = 3
