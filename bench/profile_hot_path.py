@@ -4,7 +4,9 @@
 starts a gateway with that door, loads it as the benchmarks do (wrk, or the SMTP load
 generator), samples the process with py-spy (``pip install py-spy``) and prints, per
 function of the gateway (and the libraries it calls most), the share of the event loop's
-samples and the CPU milliseconds per request that share stands for. Figures only.
+samples and the event loop's milliseconds per request that share stands for. py-spy samples
+wall time: on a busy machine a function also "spends" the time the process waits for a
+core (socket writes that wake the client or Redis show this most). Figures only.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,7 +32,7 @@ LIBRARIES = re.compile(r"\((?:json|phonenumbers|lingua|email|aiosmtpd|telegram|h
 FRAME = re.compile(r" \((.*?):\d+\)")
 
 
-def summarise(raw: Path, cpu_ms: float, top: int = 45) -> str:
+def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45) -> str:
     """Inclusive and self shares of the main thread's samples, from py-spy's raw output."""
     inclusive: collections.Counter[str] = collections.Counter()
     own_self: collections.Counter[str] = collections.Counter()
@@ -46,14 +49,15 @@ def summarise(raw: Path, cpu_ms: float, top: int = 45) -> str:
             inclusive[name] += n
         if names:
             own_self[names[-1]] += n
-    lines = [f"{total} samples of the event loop; {cpu_ms:.2f} ms CPU per request in all threads",
+    lines = [(f"{total} samples of the event loop; per request: {loop_ms:.2f} ms of the loop's time, "
+              f"{cpu_ms:.2f} ms CPU in all threads"),
              f"{'share':>6} {'ms/req':>7}  function (inclusive: itself and what it calls)"]
     for name, n in inclusive.most_common():
         if (OWN.search(name) or LIBRARIES.search(name)) and len(lines) < top:
-            lines.append(f"{n / total * 100:5.1f}% {n / total * cpu_ms:7.3f}  {name}")
+            lines.append(f"{n / total * 100:5.1f}% {n / total * loop_ms:7.3f}  {name}")
     lines.append(f"{'share':>6} {'ms/req':>7}  function (self: the time in the function itself)")
     for name, n in own_self.most_common(25):
-        lines.append(f"{n / total * 100:5.1f}% {n / total * cpu_ms:7.3f}  {name}")
+        lines.append(f"{n / total * 100:5.1f}% {n / total * loop_ms:7.3f}  {name}")
     return "\n".join(lines)
 
 
@@ -98,18 +102,19 @@ def main() -> int:
         sampler = subprocess.Popen([spy, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
                                     "--output", str(raw), "--nonblocking", "--threads"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before = cpu_seconds(server.pid)
+        before, began = cpu_seconds(server.pid), time.monotonic()
         figures: dict[str, float] = {}
         worker = threading.Thread(target=lambda: figures.update(load()))
         worker.start()
         worker.join()
         settle(server.pid)
+        elapsed = time.monotonic() - began
         sampler.send_signal(2)  # SIGINT: py-spy writes what it has
         sampler.wait(60)
         done = figures.get("requests") or figures.get("mails") or 0
         cpu_ms = (cpu_seconds(server.pid) - before) * 1000 / done if done else float("nan")
         print(f"{args.door}, {args.backend}: {figures}")
-        print(summarise(raw, cpu_ms))
+        print(summarise(raw, elapsed * 1000 / done if done else float("nan"), cpu_ms))
     return 0
 
 

@@ -48,17 +48,20 @@ def main() -> int:
     print(f"each intake figure: best of {REPEATS} runs of {seconds} s, sides measured in turns; "
           f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     started = time.monotonic()
+    sections = {
+        "http": lambda: http_intake.run(seconds=seconds),
+        "smtp": lambda: smtp_intake.run(per_connection=20 if quick else 60),
+        "webhook": lambda: webhook_intake.run(seconds=seconds),
+        "dedup": lambda: dedup.run(sizes=(1_000, 10_000) if quick else (1_000, 100_000, 1_000_000),
+                                   submits=300 if quick else 2000),
+        "queue": lambda: queue_consumer.run(events=1000 if quick else 10_000),
+    }
     rows = []
-    if "http" in only:
-        rows += http_intake.run(seconds=seconds)
-    if "smtp" in only:
-        rows += smtp_intake.run(per_connection=20 if quick else 60)
-    if "webhook" in only:
-        rows += webhook_intake.run(seconds=seconds)
-    if "dedup" in only:
-        rows += dedup.run(sizes=(1_000, 10_000) if quick else (1_000, 100_000, 1_000_000), submits=300 if quick else 2000)
-    if "queue" in only:
-        rows += queue_consumer.run(events=1000 if quick else 10_000)
+    for name, section in sections.items():
+        if name in only:
+            began = time.monotonic()
+            rows += section()
+            print(f"  {name}: done in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
     used = [c for c in COLUMNS if any(c in r for r in rows)]
     width = max(len(r["benchmark"]) for r in rows)
     print(f"{'benchmark':<{width}}  " + "  ".join(f"{HEADINGS.get(c, c):>12}" for c in used))
