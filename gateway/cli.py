@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,22 @@ def _serve_workers(config_path: str | None, host: str, port: int, workers: int) 
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
+    stopping: list[float] = []
+
+    def forward_once(signum: int, frame: Any) -> None:
+        stopping.append(time.monotonic())
+        forward(signum, frame)
+
+    signal.signal(signal.SIGTERM, forward_once)
+    signal.signal(signal.SIGINT, forward_once)
+    grace = float(load_config(config_path).http["shutdown_timeout_seconds"]) + 10
+    while any(proc.is_alive() for proc in procs):
+        for proc in procs:
+            proc.join(0.2)
+        if stopping and time.monotonic() - stopping[0] > grace:  # a worker that does not stop is killed
+            for proc in procs:
+                if proc.is_alive():
+                    proc.kill()
     return max((proc.exitcode or 0) for proc in procs)
 
 

@@ -350,7 +350,11 @@ def test_multi_process_mode_shares_the_port_and_registers_once(tmp_path: Path, b
         same = _post_with_key(port, {"phone": "+79165550000", "text": "Повтор по ключу"}, "k-1")
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     assert proc.returncode == 0
     numbers = [r["registration_number"] for r in receipts]
     assert len(set(numbers)) == 24 and all(r["status"] == "new" for r in receipts)
