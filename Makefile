@@ -25,6 +25,7 @@ test: install-test
 	$(BIN)/python -m pytest -q
 
 bench: install-test
+	$(BIN)/pip install -q -e '.[bench]'
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py
 
