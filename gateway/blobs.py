@@ -47,6 +47,12 @@ class BlobStore:
                     out.flush()
                     os.fsync(out.fileno())
             os.replace(tmp, target)
+            if self.fsync:  # the rename itself must survive a power cut too
+                directory = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
