@@ -35,5 +35,5 @@ soak: install-test
 
 lint: install-test
 	$(BIN)/pip install -q ruff mypy
-	$(BIN)/ruff check gateway normalizer channels tests
+	$(BIN)/ruff check gateway normalizer channels tests bench scripts examples
 	$(BIN)/mypy gateway normalizer channels

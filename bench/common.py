@@ -153,8 +153,8 @@ def wrk(url: str, seconds: float, connections: int, script: Path = WRK_SCRIPT, t
     measured them. ``env`` reaches the Lua script (``os.getenv``)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(timeout))}s", "--latency",
-                          "-s", str(script), url],
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                          f"--timeout={max(1, round(timeout))}s", "--latency", "-s", str(script), url],
                          check=True, capture_output=True, text=True, timeout=seconds + timeout + 60, env={**os.environ, **(env or {})}).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]

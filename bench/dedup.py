@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-
 from common import REDIS_URL, flush_redis, row
+
 from gateway.registry import RegistrySettings
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.sqlite import SqliteRegistry

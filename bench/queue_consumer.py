@@ -9,6 +9,7 @@ from typing import Any
 
 from common import REDIS_URL, flush_redis, row
 from dedup import complaint, phone
+
 from gateway.registry import RegistrySettings
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.sqlite import SqliteRegistry

@@ -28,7 +28,7 @@ from gateway.inbound import Inbound, Receipt
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.metrics import Metrics
-    from normalizer.schema import Complaint, Identity
+    from normalizer.schema import Complaint
 
 
 class TemporaryFailure(Exception):

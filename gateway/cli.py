@@ -112,7 +112,6 @@ def _serve_workers(config_path: str | None, host: str, port: int, workers: int) 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.app import adapter_classes
-
     from gateway.inbox.settings import enabled, load_settings
 
     config = _load(args)

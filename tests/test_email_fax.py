@@ -7,9 +7,9 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from gateway import ocr as gateway_ocr
 from channels.email.convert import mail_to_inbound
 from channels.email.fax import FaxSettings, mark_fax, read_pages
+from gateway import ocr as gateway_ocr
 from tests.conftest import registry_of
 from tests.test_email_support import adapter_of, make_mail, relay_fixture, smtp_channel, smtp_send  # noqa: F401
 

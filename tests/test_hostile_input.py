@@ -16,10 +16,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.inbound import safe_filename
+from gateway.inbound import Inbound, safe_filename
 from gateway.testing.plugin import base_config
 from normalizer.pipeline import Normalizer
-from gateway.inbound import Inbound
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINED = {200, 201, 202, 400, 413, 415, 422, 429}

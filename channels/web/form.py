@@ -18,10 +18,10 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from gateway.ids import new_id
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
 from gateway.adapters import PushAdapter, TemporaryFailure
 from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
+from gateway.ids import new_id
 from gateway.inbound import Inbound, InboundAttachment, safe_filename
 from normalizer.steps.identities import phone_e164
 

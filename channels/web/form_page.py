@@ -76,7 +76,7 @@ def form_page(lang: str, action: str, token: str, values: dict[str, str] | None 
         described = f' aria-describedby="{name}-error" aria-invalid="true"' if err else ""
         req = " required" if required else ""
         auto = f' autocomplete="{autocomplete}"' if autocomplete else ""
-        label = s[name] + (f' <span aria-hidden="true">*</span>' if required else "")
+        label = s[name] + (' <span aria-hidden="true">*</span>' if required else "")
         html = f'<label for="{name}">{label}</label>'
         if kind == "textarea":
             html += f'<textarea id="{name}" name="{name}"{req}{described}>{v.get(name, "")}</textarea>'

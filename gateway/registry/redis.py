@@ -17,7 +17,7 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, anonymise, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
 from normalizer.schema import Complaint
 
 _LOCK = """

@@ -11,14 +11,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, anonymise, RegistryError, RegistrySettings, SubmitPlan, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
