@@ -172,6 +172,15 @@ async def test_malformed_and_oversized_bodies_are_refused(make_config, start_gat
     assert 'reason="malformed"} 1.0' in metrics and 'reason="too_large"} 1.0' in metrics
 
 
+async def test_a_forged_media_count_is_refused_not_looped_over(make_config, start_gateway):
+    client = await start_gateway(make_config(channels=sms_channel()))
+    for count in ("11", "99999999999"):  # Twilio sends at most 10; a huge count once exhausted the memory
+        status, _ = await send(client, inbound_sms("Нет связи", NumMedia=count))
+        assert status == 400
+    status, _ = await send(client, inbound_sms("Нет связи", NumMedia="0"))
+    assert status == 200
+
+
 async def test_operator_reply_goes_through_the_twilio_rest_api(make_config, start_gateway):
     api = FakeTwilioApi(ACCOUNT_SID, AUTH_TOKEN)
     base_url = await api.start()

@@ -34,6 +34,10 @@ MEDIA_PATH = re.compile(r"^/2010-04-01/Accounts/AC[0-9a-fA-F]{32}/Messages/[A-Z]
 SMS_MAX_CHARS = 1600  # Twilio's limit for one outgoing message body
 
 
+#: Twilio sends at most ten media items with one message.
+MAX_TWILIO_MEDIA = 10
+
+
 class TwilioSmsAdapter(TwilioAdapter):
     name = "twilio_sms"
     version = "1.0"
@@ -77,6 +81,8 @@ class TwilioSmsAdapter(TwilioAdapter):
         num_media = params.get("NumMedia", "0")
         if not (num_media.isascii() and num_media.isdigit()):  # "²".isdigit() too, and int() refuses it
             raise WebhookRejected(400, "malformed", "NumMedia is not a number")
+        if len(num_media) > 3 or int(num_media) > MAX_TWILIO_MEDIA:  # a forged count must not drive a loop
+            raise WebhookRejected(400, "malformed", f"NumMedia is over Twilio's {MAX_TWILIO_MEDIA}")
         sender = caller_number(params.get("From"), self.region)
         inbound = await self.message(params, message_sid, sender, int(num_media), request[RAW_BODY])
 
