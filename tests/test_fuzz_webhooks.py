@@ -38,6 +38,7 @@ from channels.social.fakes import telegram as tg
 from channels.social.fakes import vk as vk_events
 from gateway.http import MalformedBody, parse_json
 from gateway.testing.plugin import base_config
+from gateway.testing.servers import memory_cap
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
@@ -110,7 +111,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
     with open(tmp / "gateway.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(tmp / "config.yaml"), "run"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=log)
+                                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=memory_cap())
     base = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=base, timeout=30)
     for _ in range(300):

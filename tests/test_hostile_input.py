@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.inbound import Inbound, safe_filename
 from gateway.testing.plugin import base_config
+from gateway.testing.servers import memory_cap
 from normalizer.pipeline import Normalizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def gateway_port(tmp_path_factory: pytest.TempPathFactory):
     raw["logging"] = {"level": "WARNING"}
     (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(tmp / "config.yaml"), "run"], cwd=ROOT,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=memory_cap())
     for _ in range(100):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)

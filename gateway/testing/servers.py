@@ -1,9 +1,11 @@
 """Real servers for tests, started privately on free loopback ports."""
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -45,3 +47,12 @@ class OwnRedis:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def memory_cap(limit_bytes: int = 4 << 30) -> Callable[[], None]:
+    """A ``preexec_fn`` that caps a child process's address space: a gateway under a fuzz
+    run that runs away fails with MemoryError instead of taking the machine down."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return apply
