@@ -28,7 +28,6 @@ import secrets
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ from channels.social.fakes.telegram import FakeTelegram, message_update, user
 from gateway.blobs import BlobStore
 from gateway.config import load_config
 from gateway.registry import build_registry
-from gateway.testing.servers import OwnRedis  # a private redis-server on a free port
+from gateway.testing.servers import OwnRedis, free_port  # a private redis-server on a free port
 
 DOORS = ("web", "smtp", "telegram")
 CHANNEL_OF = {"web": "web", "smtp": "email", "telegram": "telegram"}
@@ -65,10 +64,6 @@ TOPICS = ("нет интернета", "ошибка в счёте", "не ра�
           "brak internetu od rana", "błędna faktura za prąd", "router keeps rebooting", "no water pressure")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- messages ---------------------------------------------------------------------------------

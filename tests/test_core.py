@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from gateway.app import INTAKE, create_app
 from gateway.config import ConfigError, from_dict, load_config
 from gateway.inbound import Inbound, InboundAttachment
 from gateway.metrics import Metrics
+from gateway.testing.servers import free_port
 from normalizer.schema import json_schema
 from tests.conftest import base_config, registry_of
 
@@ -203,10 +203,6 @@ async def test_pull_adapter_reconnects_with_exponential_backoff_and_jitter(tmp_p
 
 
 # -- the command line ---------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_config(tmp_path: Path, port: int, channels: dict[str, Any] | None = None) -> Path:
@@ -226,7 +222,7 @@ def _post(port: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_cli_run_queue_read_ack_and_sigterm(tmp_path: Path) -> None:
-    port, smtp_port = _free_port(), _free_port()
+    port, smtp_port = free_port(), free_port()
     config = _write_config(tmp_path, port, channels={
         "web": {"adapter": "web_form", "rate_limit_per_minute": 0},
         "email": {"adapter": "smtp", "port": smtp_port, "recipients": ["complaints@example.com"]}})
@@ -285,7 +281,7 @@ def test_cli_schema_and_check_config(tmp_path: Path) -> None:
 
 
 def test_cli_replay_processes_dead_letters(tmp_path: Path) -> None:
-    config_path = _write_config(tmp_path, _free_port())
+    config_path = _write_config(tmp_path, free_port())
 
     async def make_dead_letter() -> str:
         config = load_config(config_path)
@@ -327,7 +323,7 @@ def test_cli_channels_lists_installed_adapters_with_versions() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_multi_process_mode_shares_the_port_and_registers_once(tmp_path: Path, backend: str, redis_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     raw = base_config(tmp_path, backend=backend)
     raw["http"] = {"host": "127.0.0.1", "port": port, "workers": 3, "shutdown_timeout_seconds": 5}
     config = tmp_path / "config.yaml"
@@ -375,7 +371,7 @@ def _post_with_key(port: int, body: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
-    config_path = _write_config(tmp_path, _free_port())
+    config_path = _write_config(tmp_path, free_port())
 
     async def register() -> str:
         app = create_app(load_config(config_path))

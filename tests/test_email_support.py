@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.app import ADAPTERS
+from gateway.testing.servers import free_port
 
 FIXTURES = Path(__file__).parent / "email_fixtures"
 
@@ -208,13 +209,6 @@ class Dovecot:
                 "backoff_initial_seconds": 0.1, "backoff_max_seconds": 0.5, **extra}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _wait_for_port(port: int, process: Any, log: Path, timeout: float = 15.0) -> None:
     import socket
@@ -262,7 +256,7 @@ def dovecot_fixture() -> Any:
     for folder in ("mail", "home"):
         os.chown(root / folder, uid, gid)
     (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
-    port = _free_port()
+    port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(DOVECOT_CONF.format(root=root, port=port, uid=uid, gid=gid, internal_user=internal_user,
                                         internal_group=internal_group, login_user=login_user))

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from channels.social.fakes import telegram as tg
 from channels.social.fakes import vk as vk_events
 from gateway.http import MalformedBody, parse_json
 from gateway.testing.plugin import base_config
-from gateway.testing.servers import memory_cap
+from gateway.testing.servers import free_port, memory_cap
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = int(os.environ.get("FUZZ_SCALE", "1"))
@@ -51,10 +50,6 @@ DEFINED = {200, 201, 202, 204, 400, 401, 403, 404, 405, 413, 415, 422, 429}
 VOICE_STEPS = ("", "/language", "/account", "/urgency", "/record", "/recorded", "/recording-status", "/transcription")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
