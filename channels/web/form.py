@@ -15,7 +15,7 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
@@ -188,20 +188,20 @@ class WebFormAdapter(PushAdapter):
         try:
             reader = await request.multipart()
             async for part in reader:
-                if part.name is None:
-                    continue
-                data = await part.read(decode=True)  # type: ignore[union-attr]
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    continue  # nested multiparts are not part of the form
+                data = await part.read(decode=True)
                 total += len(data)
                 if total > self.max_body:
                     raise BodyTooLarge(max_size=self.max_body, actual_size=total)
-                if part.filename:  # type: ignore[union-attr]
+                if part.filename:
                     if data:
-                        files.append(InboundAttachment(filename=safe_filename(part.filename),  # type: ignore[union-attr]
+                        files.append(InboundAttachment(filename=safe_filename(part.filename),
                                                        content_type=part.headers.get("Content-Type", "application/octet-stream"),
                                                        data=data, size=len(data)))
                 else:
                     try:
-                        fields[part.name] = data.decode(part.get_charset(default="utf-8"))  # type: ignore[union-attr]
+                        fields[part.name] = data.decode(part.get_charset(default="utf-8"))
                     except (UnicodeDecodeError, LookupError) as exc:
                         raise FormInvalid({part.name: "not valid UTF-8"}) from exc
         except (ValueError, AssertionError, BadHttpMessage) as exc:  # BadHttpMessage: a part's headers are broken

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import redis
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import REGISTRY, create_app
@@ -41,8 +40,7 @@ def base_config(tmp_path: Path, backend: str = "sqlite", redis_url: str | None =
 
 def registry_of(client: TestClient) -> Any:
     """The registry of a gateway started by ``start_gateway``."""
-    app: web.Application = client.server.app  # type: ignore[assignment]
-    return app[REGISTRY]
+    return client.app[REGISTRY]
 
 
 @pytest.fixture
