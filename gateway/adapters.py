@@ -186,6 +186,14 @@ class PullAdapter(Adapter):
     with exponential backoff and full jitter before it reconnects.
     """
 
+    #: JSON Schema properties of the settings this base class reads; a pull adapter puts
+    #: ``**PullAdapter.LOOP_SETTINGS`` into its own ``settings_schema`` properties.
+    LOOP_SETTINGS: ClassVar[dict[str, Any]] = {
+        "poll_interval_seconds": {"type": "number", "minimum": 0},
+        "backoff_initial_seconds": {"type": "number", "minimum": 0},
+        "backoff_max_seconds": {"type": "number", "minimum": 0},
+    }
+
     def __init__(self, context: AdapterContext) -> None:
         super().__init__(context)
         self._runner: asyncio.Task[None] | None = None

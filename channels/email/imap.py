@@ -44,13 +44,11 @@ class ImapAdapter(MailDoor, PullAdapter):
             "move_to": {"type": ["string", "null"]},
             "idle": {"type": "boolean"},
             "idle_timeout_seconds": {"type": "number", "minimum": 1, "maximum": 1740},
-            "poll_interval_seconds": {"type": "number", "minimum": 0},
             "batch_size": {"type": "integer", "minimum": 1},
             "max_message_bytes": {"type": "integer", "minimum": 1024},
             "timeout_seconds": {"type": "number", "minimum": 1},
             "lock_ttl_seconds": {"type": "number", "minimum": 5},
-            "backoff_initial_seconds": {"type": "number", "minimum": 0},
-            "backoff_max_seconds": {"type": "number", "minimum": 0},
+            **PullAdapter.LOOP_SETTINGS,
         },
     }
 

@@ -43,9 +43,7 @@ class ScannedPostAdapter(PullAdapter):
             "ocr_max_pages": {"type": "integer", "minimum": 1},
             "max_scan_bytes": {"type": "integer", "minimum": 1},
             "max_letters_per_cycle": {"type": "integer", "minimum": 1},
-            "poll_interval_seconds": {"type": "number", "minimum": 0},
-            "backoff_initial_seconds": {"type": "number", "minimum": 0},
-            "backoff_max_seconds": {"type": "number", "minimum": 0},
+            **PullAdapter.LOOP_SETTINGS,
         },
     }
 
