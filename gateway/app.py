@@ -14,7 +14,7 @@ from gateway.acknowledgements import AcknowledgementTexts
 from gateway.adapters import Adapter, AdapterContext, PushAdapter
 from gateway.blobs import BlobStore
 from gateway.config import ConfigError, GatewayConfig, validate
-from gateway.intake import Intake
+from gateway.intake import DEFAULT_MAX_BATCH, Intake
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.registry import Registry, build_registry
 from normalizer.pipeline import Normalizer, NormalizerSettings
@@ -55,7 +55,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
     blobs = BlobStore(config.blobs_path, fsync=bool(config.section("blobs").get("fsync", True)))
     normalizer = Normalizer(NormalizerSettings.from_config(config.section("normalizer")))
     texts = AcknowledgementTexts(config.section("acknowledgements"), normalizer.settings.default_language)
-    intake = Intake(registry, blobs, normalizer, metrics)
+    intake = Intake(registry, blobs, normalizer, metrics, max_batch=int(config.section("intake").get("max_batch", DEFAULT_MAX_BATCH)))
     app[CONFIG], app[REGISTRY], app[METRICS], app[BLOBS], app[INTAKE], app[TEXTS] = (
         config, registry, metrics, blobs, intake, texts)
 
@@ -100,6 +100,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 await adapter.stop()
             except Exception as exc:  # one channel failing to stop must not keep the others running
                 log.error("channel stop failed", extra={"channel": adapter.instance, "error": repr(exc)})
+        await app[INTAKE].drain()
         await registry.close()
 
 

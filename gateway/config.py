@@ -65,6 +65,8 @@ CORE_SCHEMA: dict[str, Any] = {
         },
         "blobs": {"type": "object", "additionalProperties": False, "properties": {
             "path": {"type": "string"}, "fsync": {"type": "boolean"}}},
+        "intake": {"type": "object", "additionalProperties": False, "properties": {
+            "max_batch": {"type": "integer", "minimum": 1}}},
         "normalizer": {"type": "object"},
         "acknowledgements": {"type": "object"},
         "inbox": {"type": "object"},

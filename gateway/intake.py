@@ -4,12 +4,19 @@ Order matters for the promise "nothing acknowledged is lost": the raw original a
 attachments are written to the blob store first; a message the normaliser cannot handle
 goes to the dead-letter store with its reason; only then is the door told "success". If
 even that fails, ``TemporaryFailure`` tells the adapter to answer "try again".
+
+Messages are handled in batches (group commit). Every message handed over while the
+previous batch was being written joins the next one: its blobs reach the disk with one
+flush, its complaints are registered in one round trip to Redis or one SQLite
+transaction. Nobody waits for a batch to fill: a message arriving alone is a batch of one.
+Each message still gets its own answer, dead letter or failure.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.adapters import Submitted, TemporaryFailure
@@ -18,68 +25,155 @@ from gateway.inbound import Inbound, Receipt
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from normalizer.pipeline import NormalizationError, Normalizer
+from normalizer.schema import Complaint
 
 log = logging.getLogger("complaint_gateway.intake")
 
+#: Messages handled in one batch at most (``intake.max_batch``).
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Waiting:
+    inbound: Inbound
+    future: asyncio.Future[Submitted]
+    started: float
+
 
 class Intake:
-    def __init__(self, registry: Registry, blobs: BlobStore, normalizer: Normalizer, metrics: Metrics) -> None:
+    def __init__(self, registry: Registry, blobs: BlobStore, normalizer: Normalizer, metrics: Metrics,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.registry = registry
         self.blobs = blobs
         self.normalizer = normalizer
         self.metrics = metrics
+        self.max_batch = max(1, max_batch)
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def submit(self, inbound: Inbound) -> Submitted:
-        started = time.perf_counter()
-        channel = inbound.channel
-        self.metrics.received.labels(channel).inc()
+        """Store and register ``inbound``; raises ``TemporaryFailure`` if it could not be
+        made durable. The message joins the next batch."""
+        self.metrics.received.labels(inbound.channel).inc()
+        future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(inbound, future, time.perf_counter()))
+        if self._writer is None:
+            # starts on the loop's next turn: requests read in this turn join the batch
+            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+        # a request cancelled while it waits (client gone) cancels only its future, not the
+        # batch: the message is registered and a redelivery gets the same receipt
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until every message handed over is written (at shutdown)."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    async def _write_batches(self) -> None:
         try:
-            await self._store_blobs(inbound)
+            while self._waiting:
+                batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # a bug must not leave a door waiting for ever
+                    log.exception("intake batch failed", extra={"error": repr(exc)})
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(TemporaryFailure("the message could not be registered"))
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._store_blobs([item.inbound for item in batch])
         except OSError as exc:
-            self.metrics.failed.labels(channel, "temporary").inc()
-            log.error("blob store failed", extra={"channel": channel, "error": repr(exc)})
-            raise TemporaryFailure("the message could not be stored") from exc
+            log.error("blob store failed", extra={"error": repr(exc), "messages": len(batch)})
+            for item in batch:
+                self._fail(item, TemporaryFailure("the message could not be stored"))
+            return
 
-        try:
-            complaint = await asyncio.to_thread(self.normalizer.normalize, inbound) if _heavy(inbound) \
-                else self.normalizer.normalize(inbound)
-        except Exception as exc:  # any normaliser failure keeps the message as a dead letter
-            reason = str(exc) if isinstance(exc, NormalizationError) else f"{type(exc).__name__}: {exc}"
-            return await self._dead_letter(inbound, reason)
+        results: list[Complaint | str | None] = [None if _heavy(item.inbound) else self._normalize(item.inbound)
+                                                 for item in batch]
+        heavy = [i for i, result in enumerate(results) if result is None]
+        if heavy:  # large HTML takes milliseconds to render: off the event loop, in parallel
+            rendered = await asyncio.gather(*(asyncio.to_thread(self._normalize, batch[i].inbound) for i in heavy))
+            for i, result in zip(heavy, rendered):
+                results[i] = result
+        complaints: list[Complaint] = []
+        registering: list[_Waiting] = []
+        for item, result in zip(batch, results):
+            if isinstance(result, Complaint):
+                complaints.append(result)
+                registering.append(item)
+            else:
+                self._settle(item, await self._dead_letter(item.inbound, str(result)))
 
+        if not complaints:
+            return
         try:
-            receipt = await self.registry.submit(complaint)
+            receipts = await self.registry.submit_many(complaints)
         except Exception as exc:
-            self.metrics.failed.labels(channel, "temporary").inc()
-            log.error("registry submit failed", extra={"channel": channel, "error": repr(exc)})
-            raise TemporaryFailure("the registry is not available") from exc
+            log.error("registry submit failed", extra={"error": repr(exc), "messages": len(complaints)})
+            for item in registering:
+                self._fail(item, TemporaryFailure("the registry is not available"))
+            return
+        for item, complaint, receipt in zip(registering, complaints, receipts):
+            if isinstance(receipt, Exception):
+                log.error("registry submit failed", extra={"channel": item.inbound.channel, "error": repr(receipt)})
+                self._fail(item, TemporaryFailure("the registry is not available"))
+                continue
+            channel = item.inbound.channel
+            self.metrics.submit_seconds.labels(channel).observe(time.perf_counter() - item.started)
+            if receipt.status == "duplicate":
+                self.metrics.duplicates.labels(channel).inc()
+            else:
+                self.metrics.registered.labels(channel, receipt.status).inc()
+            log.info("message registered", extra={
+                "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
+                "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})
+            self._settle(item, Submitted(receipt, complaint))
 
-        self.metrics.submit_seconds.labels(channel).observe(time.perf_counter() - started)
-        if receipt.status == "duplicate":
-            self.metrics.duplicates.labels(channel).inc()
+    def _normalize(self, inbound: Inbound) -> Complaint | str:
+        """The complaint, or why there is none (the dead letter's reason)."""
+        try:
+            return self.normalizer.normalize(inbound)
+        except Exception as exc:  # any normaliser failure keeps the message as a dead letter
+            return str(exc) if isinstance(exc, NormalizationError) else f"{type(exc).__name__}: {exc}"
+
+    def _settle(self, item: _Waiting, result: Submitted | TemporaryFailure) -> None:
+        if item.future.done():
+            return
+        if isinstance(result, TemporaryFailure):
+            item.future.set_exception(result)
         else:
-            self.metrics.registered.labels(channel, receipt.status).inc()
-        log.info("message registered", extra={
-            "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
-            "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})
-        return Submitted(receipt, complaint)
+            item.future.set_result(result)
 
-    async def _store_blobs(self, inbound: Inbound) -> None:
-        if inbound.raw is not None and inbound.raw_sha256 is None:
-            inbound.raw_sha256 = await self.blobs.put(inbound.raw)
-        for attachment in inbound.attachments:
-            if attachment.data is not None and attachment.sha256 is None:
-                attachment.size = len(attachment.data)
-                attachment.sha256 = await self.blobs.put(attachment.data)
+    def _fail(self, item: _Waiting, failure: TemporaryFailure) -> None:
+        self.metrics.failed.labels(item.inbound.channel, "temporary").inc()
+        self._settle(item, failure)
 
-    async def _dead_letter(self, inbound: Inbound, reason: str) -> Submitted:
+    async def _store_blobs(self, inbounds: list[Inbound]) -> None:
+        """Every new raw original and attachment of the batch, with one flush to disk."""
+        pending: list[tuple[Any, str, bytes]] = []  # (object, attribute, data)
+        for inbound in inbounds:
+            if inbound.raw is not None and inbound.raw_sha256 is None:
+                pending.append((inbound, "raw_sha256", inbound.raw))
+            for attachment in inbound.attachments:
+                if attachment.data is not None and attachment.sha256 is None:
+                    attachment.size = len(attachment.data)
+                    pending.append((attachment, "sha256", attachment.data))
+        digests = await self.blobs.put_many([data for _, _, data in pending])
+        for (target, attribute, _), digest in zip(pending, digests):
+            setattr(target, attribute, digest)
+
+    async def _dead_letter(self, inbound: Inbound, reason: str) -> Submitted | TemporaryFailure:
         channel = inbound.channel
         try:
             dead_letter_id = await self.registry.add_dead_letter(inbound.to_record(), reason)
         except Exception as exc:
             self.metrics.failed.labels(channel, "temporary").inc()
             log.error("dead-letter store failed", extra={"channel": channel, "error": repr(exc)})
-            raise TemporaryFailure("the message could not be kept") from exc
+            return TemporaryFailure("the message could not be kept")
         self.metrics.failed.labels(channel, "dead_letter").inc()
         log.warning("message kept as dead letter", extra={"channel": channel, "dead_letter_id": dead_letter_id,
                                                           "reason": reason})
@@ -103,5 +197,3 @@ class Intake:
 def _heavy(inbound: Inbound) -> bool:
     """Large HTML takes milliseconds to render: do that off the event loop."""
     return len(inbound.html or "") > 200_000 or len(inbound.text or "") > 500_000
-
-

@@ -89,6 +89,61 @@ async def test_raw_and_attachments_are_stored_before_registration(make_config, s
     assert blobs.get_sync(attachment.sha256) == b"%PDF bill" and attachment.size == 9
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_messages_arriving_together_are_written_in_batches_each_with_its_own_answer(
+        make_config, start_gateway, redis_url: str, backend: str) -> None:
+    client = await start_gateway(make_config(backend=backend, redis_url=redis_url, intake={"max_batch": 8}))
+    intake = client.server.app[INTAKE]
+    registry = registry_of(client)
+    batches: list[int] = []
+    real_submit_many = registry.submit_many
+
+    async def counting(complaints: Any) -> Any:
+        batches.append(len(complaints))
+        return await real_submit_many(complaints)
+
+    registry.submit_many = counting
+    inbounds = [Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
+                        text=f"Нет связи в квартире номер {i}", raw=f"raw {i}".encode()) for i in range(20)]
+    inbounds[5].text = "   "  # unusable: a dead letter in the middle of a batch
+    inbounds[9] = Inbound(channel="web", message_id="m-3", identities=[("phone", "+79161230003")],
+                          text="a redelivery of m-3", raw=b"raw 3")
+    results = await asyncio.gather(*(intake.submit(inbound) for inbound in inbounds))
+    assert batches == [7, 8, 4]  # 20 messages handed over at once in batches of 8; the first holds the dead letter
+    statuses = [r.receipt.status for r in results]
+    assert statuses[5] == "dead_letter" and statuses[9] == "duplicate"
+    assert statuses.count("new") == 18
+    numbers = [r.receipt.registration_number for r in results]
+    assert numbers[9] == numbers[3]
+    assert len({n for i, n in enumerate(numbers) if i not in (5, 9)}) == 18
+    for inbound, result in zip(inbounds, results):
+        if result.complaint is not None:
+            assert result.complaint.customer.identities[0].value == inbound.identities[0][1]
+            assert intake.blobs.get_sync(inbound.raw_sha256 or "") == inbound.raw
+    assert await registry.queue_length() == 18
+    assert len(await registry.list_dead_letters()) == 1
+
+
+async def test_a_registry_failure_for_one_message_fails_only_that_message(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    intake = client.server.app[INTAKE]
+    registry = registry_of(client)
+    real_submit_many = registry.submit_many
+
+    async def second_fails(complaints: Any) -> Any:
+        receipts = await real_submit_many(complaints)
+        return [ConnectionError("lost") if i == 1 else r for i, r in enumerate(receipts)]
+
+    registry.submit_many = second_fails
+    inbounds = [Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
+                        text=f"Нет связи в квартире номер {i}") for i in range(3)]
+    results = await asyncio.gather(*(intake.submit(inbound) for inbound in inbounds), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["Submitted", "TemporaryFailure", "Submitted"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'complaint_gateway_failed_total{channel="web",reason="temporary"} 1.0' in metrics
+    assert 'complaint_gateway_registered_total{channel="web",status="new"} 2.0' in metrics
+
+
 async def test_unusable_message_goes_to_dead_letters_and_replays(make_config, start_gateway) -> None:
     client = await start_gateway(make_config())
     intake = client.server.app[INTAKE]
@@ -119,10 +174,10 @@ async def test_registry_failure_is_a_temporary_failure_for_the_door(make_config,
     client = await start_gateway(make_config())
     registry = registry_of(client)
 
-    async def broken(complaint: Any) -> Any:
+    async def broken(complaints: Any) -> Any:
         raise ConnectionError("registry down")
 
-    registry.submit = broken  # type: ignore[method-assign]
+    registry.submit_many = broken  # type: ignore[method-assign]
     resp = await client.post("/web/complaints", json={"phone": "+79161234567", "text": "Нет связи весь день сегодня"})
     assert resp.status == 503
     metrics = await (await client.get("/metrics")).text()

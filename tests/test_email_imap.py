@@ -84,19 +84,19 @@ async def test_a_bad_message_does_not_block_the_ones_after_it(dovecot, make_conf
 async def test_registry_failure_leaves_the_message_unread_and_retries(dovecot, make_config, start_gateway):
     client = await start_gateway(make_config(channels={"box": dovecot.settings("box1")}))
     registry = registry_of(client)
-    real_submit = registry.submit
+    real_submit = registry.submit_many
     calls = []
 
-    async def broken_submit(complaint):
-        calls.append(complaint)
+    async def broken_submit(complaints):
+        calls.extend(complaints)
         raise ConnectionError("database is down")
 
-    registry.submit = broken_submit
+    registry.submit_many = broken_submit
     dovecot.append("box1", make_mail())
     await wait_until(lambda: len(calls) >= 2, what="retries")
     assert _seen(dovecot, "box1") == {1: False}
     assert await registry.get_cursor(f"cursor:{adapter_of(client, 'box').mailbox}") is None
-    registry.submit = real_submit
+    registry.submit_many = real_submit
     await wait_until(lambda: _count_is(client, 1))
     await wait_until(lambda: _seen(dovecot, "box1") == {1: True})
 

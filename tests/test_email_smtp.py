@@ -80,16 +80,16 @@ async def test_oversized_mail_gets_552(make_config, start_gateway):
 async def test_registry_failure_answers_451_and_the_retry_registers(make_config, start_gateway):
     client, adapter = await _gateway(make_config, start_gateway)
     registry = registry_of(client)
-    real_submit = registry.submit
+    real_submit = registry.submit_many
 
-    async def broken_submit(complaint):
+    async def broken_submit(complaints):
         raise ConnectionError("database is down")
 
-    registry.submit = broken_submit
+    registry.submit_many = broken_submit
     raw = make_mail()
     session = await smtp_send(adapter.port, raw, TO)
     assert session.data[0] == 451
-    registry.submit = real_submit
+    registry.submit_many = real_submit
     retry = await smtp_send(adapter.port, raw, TO)
     assert retry.data[0] == 250
     assert await registry.queue_length() == 1

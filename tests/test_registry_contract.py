@@ -135,6 +135,38 @@ async def test_near_identical_text_in_the_window_is_a_repeat(registry: Registry)
     assert stranger.status == "new"
 
 
+async def test_a_batch_is_registered_in_order_as_if_submitted_one_by_one(registry: Registry) -> None:
+    first = complaint("Нет интернета с утра, роутер мигает", message_id="batch-1")
+    batch = [
+        first,
+        complaint("Нет интернета с утра, роутер мигает!", message_id="batch-2"),  # same customer, same text
+        complaint("anything", message_id="batch-1"),  # a redelivery of the first, in the same batch
+        complaint("Счёт выставлен дважды за март", ids=[("email", "boris@example.com")], message_id="batch-3"),
+        complaint("Дополняю: счёт за март так и не исправили", ids=[("email", "boris@example.com")],
+                  in_reply_to="2026-000002", message_id="batch-4"),
+    ]
+    receipts = await registry.submit_many(batch)
+    assert all(not isinstance(r, Exception) for r in receipts)
+    assert [(r.status, r.registration_number) for r in receipts] == [  # type: ignore[union-attr]
+        ("new", "2026-000001"), ("repeat", "2026-000001"), ("duplicate", "2026-000001"),
+        ("new", "2026-000002"), ("follow_up", "2026-000002")]
+    assert receipts[2].complaint_id == receipts[0].complaint_id == first.id  # type: ignore[union-attr]
+    assert receipts[0].customer_id == receipts[1].customer_id != receipts[3].customer_id  # type: ignore[union-attr]
+    assert [c.registration_number for c in batch] == ["2026-000001"] * 3 + ["2026-000002"] * 2
+    events = await registry.read_events("crm", "w", count=10)
+    assert [(e.event, e.registration_number) for e in events] == [
+        ("new", "2026-000001"), ("repeat", "2026-000001"), ("new", "2026-000002"), ("follow_up", "2026-000002")]
+
+
+async def test_one_bad_complaint_in_a_batch_fails_alone(registry: Registry) -> None:
+    bad = complaint("Нет связи в квартире", message_id="bad")
+    bad.received_at = "not a time"
+    receipts = await registry.submit_many([complaint("Нет связи в квартире"), bad, complaint("Не работает телевидение")])
+    assert isinstance(receipts[1], Exception)
+    assert [r.registration_number for r in (receipts[0], receipts[2])] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
+    assert await registry.queue_length() == 2
+
+
 async def test_automatic_messages_are_kept_without_number_or_event(registry: Registry) -> None:
     receipt = await registry.submit(complaint("I am out of office until Monday", ids=[("email", "robot@example.com")], auto=True))
     assert receipt.status == "automatic" and receipt.registration_number is None

@@ -226,8 +226,42 @@ class Registry(ABC):
             complaint.id = receipt.complaint_id
         return receipt
 
+    async def submit_many(self, complaints: list[Complaint]) -> list[Receipt | Exception]:
+        """Register several complaints in this order, each atomically, in as few round trips
+        (and, on SQLite, transactions) as the backend allows: the intake's group commit.
+        One item's failure is returned in its place and does not touch the others; a
+        backend that cannot be reached at all raises."""
+        plans: list[SubmitPlan | Exception] = []
+        for complaint in complaints:
+            try:
+                plans.append(make_plan(complaint, self.settings, self.number_format))
+            except Exception as exc:  # a complaint the plan cannot be made for fails alone
+                plans.append(exc)
+        ready = [plan for plan in plans if isinstance(plan, SubmitPlan)]
+        results = iter(await self._submit_many(ready) if ready else [])
+        receipts: list[Receipt | Exception] = []
+        for complaint, plan in zip(complaints, plans):
+            result = plan if isinstance(plan, Exception) else next(results)
+            if isinstance(result, Receipt):
+                complaint.registration_number = result.registration_number
+                complaint.customer.customer_id = result.customer_id
+                if result.status != "duplicate" and result.complaint_id:
+                    complaint.id = result.complaint_id
+            receipts.append(result)
+        return receipts
+
     @abstractmethod
     async def _submit(self, plan: SubmitPlan) -> Receipt: ...
+
+    async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
+        """Backends override this to batch; by default the plans are submitted one by one."""
+        results: list[Receipt | Exception] = []
+        for plan in plans:
+            try:
+                results.append(await self._submit(plan))
+            except RegistryError as exc:
+                results.append(exc)
+        return results
 
     # -- reading ----------------------------------------------------------------------
     @abstractmethod

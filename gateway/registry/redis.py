@@ -77,6 +77,27 @@ class RedisRegistry(Registry):
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
+        try:
+            status, receipt_json = await self._submit_script(keys=[self.prefix], args=self._submit_args(plan))
+        except RedisError as exc:
+            raise RegistryError(f"redis submit: {exc}") from exc
+        return _receipt(status, receipt_json)
+
+    async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
+        """One pipeline of script calls: one round trip for the batch, each call atomic."""
+        if len(plans) == 1:
+            return [await self._submit(plans[0])]
+        pipe = self.r.pipeline(transaction=False)
+        for plan in plans:
+            await self._submit_script(keys=[self.prefix], args=self._submit_args(plan), client=pipe)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise RegistryError(f"redis submit: {exc}") from exc
+        return [RegistryError(f"redis submit: {reply}") if isinstance(reply, Exception) else _receipt(*reply)
+                for reply in replies]
+
+    def _submit_args(self, plan: SubmitPlan) -> list[str]:
         c = plan.complaint
         number_token = "CGNUMBER" + new_id()
         customer_token = "CGCUSTOMER" + new_id()
@@ -108,14 +129,7 @@ class RedisRegistry(Registry):
             "number_token": number_token,
             "customer_token": customer_token,
         }
-        try:
-            status, receipt_json = await self._submit_script(keys=[self.prefix], args=[json.dumps(params, ensure_ascii=False), body])
-        except RedisError as exc:
-            raise RegistryError(f"redis submit: {exc}") from exc
-        previous = Receipt.from_dict(json.loads(receipt_json))
-        if status == "duplicate":
-            return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
-        return previous
+        return [json.dumps(params, ensure_ascii=False), body]
 
     # -- reading ----------------------------------------------------------------------
     async def get_message(self, complaint_id: str) -> Complaint | None:
@@ -458,3 +472,9 @@ class RedisRegistry(Registry):
     async def release_lock(self, name: str, owner: str) -> None:
         await self._unlock_script(keys=[self.prefix + "lock:" + name], args=[owner])
 
+
+def _receipt(status: str, receipt_json: str) -> Receipt:
+    previous = Receipt.from_dict(json.loads(receipt_json))
+    if status == "duplicate":
+        return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
+    return previous

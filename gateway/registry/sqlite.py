@@ -140,6 +140,22 @@ class SqliteRegistry(Registry):
     async def _submit(self, plan: SubmitPlan) -> Receipt:
         return await self._run(self._tx, lambda db: self._submit_tx(db, plan))
 
+    async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
+        """One transaction, one commit (one flush to disk) for the batch; each submit in a
+        savepoint of its own, so one that fails is undone alone."""
+        return await self._run(self._tx, lambda db: [self._submit_savepoint(db, plan) for plan in plans])
+
+    def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan) -> Receipt | Exception:
+        db.execute("SAVEPOINT submit")
+        try:
+            receipt = self._submit_tx(db, plan)
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK TO submit")
+            db.execute("RELEASE submit")
+            return RegistryError(f"sqlite: {exc}")
+        db.execute("RELEASE submit")
+        return receipt
+
     def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan) -> Receipt:
         c = plan.complaint
         row = db.execute(
