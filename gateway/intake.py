@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,28 +71,44 @@ class Intake:
             await asyncio.shield(self._writer)
 
     async def _write_batches(self) -> None:
+        """Batches go through two stages: their blobs are stored (in a thread) while the
+        batch before registers (on the loop). Registrations keep the order of arrival."""
+        registering: asyncio.Task[None] | None = None
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-                try:
-                    await self._write(batch)
-                except Exception as exc:  # a bug must not leave a door waiting for ever
-                    log.exception("intake batch failed", extra={"error": repr(exc)})
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(TemporaryFailure("the message could not be registered"))
+                stored = await self._guarded(batch, self._store(batch))
+                if registering is not None:
+                    await registering
+                    registering = None
+                if stored:
+                    registering = asyncio.get_running_loop().create_task(self._guarded(batch, self._register(batch)))
+            if registering is not None:
+                await registering
         finally:
             self._writer = None
 
-    async def _write(self, batch: list[_Waiting]) -> None:
+    async def _guarded(self, batch: list[_Waiting], stage: Awaitable[bool | None]) -> bool:
+        try:
+            return bool(await stage)
+        except Exception as exc:  # a bug must not leave a door waiting for ever
+            log.exception("intake batch failed", extra={"error": repr(exc)})
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(TemporaryFailure("the message could not be registered"))
+            return False
+
+    async def _store(self, batch: list[_Waiting]) -> bool:
         try:
             await self._store_blobs([item.inbound for item in batch])
         except OSError as exc:
             log.error("blob store failed", extra={"error": repr(exc), "messages": len(batch)})
             for item in batch:
                 self._fail(item, TemporaryFailure("the message could not be stored"))
-            return
+            return False
+        return True
 
+    async def _register(self, batch: list[_Waiting]) -> None:
         results: list[Complaint | str | None] = [None if _heavy(item.inbound) else self._normalize(item.inbound)
                                                  for item in batch]
         heavy = [i for i, result in enumerate(results) if result is None]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+import re._constants as re_constants
+import re._parser as re_parser
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -130,23 +132,167 @@ def _always(pattern: Pattern) -> bool:
 
 
 class SentenceIndex:
-    """The sentences of one text joined by newlines: one search per term over the whole
+    """The sentences of one text joined by newlines: one look per term over the whole
     text rules out the patterns that cannot match any sentence (most patterns, for most
-    complaints) before they are tried sentence by sentence."""
+    complaints) before they are tried sentence by sentence. A term that matches one
+    whole word only is looked up among the text's words (``WordTerms``); other terms
+    are searched once."""
 
-    def __init__(self, sentences: list[Sentence]) -> None:
+    def __init__(self, sentences: list[Sentence], words: WordTerms | None = None) -> None:
         self.text = "\n".join(s.text for s in sentences)
         self._found: dict[re.Pattern[str], bool] = {}
+        self._words = words
+        self._word_terms = words.found_in(self.text) if words is not None else frozenset()
 
     def possible(self, pattern: Pattern) -> bool:
         for term, scan in zip(pattern.terms, pattern.scans or pattern.terms):
             found = self._found.get(term)
             if found is None:
-                found = self._found[term] = not _found_in_joined_text(term) or (
-                    _word_start_match(scan, self.text) if pattern.scans else term.search(self.text) is not None)
+                term_id = self._words.ids.get(term) if self._words is not None else None
+                if term_id is not None:
+                    found = term_id in self._word_terms
+                else:
+                    found = not _found_in_joined_text(term) or (
+                        _word_start_match(scan, self.text) if pattern.scans else term.search(self.text) is not None)
+                self._found[term] = found
             if not found:
                 return False
         return True
+
+
+class WordTerms:
+    """The terms that can only match one whole word (letters and digits, no spaces or
+    look-arounds), and which of them each word of a text matches: learned once per
+    distinct word, then a dictionary look-up. A new word is tried only against the terms
+    that can begin with its first letter. This replaces ~150 regular-expression searches
+    per complaint with one look-up per word."""
+
+    def __init__(self, terms: list[re.Pattern[str]], max_words: int = 200_000) -> None:
+        single = [t for t in dict.fromkeys(terms) if _single_word(t)]
+        self.terms = single
+        self.ids: dict[re.Pattern[str], int] = {t: i for i, t in enumerate(single)}
+        self.max_words = max_words
+        self._by_first: dict[str, list[int]] = {}
+        self._any_first: list[int] = []
+        for i, term in enumerate(single):
+            first = _first_letters(_inner(term))
+            if first is None:
+                self._any_first.append(i)
+            else:
+                for ch in first:
+                    self._by_first.setdefault(ch, []).append(i)
+        self._words: dict[str, frozenset[int]] = {}
+
+    def of_word(self, word: str) -> frozenset[int]:
+        known = self._words.get(word)
+        if known is None:
+            candidates = self._by_first.get(word[0], [])
+            known = frozenset(i for i in (*candidates, *self._any_first) if self.terms[i].fullmatch(word))
+            if len(self._words) >= self.max_words:
+                self._words.clear()
+            self._words[word] = known
+        return known
+
+    def found_in(self, text: str) -> frozenset[int]:
+        found: set[int] = set()
+        for word in set(_WORD.findall(text)):
+            found |= self.of_word(word)
+        return frozenset(found)
+
+
+def _inner(term: re.Pattern[str]) -> str:
+    return term.pattern.removeprefix(r"(?<!\w)(?:").removesuffix(r")(?!\w)")
+
+
+def _is_word_char(code: int) -> bool:
+    return _WORD_CHAR.match(chr(code)) is not None
+
+
+def _single_word(term: re.Pattern[str]) -> bool:
+    """Whether every match of ``term`` is one whole word: its pattern only ever matches one
+    or more word characters (judged from the parsed pattern; anything unusual is "no")."""
+    try:
+        parsed = re_parser.parse(_inner(term), term.flags)
+        return parsed.getwidth()[0] >= 1 and _only_word_chars(parsed)
+    except Exception:  # a construct the parser handles differently: search with the regex
+        return False
+
+
+def _only_word_chars(items: Any) -> bool:
+    for op, av in items:
+        if op is re_constants.LITERAL:
+            if not _is_word_char(av):
+                return False
+        elif op is re_constants.IN:
+            for kind, value in av:
+                if kind is re_constants.LITERAL:
+                    if not _is_word_char(value):
+                        return False
+                elif kind is re_constants.RANGE:
+                    low, high = value
+                    if high - low > 4096 or not all(_is_word_char(c) for c in range(low, high + 1)):
+                        return False
+                elif kind is re_constants.CATEGORY:
+                    if value not in (re_constants.CATEGORY_WORD, re_constants.CATEGORY_DIGIT):
+                        return False
+                else:  # NEGATE and anything else
+                    return False
+        elif op is re_constants.BRANCH:
+            if not all(_only_word_chars(branch) for branch in av[1]):
+                return False
+        elif op is re_constants.SUBPATTERN:
+            if not _only_word_chars(av[3]):
+                return False
+        elif op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT, re_constants.POSSESSIVE_REPEAT):
+            if not _only_word_chars(av[2]):
+                return False
+        elif op is re_constants.ATOMIC_GROUP:
+            if not _only_word_chars(av):
+                return False
+        else:  # ANY, NOT_LITERAL, AT, ASSERT, GROUPREF, ...: not judged
+            return False
+    return True
+
+
+def _first_letters(pattern: str) -> frozenset[str] | None:
+    """The letters a match of ``pattern`` can begin with, or None when that is not known."""
+    try:
+        parsed = re_parser.parse(pattern)
+        if parsed.state.flags & re.IGNORECASE:
+            return None
+        return _first_of_sequence(list(parsed))
+    except Exception:
+        return None
+
+
+def _first_of_sequence(items: list[Any]) -> frozenset[str] | None:
+    letters: set[str] = set()
+    for op, av in items:
+        first: frozenset[str] | None
+        if op is re_constants.LITERAL:
+            first, min_width = frozenset(chr(av)), 1
+        elif op is re_constants.IN:
+            if not all(kind is re_constants.LITERAL for kind, _ in av):
+                return None
+            first, min_width = frozenset(chr(value) for _, value in av), 1
+        elif op is re_constants.BRANCH:
+            firsts = [_first_of_sequence(list(branch)) for branch in av[1]]
+            if any(f is None for f in firsts):
+                return None
+            first = frozenset().union(*firsts)  # type: ignore[arg-type]
+            min_width = min(re_parser.SubPattern(branch.state, list(branch)).getwidth()[0] for branch in av[1])
+        elif op is re_constants.SUBPATTERN:
+            first, min_width = _first_of_sequence(list(av[3])), av[3].getwidth()[0]
+        elif op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT, re_constants.POSSESSIVE_REPEAT):
+            first, min_width = _first_of_sequence(list(av[2])), av[0] * av[2].getwidth()[0]
+        else:
+            return None
+        if first is None:
+            return None
+        letters |= first
+        if min_width > 0:
+            return frozenset(letters)
+    return None  # the whole pattern can match nothing: no first letter to rely on
 
 
 def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
@@ -265,10 +411,14 @@ class UrgencyRules:
     def __init__(self, rules: list[UrgencyRule], max_chars: int = 10_000) -> None:
         self.rules = sorted(rules, key=lambda r: -RANK[r.level])  # stable: file order kept per level
         self.max_chars = max_chars
+        terms = [term for rule in self.rules
+                 for pattern in (*(p for _, p in rule.patterns), *rule.unless, *(p for g in rule.requires for p in g))
+                 for term in pattern.terms]
+        self.words = WordTerms(terms)
 
     def classify(self, text: str) -> RuleMatch | None:
         sentences = split_sentences(text[: self.max_chars])
-        index = SentenceIndex(sentences) if len(sentences) > 1 else None  # one sentence: nothing to gain
+        index = SentenceIndex(sentences, self.words)
         best: RuleMatch | None = None
         for rule in self.rules:
             if best is not None and RANK[rule.level] <= RANK[best.level]:
