@@ -17,6 +17,7 @@ import re
 import re._constants as re_constants
 import re._parser as re_parser
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -134,23 +135,24 @@ def _always(pattern: Pattern) -> bool:
 class SentenceIndex:
     """The sentences of one text joined by newlines: one look per term over the whole
     text rules out the patterns that cannot match any sentence (most patterns, for most
-    complaints) before they are tried sentence by sentence. A term that matches one
-    whole word only is looked up among the text's words (``WordTerms``); other terms
-    are searched once."""
+    complaints) before they are tried sentence by sentence. ``WordTerms`` answers for most
+    terms from the text's words alone; the others are searched once."""
 
     def __init__(self, sentences: list[Sentence], words: WordTerms | None = None) -> None:
         self.text = "\n".join(s.text for s in sentences)
         self._found: dict[re.Pattern[str], bool] = {}
         self._words = words
-        self._word_terms = words.found_in(self.text) if words is not None else frozenset()
+        self.gates_open = words.gates_in(self.text) if words is not None else frozenset()
 
     def possible(self, pattern: Pattern) -> bool:
         for term, scan in zip(pattern.terms, pattern.scans or pattern.terms):
             found = self._found.get(term)
             if found is None:
-                term_id = self._words.ids.get(term) if self._words is not None else None
-                if term_id is not None:
-                    found = term_id in self._word_terms
+                gated = self._words.gated.get(term) if self._words is not None else None
+                if gated is not None and gated[1].isdisjoint(self.gates_open):
+                    found = False  # not one of the words the term must begin with is in the text
+                elif gated is not None and gated[0]:
+                    found = True  # the term is one word, and that word is in the text
                 else:
                     found = not _found_in_joined_text(term) or (
                         _word_start_match(scan, self.text) if pattern.scans else term.search(self.text) is not None)
@@ -161,21 +163,32 @@ class SentenceIndex:
 
 
 class WordTerms:
-    """The terms that can only match one whole word (letters and digits, no spaces or
-    look-arounds), and which of them each word of a text matches: learned once per
-    distinct word, then a dictionary look-up. A new word is tried only against the terms
-    that can begin with its first letter. This replaces ~150 regular-expression searches
-    per complaint with one look-up per word."""
+    """Most terms are alternatives that each begin with one whole word: ``нет``,
+    ``отключ\\w*``, ``не работает`` (which begins with ``не``). Such a term can only match a
+    text that holds one of those first words (its *gates*); a term whose alternatives are
+    all single words matches exactly when one is there. Which gates a word opens is learned
+    once per distinct word (trying only the gates that can begin with its first letter),
+    then it is a dictionary look-up: the terms of most complaints are ruled out without one
+    regular-expression search."""
 
     def __init__(self, terms: list[re.Pattern[str]], max_words: int = 200_000) -> None:
-        single = [t for t in dict.fromkeys(terms) if _single_word(t)]
-        self.terms = single
-        self.ids: dict[re.Pattern[str], int] = {t: i for i, t in enumerate(single)}
+        self.gates: list[re.Pattern[str]] = []
+        gate_ids: dict[str, int] = {}
+        #: term -> (exact, the gates one of which it needs)
+        self.gated: dict[re.Pattern[str], tuple[bool, frozenset[int]]] = {}
+        for term in dict.fromkeys(terms):
+            plan = _gates_of(_inner(term))
+            if plan is None:
+                continue
+            exact, sources = plan
+            ids = frozenset(gate_ids.setdefault(source, len(gate_ids)) for source in sources)
+            self.gated[term] = (exact, ids)
+        self.gates = [re.compile(source) for source in gate_ids]
         self.max_words = max_words
         self._by_first: dict[str, list[int]] = {}
         self._any_first: list[int] = []
-        for i, term in enumerate(single):
-            first = _first_letters(_inner(term))
+        for source, i in gate_ids.items():
+            first = _first_letters(source)
             if first is None:
                 self._any_first.append(i)
             else:
@@ -187,35 +200,124 @@ class WordTerms:
         known = self._words.get(word)
         if known is None:
             candidates = self._by_first.get(word[0], [])
-            known = frozenset(i for i in (*candidates, *self._any_first) if self.terms[i].fullmatch(word))
+            known = frozenset(i for i in (*candidates, *self._any_first) if self.gates[i].fullmatch(word))
             if len(self._words) >= self.max_words:
                 self._words.clear()
             self._words[word] = known
         return known
 
-    def found_in(self, text: str) -> frozenset[int]:
-        found: set[int] = set()
+    def gates_in(self, text: str) -> frozenset[int]:
+        opened: set[int] = set()
         for word in set(_WORD.findall(text)):
-            found |= self.of_word(word)
-        return frozenset(found)
+            opened |= self.of_word(word)
+        return frozenset(opened)
 
 
 def _inner(term: re.Pattern[str]) -> str:
     return term.pattern.removeprefix(r"(?<!\w)(?:").removesuffix(r")(?!\w)")
 
 
+def _split_top_level(source: str) -> tuple[list[str], list[int]]:
+    """``source`` split at ``|`` outside groups and classes, and where its literal spaces
+    outside groups and classes are (positions), or ValueError if it is not balanced."""
+    parts, spaces, depth, start, i, in_class = [], [], 0, 0, 0, False
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if source[i + 1:i + 2] == "]" or source[i + 1:i + 3] == "^]":
+                i += 2 if source[i + 1] == "]" else 3
+                continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ValueError("unbalanced")
+        elif depth == 0 and ch == "|":
+            parts.append(source[start:i])
+            start = i + 1
+        elif depth == 0 and ch == " " and source[i + 1:i + 2] not in ("?", "*", "+", "{"):
+            spaces.append(i)
+        i += 1
+    if depth or in_class:
+        raise ValueError("unbalanced")
+    parts.append(source[start:])
+    return parts, spaces
+
+
+def _alternatives(source: str) -> list[str]:
+    """The top-level alternatives of ``source``; a group around the whole is looked into."""
+    parts, _ = _split_top_level(source)
+    if len(parts) == 1 and _encloses(source):
+        if source.startswith("(?:"):
+            return _alternatives(source[3:-1])
+        if not source.startswith("(?"):  # a plain group; not a look-around or a named group
+            return _alternatives(source[1:-1])
+    return parts
+
+
+def _encloses(source: str) -> bool:
+    """Whether the group opened by the first character closes at the last one."""
+    depth, i, in_class = 0, 0, False
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i == len(source) - 1
+        i += 1
+    return False
+
+
+def _gates_of(source: str) -> tuple[bool, list[str]] | None:
+    """(exact, gates) of a term: the one-word regular expressions one of which must match a
+    whole word of any text the term matches; exact when the term is nothing but them.
+    None when some alternative does not begin with one whole word."""
+    try:
+        alternatives = _alternatives(source)
+    except ValueError:
+        return None
+    gates, exact = [], True
+    for alternative in alternatives:
+        try:
+            _, spaces = _split_top_level(alternative)
+        except ValueError:
+            return None
+        gate = alternative[:spaces[0]] if spaces else alternative
+        exact = exact and not spaces
+        if not _one_word(gate):
+            return None
+        gates.append(gate)
+    return exact, gates
+
+
+def _one_word(source: str) -> bool:
+    """Whether every match of ``source`` is one or more word characters and nothing else
+    (judged from the parsed pattern; anything unusual is "no")."""
+    try:
+        parsed = re_parser.parse(source)
+        return parsed.getwidth()[0] >= 1 and _only_word_chars(parsed)
+    except Exception:  # not a pattern on its own, or a construct judged differently
+        return False
+
+
 def _is_word_char(code: int) -> bool:
     return _WORD_CHAR.match(chr(code)) is not None
-
-
-def _single_word(term: re.Pattern[str]) -> bool:
-    """Whether every match of ``term`` is one whole word: its pattern only ever matches one
-    or more word characters (judged from the parsed pattern; anything unusual is "no")."""
-    try:
-        parsed = re_parser.parse(_inner(term), term.flags)
-        return parsed.getwidth()[0] >= 1 and _only_word_chars(parsed)
-    except Exception:  # a construct the parser handles differently: search with the regex
-        return False
 
 
 def _only_word_chars(items: Any) -> bool:
@@ -379,9 +481,16 @@ class UrgencyRule:
     unless: tuple[Pattern, ...]
     requires: tuple[tuple[Pattern, ...], ...]
 
-    def match(self, sentences: list[Sentence], index: SentenceIndex | None = None) -> RuleMatch | None:
+    def match(self, sentences: list[Sentence], index: SentenceIndex | None = None,
+              gates: Sequence[frozenset[int] | None] = ()) -> RuleMatch | None:
+        """``gates``: per pattern, the gates one of which its rarest gated term needs."""
         possible = index.possible if index is not None else _always
-        patterns = [(language, p) for language, p in self.patterns if possible(p)]
+        if index is not None and gates:
+            opened = index.gates_open
+            patterns = [(language, p) for (language, p), needed in zip(self.patterns, gates)
+                        if (needed is None or not needed.isdisjoint(opened)) and possible(p)]
+        else:
+            patterns = [(language, p) for language, p in self.patterns if possible(p)]
         if not patterns:
             return None
         unless = [p for p in self.unless if possible(p)]
@@ -415,15 +524,27 @@ class UrgencyRules:
                  for pattern in (*(p for _, p in rule.patterns), *rule.unless, *(p for g in rule.requires for p in g))
                  for term in pattern.terms]
         self.words = WordTerms(terms)
+        #: per rule, the gates one of which must be open for any of its patterns to match
+        #: (each pattern needs its gated terms), or None when a pattern has no gated term
+        self._pattern_gates = [[self._gates_of_pattern(p) for _, p in rule.patterns] for rule in self.rules]
+        self._rule_gates = [None if None in gates else frozenset().union(*gates)  # type: ignore[arg-type]
+                            for gates in self._pattern_gates]
+
+    def _gates_of_pattern(self, pattern: Pattern) -> frozenset[int] | None:
+        needed = [self.words.gated[t][1] for t in pattern.terms if t in self.words.gated]
+        return min(needed, key=len) if needed else None
 
     def classify(self, text: str) -> RuleMatch | None:
         sentences = split_sentences(text[: self.max_chars])
         index = SentenceIndex(sentences, self.words)
+        opened = index.gates_open
         best: RuleMatch | None = None
-        for rule in self.rules:
+        for rule, gates, pattern_gates in zip(self.rules, self._rule_gates, self._pattern_gates):
             if best is not None and RANK[rule.level] <= RANK[best.level]:
                 break
-            found = rule.match(sentences, index)
+            if gates is not None and gates.isdisjoint(opened):
+                continue  # not one word that any of its patterns begins with is in the text
+            found = rule.match(sentences, index, pattern_gates)
             if found is not None:
                 best = found
         return best

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from normalizer.urgency_rules import Pattern, Sentence, SentenceIndex, UrgencyRules, split_sentences
+from normalizer.urgency_rules import Pattern, Sentence, SentenceIndex, UrgencyRules, _gates_of, split_sentences
 
 DATA = Path(__file__).resolve().parent.parent / "bench" / "data"
 
@@ -68,14 +68,41 @@ def test_lookbehind_in_a_term_sees_only_its_own_sentence() -> None:
 def test_index_rules_out_only_patterns_that_match_no_sentence() -> None:
     rules = UrgencyRules.default()
     sentences = split_sentences("Нет интернета третий день. Роутер мигает красным. Пахнет газом!")
-    index = SentenceIndex(sentences)
     patterns = [p for rule in rules.rules for _, p in rule.patterns]
-    ruled_out = 0
-    for pattern in patterns:
-        in_a_sentence = any(pattern.present_in(s.text) for s in sentences)
-        if in_a_sentence:
-            assert index.possible(pattern), pattern.source
-        if len(pattern.terms) == 1:
-            assert index.possible(pattern) == in_a_sentence, pattern.source
-        ruled_out += not index.possible(pattern)
-    assert ruled_out > len(patterns) / 2
+    for index in (SentenceIndex(sentences), SentenceIndex(sentences, rules.words)):
+        ruled_out = 0
+        for pattern in patterns:
+            in_a_sentence = any(pattern.present_in(s.text) for s in sentences)
+            if in_a_sentence:
+                assert index.possible(pattern), pattern.source
+            if len(pattern.terms) == 1:
+                assert index.possible(pattern) == in_a_sentence, pattern.source
+            ruled_out += not index.possible(pattern)
+        assert ruled_out > len(patterns) / 2
+
+
+def test_a_term_is_gated_by_the_whole_first_words_of_its_alternatives() -> None:
+    assert _gates_of(r"нет|отключ\w*|не работает") == (False, ["нет", r"отключ\w*", "не"])
+    assert _gates_of("газ(а|у|ом)?") == (True, ["газ(а|у|ом)?"])
+    assert _gates_of(r"(?:розетк\w*|провод(а|ов)?) (искрит|горит)") == (False, [r"(?:розетк\w*|провод(а|ов)?)"])
+    assert _gates_of("(power )?(lines?|wires?)") is None  # may begin with "lines": no whole first word
+    assert _gates_of("life[ -]threatening") is None  # the space is in a class
+    assert _gates_of("wi-?fi") is None  # "-" is no word character
+    assert _gates_of("зв'язок") is None
+
+
+def test_unusual_terms_decide_as_the_sentence_by_sentence_search() -> None:
+    rules = UrgencyRules.from_config({"rules": [
+        {"name": "odd", "level": "immediate", "patterns": {"xx": [
+            r"(?<!не )горит", "зв'язок + відсутн\\w*", "wi-?fi + down", "a.c + broken", r"\d{3} + авария",
+            "(power )?lines? + down", "нет (света|воды) + (?:третий|пятый) день", "[0-9]+ этаж + потоп\\w*"]}},
+        {"name": "plain", "level": "high", "patterns": {"xx": ["нет + связи", "brak + prad\\w*"]}}]})
+    texts = ["Горит щиток", "Не горит лампа", "Зв'язок відсутній", "the wi-fi is down", "wifi down", "the a/c is broken",
+             "авария на 220 линии", "power lines down", "the lines are down", "нет света третий день", "нет воды уже пятый день",
+             "затопило: 5 этаж, потоп", "нет связи с утра", "brak prądu", "Ничего не горит. Нет связи!", "нетсвязи", "",
+             "нет\nсвязи", "lines\ndown"]
+    fired = 0
+    for text in texts:
+        assert decided(rules, text) == slow_classify(rules, text), text
+        fired += decided(rules, text) is not None
+    assert fired >= 12
