@@ -20,6 +20,9 @@ from pathlib import Path
 #: Without fsync, a blob up to this size is written on the event loop: the write costs less
 #: than handing it to a thread.
 INLINE_WRITE_BYTES = 64 * 1024
+#: A batch of blobs up to this size in all is written on the event loop; only its flushes
+#: to disk wait in a thread.
+INLINE_BATCH_BYTES = 1024 * 1024
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -72,30 +75,40 @@ class BlobStore:
         """Store several blobs with one flush to disk for all of them (group commit): the
         data of every new blob is written first, then synced once, then renamed into
         place, and the renames are synced once more."""
+        digests, written = self._write_new(items)
+        try:
+            if written and self.fsync:
+                _sync(self.incoming, [Path(tmp) for tmp in written.values()])
+            directories = self._place(written)
+            if written and self.fsync:  # the renames themselves must survive a power cut too
+                _sync(self.root, directories)
+        except BaseException:
+            _remove(written)
+            raise
+        return digests
+
+    def _write_new(self, items: list[bytes]) -> tuple[list[str], dict[str, str]]:
+        """The digests, and the temporary file of each blob not stored yet (not flushed)."""
         digests = [hashlib.sha256(data).hexdigest() for data in items]
         written: dict[str, str] = {}  # digest -> temporary file
         try:
             for digest, data in zip(digests, items):
-                if digest in written or self.path(digest).exists():
-                    continue
-                written[digest] = self._write_temporary(data)
-            if not written:
-                return digests
-            if self.fsync:
-                _sync(self.incoming, [Path(tmp) for tmp in written.values()])
-            directories = set()
-            for digest, tmp in written.items():
-                target = self.path(digest)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-                directories.add(target.parent)
-            if self.fsync:  # the renames themselves must survive a power cut too
-                _sync(self.root, sorted(directories))
+                if digest not in written and not self.path(digest).exists():
+                    written[digest] = self._write_temporary(data)
         except BaseException:
-            for tmp in written.values():
-                Path(tmp).unlink(missing_ok=True)
+            _remove(written)
             raise
-        return digests
+        return digests, written
+
+    def _place(self, written: dict[str, str]) -> list[Path]:
+        """Rename the temporary files into place; the directories that changed."""
+        directories = set()
+        for digest, tmp in written.items():
+            target = self.path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            directories.add(target.parent)
+        return sorted(directories)
 
     def _write_temporary(self, data: bytes) -> str:
         try:
@@ -117,12 +130,26 @@ class BlobStore:
         return await asyncio.to_thread(self.put_sync, data)
 
     async def put_many(self, items: list[bytes]) -> list[str]:
-        """``put`` for several blobs at once: one hand-off to a thread, one flush to disk."""
+        """``put`` for several blobs at once, with one flush to disk."""
         if not items:
             return []
-        if not self.fsync and sum(map(len, items)) <= INLINE_WRITE_BYTES:
-            return self.put_many_sync(items)
-        return await asyncio.to_thread(self.put_many_sync, items)
+        staged = self.stage(items)
+        if staged is None:
+            return await asyncio.to_thread(self.put_many_sync, items)
+        staged.start()
+        return await staged.commit()
+
+    def stage(self, items: list[bytes]) -> StagedBlobs | None:
+        """Hash a small batch and write it to temporary files, on the event loop (page cache:
+        microseconds); ``start()`` and ``commit()`` then flush it and move it into place, so
+        the caller knows the digests and can work while the flush waits in a thread. A
+        thread doing many small system calls instead would wait for the interpreter lock
+        after each one while the loop is busy: that made a batch take ten times longer.
+        None for a batch above ``INLINE_BATCH_BYTES``: use ``put_many``."""
+        if sum(map(len, items)) > INLINE_BATCH_BYTES:
+            return None
+        digests, written = self._write_new(items)
+        return StagedBlobs(self, digests, written)
 
     def get_sync(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
@@ -139,3 +166,40 @@ class BlobStore:
             return True
         except FileNotFoundError:
             return False
+
+
+def _remove(written: dict[str, str]) -> None:
+    for tmp in written.values():
+        Path(tmp).unlink(missing_ok=True)
+
+
+class StagedBlobs:
+    """Blobs written to temporary files, not yet flushed or in place (``BlobStore.stage``)."""
+
+    def __init__(self, store: BlobStore, digests: list[str], written: dict[str, str]) -> None:
+        self.store = store
+        self.digests = digests
+        self._written = written
+        self._flush: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        """Begin flushing the data to disk in a thread; returns at once."""
+        if self._written and self.store.fsync and self._flush is None:
+            paths = [Path(tmp) for tmp in self._written.values()]
+            self._flush = asyncio.get_running_loop().run_in_executor(None, _sync, self.store.incoming, paths)
+
+    async def commit(self) -> list[str]:
+        """Wait for the flush, move the blobs into place and flush that too; the digests."""
+        if not self._written:
+            return self.digests
+        try:
+            self.start()
+            if self._flush is not None:
+                await self._flush
+            directories = self.store._place(self._written)
+            if self.store.fsync:  # the renames themselves must survive a power cut too
+                await asyncio.to_thread(_sync, self.store.root, directories)
+        except BaseException:
+            _remove(self._written)
+            raise
+        return self.digests

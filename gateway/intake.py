@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.adapters import Submitted, TemporaryFailure
 from gateway.blobs import BlobStore
@@ -29,6 +29,8 @@ from normalizer.pipeline import NormalizationError, Normalizer
 from normalizer.schema import Complaint
 
 log = logging.getLogger("complaint_gateway.intake")
+
+T = TypeVar("T")
 
 #: Messages handled in one batch at most (``intake.max_batch``).
 DEFAULT_MAX_BATCH = 64
@@ -71,51 +73,66 @@ class Intake:
             await asyncio.shield(self._writer)
 
     async def _write_batches(self) -> None:
-        """Batches go through two stages: their blobs are stored (in a thread) while the
-        batch before registers (on the loop). Registrations keep the order of arrival."""
-        registering: asyncio.Task[None] | None = None
+        """Batches go through two stages. Preparing: the blobs are written and flushed to
+        disk, and the messages normalised while the flush waits in a thread. Registering:
+        one registry round trip. A batch prepares while the one before registers;
+        registrations keep the order of arrival."""
+        registering: asyncio.Task[bool] | None = None
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
-                stored = await self._guarded(batch, self._store(batch))
+                prepared = await self._guarded(batch, self._prepare(batch))
                 if registering is not None:
                     await registering
                     registering = None
-                if stored:
-                    registering = asyncio.get_running_loop().create_task(self._guarded(batch, self._register(batch)))
+                if prepared is not None:
+                    registering = asyncio.get_running_loop().create_task(
+                        self._guarded(batch, self._register(batch, prepared)))
             if registering is not None:
                 await registering
         finally:
             self._writer = None
 
-    async def _guarded(self, batch: list[_Waiting], stage: Awaitable[bool | None]) -> bool:
+    async def _guarded(self, batch: list[_Waiting], stage: Awaitable[T]) -> T | None:
         try:
-            return bool(await stage)
+            return await stage
         except Exception as exc:  # a bug must not leave a door waiting for ever
             log.exception("intake batch failed", extra={"error": repr(exc)})
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(TemporaryFailure("the message could not be registered"))
-            return False
+            return None
 
-    async def _store(self, batch: list[_Waiting]) -> bool:
+    async def _prepare(self, batch: list[_Waiting]) -> list[Complaint | str] | None:
+        """Each message's complaint (or why there is none), once its blobs are on disk;
+        None when they could not be stored (every message of the batch is told so)."""
+        pending = _blobs_of([item.inbound for item in batch])
         try:
-            await self._store_blobs([item.inbound for item in batch])
+            staged = self.blobs.stage([data for _, _, data in pending])
+            if staged is None:  # a large batch: hashed and written in a thread first
+                _assign(pending, await self.blobs.put_many([data for _, _, data in pending]))
+                results = self._normalize_light(batch)
+            else:
+                _assign(pending, staged.digests)
+                staged.start()
+                results = self._normalize_light(batch)  # while the flush waits in its thread
+                await staged.commit()
         except OSError as exc:
             log.error("blob store failed", extra={"error": repr(exc), "messages": len(batch)})
             for item in batch:
                 self._fail(item, TemporaryFailure("the message could not be stored"))
-            return False
-        return True
-
-    async def _register(self, batch: list[_Waiting]) -> None:
-        results: list[Complaint | str | None] = [None if _heavy(item.inbound) else self._normalize(item.inbound)
-                                                 for item in batch]
+            return None
         heavy = [i for i, result in enumerate(results) if result is None]
         if heavy:  # large HTML takes milliseconds to render: off the event loop, in parallel
             rendered = await asyncio.gather(*(asyncio.to_thread(self._normalize, batch[i].inbound) for i in heavy))
             for i, result in zip(heavy, rendered):
                 results[i] = result
+        return [r if r is not None else "not normalised" for r in results]  # every None was rendered above
+
+    def _normalize_light(self, batch: list[_Waiting]) -> list[Complaint | str | None]:
+        return [None if _heavy(item.inbound) else self._normalize(item.inbound) for item in batch]
+
+    async def _register(self, batch: list[_Waiting], results: list[Complaint | str]) -> bool:
         complaints: list[Complaint] = []
         registering: list[_Waiting] = []
         for item, result in zip(batch, results):
@@ -126,14 +143,14 @@ class Intake:
                 self._settle(item, await self._dead_letter(item.inbound, str(result)))
 
         if not complaints:
-            return
+            return True
         try:
             receipts = await self.registry.submit_many(complaints)
         except Exception as exc:
             log.error("registry submit failed", extra={"error": repr(exc), "messages": len(complaints)})
             for item in registering:
                 self._fail(item, TemporaryFailure("the registry is not available"))
-            return
+            return False
         for item, complaint, receipt in zip(registering, complaints, receipts):
             if isinstance(receipt, Exception):
                 log.error("registry submit failed", extra={"channel": item.inbound.channel, "error": repr(receipt)})
@@ -149,6 +166,7 @@ class Intake:
                 "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
                 "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})
             self._settle(item, Submitted(receipt, complaint))
+        return True
 
     def _normalize(self, inbound: Inbound) -> Complaint | str:
         """The complaint, or why there is none (the dead letter's reason)."""
@@ -168,20 +186,6 @@ class Intake:
     def _fail(self, item: _Waiting, failure: TemporaryFailure) -> None:
         self.metrics.failed.labels(item.inbound.channel, "temporary").inc()
         self._settle(item, failure)
-
-    async def _store_blobs(self, inbounds: list[Inbound]) -> None:
-        """Every new raw original and attachment of the batch, with one flush to disk."""
-        pending: list[tuple[Any, str, bytes]] = []  # (object, attribute, data)
-        for inbound in inbounds:
-            if inbound.raw is not None and inbound.raw_sha256 is None:
-                pending.append((inbound, "raw_sha256", inbound.raw))
-            for attachment in inbound.attachments:
-                if attachment.data is not None and attachment.sha256 is None:
-                    attachment.size = len(attachment.data)
-                    pending.append((attachment, "sha256", attachment.data))
-        digests = await self.blobs.put_many([data for _, _, data in pending])
-        for (target, attribute, _), digest in zip(pending, digests):
-            setattr(target, attribute, digest)
 
     async def _dead_letter(self, inbound: Inbound, reason: str) -> Submitted | TemporaryFailure:
         channel = inbound.channel
@@ -214,3 +218,21 @@ class Intake:
 def _heavy(inbound: Inbound) -> bool:
     """Large HTML takes milliseconds to render: do that off the event loop."""
     return len(inbound.html or "") > 200_000 or len(inbound.text or "") > 500_000
+
+
+def _blobs_of(inbounds: list[Inbound]) -> list[tuple[Any, str, bytes]]:
+    """Every raw original and attachment not stored yet: (object, attribute for its digest, data)."""
+    pending: list[tuple[Any, str, bytes]] = []
+    for inbound in inbounds:
+        if inbound.raw is not None and inbound.raw_sha256 is None:
+            pending.append((inbound, "raw_sha256", inbound.raw))
+        for attachment in inbound.attachments:
+            if attachment.data is not None and attachment.sha256 is None:
+                attachment.size = len(attachment.data)
+                pending.append((attachment, "sha256", attachment.data))
+    return pending
+
+
+def _assign(pending: list[tuple[Any, str, bytes]], digests: list[str]) -> None:
+    for (target, attribute, _), digest in zip(pending, digests):
+        setattr(target, attribute, digest)
