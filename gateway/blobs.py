@@ -12,8 +12,8 @@ import asyncio
 import ctypes
 import ctypes.util
 import hashlib
+import itertools
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,6 +62,9 @@ class BlobStore:
         self.root = Path(root)
         self.fsync = fsync
         self.incoming = self.root / ".incoming"
+        self._root, self._incoming = str(self.root), str(self.incoming)
+        self._directories: set[str] = set()  # blob directories known to exist
+        self._names = itertools.count()
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or not all(ch in "0123456789abcdef" for ch in sha256):
@@ -88,40 +91,63 @@ class BlobStore:
         return digests
 
     def _write_new(self, items: list[bytes]) -> tuple[list[str], dict[str, str]]:
-        """The digests, and the temporary file of each blob not stored yet (not flushed)."""
+        """The digests, and the temporary file of each blob to write (not flushed). A small
+        blob is written without asking whether it is stored already: rewriting the same
+        bytes is harmless, and the question costs as much as the write."""
         digests = [hashlib.sha256(data).hexdigest() for data in items]
         written: dict[str, str] = {}  # digest -> temporary file
         try:
             for digest, data in zip(digests, items):
-                if digest not in written and not self.path(digest).exists():
-                    written[digest] = self._write_temporary(data)
+                if digest in written or (len(data) > INLINE_WRITE_BYTES and os.path.exists(self._target(digest)[1])):
+                    continue
+                written[digest] = self._write_temporary(data)
         except BaseException:
             _remove(written)
             raise
         return digests, written
 
+    def _target(self, digest: str) -> tuple[str, str]:
+        """The directory and the file of a blob (``digest`` computed here: not checked again)."""
+        directory = f"{self._root}/{digest[:2]}/{digest[2:4]}"
+        return directory, f"{directory}/{digest}"
+
     def _place(self, written: dict[str, str]) -> list[Path]:
         """Rename the temporary files into place; the directories that changed."""
         directories = set()
         for digest, tmp in written.items():
-            target = self.path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            directories.add(target.parent)
-        return sorted(directories)
+            directory, target = self._target(digest)
+            if directory not in self._directories:
+                os.makedirs(directory, exist_ok=True)
+                if len(self._directories) < 70_000:  # 65 536 directories at most
+                    self._directories.add(directory)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:  # the directory was removed behind our back
+                os.makedirs(directory, exist_ok=True)
+                os.replace(tmp, target)
+            directories.add(directory)
+        return [Path(d) for d in sorted(directories)]
 
     def _write_temporary(self, data: bytes) -> str:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            tmp = f"{self._incoming}/.incoming-{os.getpid()}-{next(self._names)}"
+            try:
+                fd = os.open(tmp, flags, 0o600)
+                break
+            except FileExistsError:  # left by an earlier process with the same pid
+                continue
+            except FileNotFoundError:
+                os.makedirs(self._incoming, exist_ok=True)
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.incoming, prefix=".incoming-")
-        except FileNotFoundError:
-            self.incoming.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.incoming, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            os.close(fd)
+            os.unlink(tmp)
             raise
+        os.close(fd)
         return tmp
 
     async def put(self, data: bytes) -> str:

@@ -77,9 +77,13 @@ class Intake:
         disk, and the messages normalised while the flush waits in a thread. Registering:
         one registry round trip. A batch prepares while the one before registers;
         registrations keep the order of arrival."""
-        registering: asyncio.Task[bool] | None = None
+        registering: asyncio.Task[bool | None] | None = None
         try:
-            while self._waiting:
+            while self._waiting or registering is not None:
+                if not self._waiting:  # messages handed over meanwhile are looked for again after it
+                    await registering  # type: ignore[misc]
+                    registering = None
+                    continue
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
                 prepared = await self._guarded(batch, self._prepare(batch))
                 if registering is not None:
@@ -88,8 +92,6 @@ class Intake:
                 if prepared is not None:
                     registering = asyncio.get_running_loop().create_task(
                         self._guarded(batch, self._register(batch, prepared)))
-            if registering is not None:
-                await registering
         finally:
             self._writer = None
 

@@ -124,6 +124,31 @@ async def test_messages_arriving_together_are_written_in_batches_each_with_its_o
     assert len(await registry.list_dead_letters()) == 1
 
 
+async def test_a_message_handed_over_while_the_last_batch_registers_is_registered_too(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    intake = client.server.app[INTAKE]
+    registry = registry_of(client)
+    real_submit_many = registry.submit_many
+    registering, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(complaints: Any) -> Any:
+        registering.set()
+        await release.wait()
+        return await real_submit_many(complaints)
+
+    registry.submit_many = slow
+    first = asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id="m-1", identities=[("phone", "+79161230001")],
+                                                        text="Нет связи в квартире номер 1")))
+    await asyncio.wait_for(registering.wait(), 5)
+    second = asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id="m-2", identities=[("phone", "+79161230002")],
+                                                         text="Нет связи в квартире номер 2")))
+    await asyncio.sleep(0.05)
+    release.set()
+    done = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert [(d.receipt.status, d.receipt.registration_number[-6:]) for d in done] == [("new", "000001"), ("new", "000002")]
+    assert await registry.queue_length() == 2
+
+
 async def test_a_registry_failure_for_one_message_fails_only_that_message(make_config, start_gateway) -> None:
     client = await start_gateway(make_config())
     intake = client.server.app[INTAKE]

@@ -414,3 +414,11 @@ async def test_groups_created_at_the_end_see_only_new_events_and_can_be_deleted(
     assert [e.complaint_id for e in await registry.read_events("live", "c")] == [newer.complaint_id]
     await registry.delete_group("live")
     assert len(await registry.read_events("live", "c")) == 2  # a new group of that name starts from the first event
+
+
+async def test_a_batch_survives_a_redis_server_that_lost_its_scripts(registry: Registry) -> None:
+    if isinstance(registry, RedisRegistry):  # and the cluster
+        await registry.r.script_flush()  # as after a Redis restart
+    receipts = await registry.submit_many([complaint("Нет связи в квартире"), complaint("Не работает телевидение")])
+    assert [r.registration_number for r in receipts] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
+    assert await registry.queue_length() == 2

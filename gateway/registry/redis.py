@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
@@ -87,15 +87,26 @@ class RedisRegistry(Registry):
         """One pipeline of script calls: one round trip for the batch, each call atomic."""
         if len(plans) == 1:
             return [await self._submit(plans[0])]
-        pipe = self.r.pipeline(transaction=False)
-        for plan in plans:
-            await self._submit_script(keys=[self.prefix], args=self._submit_args(plan), client=pipe)
+        arguments = [self._submit_args(plan) for plan in plans]
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._evalsha_all(arguments)
+            unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if unknown:  # the server lost its scripts (restart, SCRIPT FLUSH): those calls did nothing
+                await self.r.script_load(self._submit_script.script)
+                for i, reply in zip(unknown, await self._evalsha_all([arguments[i] for i in unknown])):
+                    replies[i] = reply
         except RedisError as exc:
             raise RegistryError(f"redis submit: {exc}") from exc
         return [RegistryError(f"redis submit: {reply}") if isinstance(reply, Exception) else _receipt(*reply)
                 for reply in replies]
+
+    async def _evalsha_all(self, arguments: list[list[str]]) -> list[Any]:
+        """The submit script for each argument list, in one pipeline: one round trip (the
+        pipeline of a registered script would first ask whether the script is loaded)."""
+        pipe = self.r.pipeline(transaction=False)
+        for args in arguments:
+            pipe.evalsha(self._submit_script.sha, 1, self.prefix, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
     def _submit_args(self, plan: SubmitPlan) -> list[str]:
         c = plan.complaint
