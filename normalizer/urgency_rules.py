@@ -74,14 +74,38 @@ _WORD_REF = re.compile(r"@(\w+)")
 _WORD_CHAR = re.compile(r"\w")
 
 
+def _combining_marks() -> str:
+    """A character class of every combining mark of the Basic Multilingual Plane."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(0x300, 0x10000):
+        if unicodedata.combining(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+
+
+_COMBINING = _combining_marks()
+#: Accents (combining marks) after a Latin letter; Cyrillic keeps its own (``й``).
+_LATIN_ACCENTS = re.compile(f"(?<=[\\x00-\\u024f])[{_COMBINING}]+")
+
+
+_MARKS = re.compile(f"[{_COMBINING}]")
+#: Latin letters with accents, precomposed; and the letters ``_LATIN_EXTRA`` replaces.
+_ACCENTED_LATIN = re.compile("[\u00c0-\u024f]")
+_EXTRA = re.compile(f"[{''.join(re.escape(chr(c)) for c in _LATIN_EXTRA)}]")
+
+
 def _fold_letters(text: str) -> str:
-    text = unicodedata.normalize("NFD", text.casefold())
-    out: list[str] = []
-    for ch in text:
-        if unicodedata.combining(ch) and out and out[-1] < "\u0250":
-            continue
-        out.append(ch)
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", "".join(out)).translate(_LATIN_EXTRA))
+    text = text.casefold()
+    if text.isascii():
+        return _SPACE.sub(" ", text)
+    if _ACCENTED_LATIN.search(text) or _MARKS.search(text):  # most Cyrillic text has neither
+        text = unicodedata.normalize("NFC", _LATIN_ACCENTS.sub("", unicodedata.normalize("NFD", text)))
+    if _EXTRA.search(text):
+        text = text.translate(_LATIN_EXTRA)
+    return _SPACE.sub(" ", text)
 
 
 def fold(text: str) -> str:

@@ -56,3 +56,26 @@ def test_unknown_candidate_is_a_config_error() -> None:
         NormalizerSettings.from_config({"language": {"candidates": ["ru", "xx"]}})
     with pytest.raises(ConfigError, match="normalizer.language"):
         NormalizerSettings.from_config({"language": {"accuracy": "medium"}})
+
+
+def test_letters_only_one_candidate_writes_decide_without_the_detector() -> None:
+    import json
+    from pathlib import Path
+
+    from normalizer.language_detection import _by_letters
+
+    codes = ("ru", "pl", "en", "uk", "de")
+    data = Path(__file__).resolve().parent.parent / "bench" / "data"
+    rows = [json.loads(line) for name in ("urgency_labelled.jsonl", "urgency_holdout.jsonl")
+            for line in (data / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    decided = [(row["lang"], _by_letters(row["text"], codes)) for row in rows]
+    decided = [(label, found) for label, found in decided if found is not None]
+    assert len(decided) > 100
+    assert all(label == found for label, found in decided)
+    assert _by_letters("Вы", codes) == "ru" and _by_letters("Її", codes) == "uk"
+    assert _by_letters("Zażółć gęślą jaźń", codes) == "pl" and _by_letters("Straße", codes) == "de"
+    assert _by_letters("Нет связи", codes) is None  # no letter only Russian writes: the detector decides
+    assert _by_letters("Nie mam internetu", codes) is None  # Polish typed without Polish letters
+    assert _by_letters("Ошибка: connection refused by the server", codes) is None  # two scripts
+    assert _by_letters("Выбыл из строя", ("ru", "be")) is None  # Belarusian writes ы too
+    assert _by_letters("Grüße aus Łódź", codes) is None  # letters of two languages

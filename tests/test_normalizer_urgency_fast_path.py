@@ -106,3 +106,27 @@ def test_unusual_terms_decide_as_the_sentence_by_sentence_search() -> None:
         assert decided(rules, text) == slow_classify(rules, text), text
         fired += decided(rules, text) is not None
     assert fired >= 12
+
+
+def test_folding_drops_accents_of_latin_letters_only_as_the_letter_by_letter_reference() -> None:
+    import random
+    import unicodedata
+
+    from normalizer.urgency_rules import _LATIN_EXTRA, fold
+
+    def reference(text: str) -> str:
+        text = unicodedata.normalize("NFD", text.casefold())
+        out: list[str] = []
+        for ch in text:
+            if unicodedata.combining(ch) and out and out[-1] < "\u0250":
+                continue
+            out.append(ch)
+        return " ".join(unicodedata.normalize("NFC", "".join(out)).translate(_LATIN_EXTRA).split())
+
+    rnd = random.Random(7)
+    alphabet = "aeiouzżźćńąęłóśАБЙйёЁиИ \u0301\u0308\u0306ßǅİıΣς’—\t\nX1"
+    samples = ["Zażółć gęślą jaźń", "Йод и ёлка", "ÇA VA? Grüße", "e\u0301\u0301x", "и\u0306од", "naïve café", "ΣΊΣΥΦΟΣ"]
+    samples += ["".join(rnd.choice(alphabet) for _ in range(40)) for _ in range(3000)]
+    for text in samples:
+        assert fold(text) == reference(text), repr(text)
+    assert fold("Zażółć gęślą jaźń") == "zazolc gesla jazn" and fold("Йод и ёлка") == "йод и елка"
