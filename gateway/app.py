@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway import plugins
 from gateway.acknowledgements import AcknowledgementTexts
 from gateway.adapters import Adapter, AdapterContext, PushAdapter
-from gateway.blobs import BlobStore
+from gateway.blobs import SMALL_MAX_BYTES, BlobStore
 from gateway.config import ConfigError, GatewayConfig, validate
 from gateway.intake import DEFAULT_MAX_BATCH, Intake
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -52,7 +52,8 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
     app = web.Application(client_max_size=int(http["max_body_bytes"]))
     metrics = Metrics()
     registry = registry or build_registry(config.registry, config.section("normalizer"))
-    blobs = BlobStore(config.blobs_path, fsync=bool(config.section("blobs").get("fsync", True)))
+    blobs = BlobStore(config.blobs_path, fsync=bool(config.section("blobs").get("fsync", True)),
+                      small_max_bytes=int(config.section("blobs").get("small_max_bytes", SMALL_MAX_BYTES)))
     normalizer = Normalizer(NormalizerSettings.from_config(config.section("normalizer")))
     texts = AcknowledgementTexts(config.section("acknowledgements"), normalizer.settings.default_language)
     intake = Intake(registry, blobs, normalizer, metrics, max_batch=int(config.section("intake").get("max_batch", DEFAULT_MAX_BATCH)))
@@ -101,6 +102,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             except Exception as exc:  # one channel failing to stop must not keep the others running
                 log.error("channel stop failed", extra={"channel": adapter.instance, "error": repr(exc)})
         await app[INTAKE].drain()
+        app[BLOBS].close()
         await registry.close()
 
 

@@ -1,10 +1,18 @@
 """Content-addressed blob store on disk: raw originals and attachments, by SHA-256.
 
-A blob is written to a temporary file, flushed to disk and renamed into place, so a blob
-that exists is complete. Storing the same bytes twice is a no-op. ``put_many`` stores the
-blobs of several messages with one flush to disk (the intake's group commit). Temporary files are made
-in one directory (``.incoming``): creating a file among thousands of sparse directories
-costs the filesystem several times more than a rename into one.
+Small blobs (up to ``small_max_bytes``, 64 KB by default: nearly every raw e-mail, form and
+webhook body) are rows of one SQLite file, ``small.sqlite3`` in the store's folder (WAL,
+``synchronous=FULL`` when ``fsync`` is on). A batch of them is one multi-row insert and one
+commit: one flush to disk for the batch, no file created per message. On this kind of
+virtual disk creating, writing and renaming a file per message held the event loop for a
+millisecond per blob while the journal was being flushed.
+
+Larger blobs are files: written to a temporary file in ``.incoming``, flushed and renamed
+into place (``<sha[:2]>/<sha[2:4]>/<sha>``), so a file that exists is complete. A batch of
+files is flushed with one ``syncfs``. Storing the same bytes twice is a no-op.
+
+``stage()`` hashes a batch on the event loop, ``StagedBlobs.start()`` writes it in a
+thread and ``commit()`` waits for that: the intake normalises the batch meanwhile.
 """
 from __future__ import annotations
 
@@ -14,15 +22,18 @@ import ctypes.util
 import hashlib
 import itertools
 import os
-from collections.abc import Callable
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-#: Without fsync, a blob up to this size is written on the event loop: the write costs less
-#: than handing it to a thread.
-INLINE_WRITE_BYTES = 64 * 1024
-#: A batch of blobs up to this size in all is written on the event loop; only its flushes
-#: to disk wait in a thread.
-INLINE_BATCH_BYTES = 1024 * 1024
+#: Blobs up to this size are rows of ``small.sqlite3`` (``blobs.small_max_bytes``).
+SMALL_MAX_BYTES = 64 * 1024
+#: A batch up to this size in all is hashed on the event loop (``stage``); a larger one is
+#: hashed and written in a thread (``put_many``).
+STAGE_MAX_BYTES = 1024 * 1024
+#: SQLite allows 32 766 parameters in one statement; two per row.
+_ROWS_PER_INSERT = 500
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -38,7 +49,7 @@ _SYNCFS = _load_syncfs()
 
 def _sync(anchor: Path, paths: list[Path]) -> None:
     """Make ``paths`` (files or directories) durable. One file or directory: ``fsync``. More:
-    one ``syncfs`` of the filesystem holding ``anchor`` — a batch of 32 small blobs costs
+    one ``syncfs`` of the filesystem holding ``anchor`` — a batch of 32 small files costs
     a quarter of the CPU and wall time of 32 ``fsync`` calls. Without ``syncfs``: ``fsync`` each."""
     if len(paths) > 1 and _SYNCFS is not None:
         fd = os.open(anchor, os.O_RDONLY)
@@ -58,58 +69,122 @@ def _sync(anchor: Path, paths: list[Path]) -> None:
 
 
 class BlobStore:
-    def __init__(self, root: str | Path, fsync: bool = True) -> None:
+    def __init__(self, root: str | Path, fsync: bool = True, small_max_bytes: int = SMALL_MAX_BYTES) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.small_max_bytes = small_max_bytes
         self.incoming = self.root / ".incoming"
         self._root, self._incoming = str(self.root), str(self.incoming)
         self._directories: set[str] = set()  # blob directories known to exist
         self._names = itertools.count()
+        self._db: sqlite3.Connection | None = None  # writes (in threads), one at a time
+        self._db_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None  # reads: never wait for a write's flush
+        self._reader_lock = threading.Lock()
 
+    # -- where blobs are -------------------------------------------------------------------
     def path(self, sha256: str) -> Path:
+        """The file a large blob is kept in (small blobs have none: use ``get``/``size``)."""
         if len(sha256) != 64 or not all(ch in "0123456789abcdef" for ch in sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / sha256
-
-    def put_sync(self, data: bytes) -> str:
-        return self.put_many_sync([data])[0]
-
-    def put_many_sync(self, items: list[bytes]) -> list[str]:
-        """Store several blobs with one flush to disk for all of them (group commit): the
-        data of every new blob is written first, then synced once, then renamed into
-        place, and the renames are synced once more."""
-        digests, written = self._write_new(items)
-        try:
-            if written and self.fsync:
-                _sync(self.incoming, [Path(tmp) for tmp in written.values()])
-            directories = self._place(written)
-            if written and self.fsync:  # the renames themselves must survive a power cut too
-                _sync(self.root, directories)
-        except BaseException:
-            _remove(written)
-            raise
-        return digests
-
-    def _write_new(self, items: list[bytes]) -> tuple[list[str], dict[str, str]]:
-        """The digests, and the temporary file of each blob to write (not flushed). A small
-        blob is written without asking whether it is stored already: rewriting the same
-        bytes is harmless, and the question costs as much as the write."""
-        digests = [hashlib.sha256(data).hexdigest() for data in items]
-        written: dict[str, str] = {}  # digest -> temporary file
-        try:
-            for digest, data in zip(digests, items):
-                if digest in written or (len(data) > INLINE_WRITE_BYTES and os.path.exists(self._target(digest)[1])):
-                    continue
-                written[digest] = self._write_temporary(data)
-        except BaseException:
-            _remove(written)
-            raise
-        return digests, written
 
     def _target(self, digest: str) -> tuple[str, str]:
         """The directory and the file of a blob (``digest`` computed here: not checked again)."""
         directory = f"{self._root}/{digest[:2]}/{digest[2:4]}"
         return directory, f"{directory}/{digest}"
+
+    def _open(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.root / "small.sqlite3", timeout=60, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'OFF'}")
+        db.execute("CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
+        return db
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = self._open()
+            return self._reader.execute(sql, args).fetchall()
+
+    # -- writing ---------------------------------------------------------------------------
+    def put_sync(self, data: bytes) -> str:
+        return self.put_many_sync([data])[0]
+
+    def put_many_sync(self, items: list[bytes]) -> list[str]:
+        """Store several blobs: the small ones in one transaction, the large ones as files
+        with one flush for all of them."""
+        digests = [hashlib.sha256(data).hexdigest() for data in items]
+        self._write(dict(zip(digests, items)))
+        return digests
+
+    async def put(self, data: bytes) -> str:
+        return (await self.put_many([data]))[0]
+
+    async def put_many(self, items: list[bytes]) -> list[str]:
+        """``put`` for several blobs at once, with one flush to disk."""
+        if not items:
+            return []
+        staged = self.stage(items)
+        if staged is None:
+            return await asyncio.to_thread(self.put_many_sync, items)
+        staged.start()
+        return await staged.commit()
+
+    def stage(self, items: list[bytes]) -> StagedBlobs | None:
+        """Hash a batch on the event loop, so the caller knows the digests and can work
+        while ``start()`` writes it in a thread; None for a batch above ``STAGE_MAX_BYTES``
+        (use ``put_many``)."""
+        if sum(map(len, items)) > STAGE_MAX_BYTES:
+            return None
+        digests = [hashlib.sha256(data).hexdigest() for data in items]
+        return StagedBlobs(self, digests, dict(zip(digests, items)))
+
+    def _write(self, blobs: dict[str, bytes]) -> None:
+        """Write and flush ``blobs`` (digest -> data); runs in a thread. One statement per
+        500 small blobs and one commit: the interpreter lock is given back a few times per
+        batch, not after every system call."""
+        small = [(digest, data) for digest, data in blobs.items() if len(data) <= self.small_max_bytes]
+        large = {digest: data for digest, data in blobs.items() if len(data) > self.small_max_bytes}
+        if small:
+            with self._db_lock:
+                db = self._connection()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    for start in range(0, len(small), _ROWS_PER_INSERT):
+                        rows = small[start:start + _ROWS_PER_INSERT]
+                        db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES " + ",".join(["(?,?)"] * len(rows)),
+                                   [value for row in rows for value in row])
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        if large:
+            self._write_files(large)
+
+    def _write_files(self, blobs: dict[str, bytes]) -> None:
+        written: dict[str, str] = {}  # digest -> temporary file
+        try:
+            for digest, data in blobs.items():
+                if not os.path.exists(self._target(digest)[1]):
+                    written[digest] = self._write_temporary(data)
+            if not written:
+                return
+            if self.fsync:
+                _sync(self.incoming, [Path(tmp) for tmp in written.values()])
+            directories = self._place(written)
+            if self.fsync:  # the renames themselves must survive a power cut too
+                _sync(self.root, directories)
+        except BaseException:
+            for tmp in written.values():
+                Path(tmp).unlink(missing_ok=True)
+            raise
 
     def _place(self, written: dict[str, str]) -> list[Path]:
         """Rename the temporary files into place; the directories that changed."""
@@ -150,82 +225,71 @@ class BlobStore:
         os.close(fd)
         return tmp
 
-    async def put(self, data: bytes) -> str:
-        if not self.fsync and len(data) <= INLINE_WRITE_BYTES:
-            return self.put_sync(data)
-        return await asyncio.to_thread(self.put_sync, data)
-
-    async def put_many(self, items: list[bytes]) -> list[str]:
-        """``put`` for several blobs at once, with one flush to disk."""
-        if not items:
-            return []
-        staged = self.stage(items)
-        if staged is None:
-            return await asyncio.to_thread(self.put_many_sync, items)
-        staged.start()
-        return await staged.commit()
-
-    def stage(self, items: list[bytes]) -> StagedBlobs | None:
-        """Hash a small batch and write it to temporary files, on the event loop (page cache:
-        microseconds); ``start()`` and ``commit()`` then flush it and move it into place, so
-        the caller knows the digests and can work while the flush waits in a thread. A
-        thread doing many small system calls instead would wait for the interpreter lock
-        after each one while the loop is busy: that made a batch take ten times longer.
-        None for a batch above ``INLINE_BATCH_BYTES``: use ``put_many``."""
-        if sum(map(len, items)) > INLINE_BATCH_BYTES:
-            return None
-        digests, written = self._write_new(items)
-        return StagedBlobs(self, digests, written)
-
+    # -- reading ---------------------------------------------------------------------------
     def get_sync(self, sha256: str) -> bytes:
-        return self.path(sha256).read_bytes()
+        try:
+            return self.path(sha256).read_bytes()
+        except FileNotFoundError:
+            rows = self._query("SELECT data FROM blobs WHERE sha256=?", (sha256,))
+            if not rows:
+                raise
+            return bytes(rows[0][0])  # type: ignore[arg-type]
 
     async def get(self, sha256: str) -> bytes:
         return await asyncio.to_thread(self.get_sync, sha256)
 
+    def size(self, sha256: str) -> int | None:
+        """The blob's size in bytes, or None when it is not stored."""
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            rows = self._query("SELECT length(data) FROM blobs WHERE sha256=?", (sha256,))
+            return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
     def exists(self, sha256: str) -> bool:
-        return self.path(sha256).exists()
+        return self.size(sha256) is not None
+
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (files, then rows)."""
+        for path in self.root.glob("[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]/*"):
+            if path.is_file():
+                yield path.name
+        if (self.root / "small.sqlite3").exists():
+            yield from (str(row[0]) for row in self._query("SELECT sha256 FROM blobs", ()))
 
     def delete(self, sha256: str) -> bool:
         try:
             self.path(sha256).unlink()
             return True
         except FileNotFoundError:
-            return False
+            with self._db_lock:
+                return self._connection().execute("DELETE FROM blobs WHERE sha256=?", (sha256,)).rowcount > 0
 
-
-def _remove(written: dict[str, str]) -> None:
-    for tmp in written.values():
-        Path(tmp).unlink(missing_ok=True)
+    def close(self) -> None:
+        with self._db_lock, self._reader_lock:
+            for db in (self._db, self._reader):
+                if db is not None:
+                    db.close()
+            self._db = self._reader = None
 
 
 class StagedBlobs:
-    """Blobs written to temporary files, not yet flushed or in place (``BlobStore.stage``)."""
+    """A hashed batch of blobs, not yet written (``BlobStore.stage``)."""
 
-    def __init__(self, store: BlobStore, digests: list[str], written: dict[str, str]) -> None:
+    def __init__(self, store: BlobStore, digests: list[str], blobs: dict[str, bytes]) -> None:
         self.store = store
         self.digests = digests
-        self._written = written
-        self._flush: asyncio.Future[None] | None = None
+        self._blobs = blobs
+        self._writing: asyncio.Future[None] | None = None
 
     def start(self) -> None:
-        """Begin flushing the data to disk in a thread; returns at once."""
-        if self._written and self.store.fsync and self._flush is None:
-            paths = [Path(tmp) for tmp in self._written.values()]
-            self._flush = asyncio.get_running_loop().run_in_executor(None, _sync, self.store.incoming, paths)
+        """Begin writing and flushing the batch in a thread; returns at once."""
+        if self._blobs and self._writing is None:
+            self._writing = asyncio.get_running_loop().run_in_executor(None, self.store._write, self._blobs)
 
     async def commit(self) -> list[str]:
-        """Wait for the flush, move the blobs into place and flush that too; the digests."""
-        if not self._written:
-            return self.digests
-        try:
-            self.start()
-            if self._flush is not None:
-                await self._flush
-            directories = self.store._place(self._written)
-            if self.store.fsync:  # the renames themselves must survive a power cut too
-                await asyncio.to_thread(_sync, self.store.root, directories)
-        except BaseException:
-            _remove(self._written)
-            raise
+        """Wait until the batch is on disk; the digests."""
+        self.start()
+        if self._writing is not None:
+            await self._writing
         return self.digests

@@ -64,7 +64,7 @@ CORE_SCHEMA: dict[str, Any] = {
             },
         },
         "blobs": {"type": "object", "additionalProperties": False, "properties": {
-            "path": {"type": "string"}, "fsync": {"type": "boolean"}}},
+            "path": {"type": "string"}, "fsync": {"type": "boolean"}, "small_max_bytes": {"type": "integer", "minimum": 0}}},
         "intake": {"type": "object", "additionalProperties": False, "properties": {
             "max_batch": {"type": "integer", "minimum": 1}}},
         "normalizer": {"type": "object"},

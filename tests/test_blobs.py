@@ -1,5 +1,6 @@
-"""The blob store keeps complete blobs only, where ``path()`` says, with or without fsync,
-and leaves no temporary file behind, even when a write fails."""
+"""The blob store keeps complete blobs only — small ones as rows of one SQLite file, large
+ones as files where ``path()`` says — with or without fsync, and leaves no temporary file
+behind, even when a write fails."""
 from __future__ import annotations
 
 import hashlib
@@ -8,57 +9,66 @@ from pathlib import Path
 
 import pytest
 
-from gateway.blobs import INLINE_WRITE_BYTES, BlobStore
+from gateway.blobs import SMALL_MAX_BYTES, STAGE_MAX_BYTES, BlobStore
+
+
+def files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith("small.sqlite3")]
 
 
 @pytest.mark.parametrize("fsync", [True, False])
-@pytest.mark.parametrize("size", [0, 300, INLINE_WRITE_BYTES + 1])
+@pytest.mark.parametrize("size", [0, 300, SMALL_MAX_BYTES, SMALL_MAX_BYTES + 1])
 async def test_stored_blob_is_complete_and_content_addressed(tmp_path: Path, fsync: bool, size: int) -> None:
     store = BlobStore(tmp_path, fsync=fsync)
     data = os.urandom(size)
     digest = await store.put(data)
     assert digest == hashlib.sha256(data).hexdigest()
-    assert store.path(digest) == tmp_path / digest[:2] / digest[2:4] / digest
     assert await store.get(digest) == data
-    assert store.exists(digest)
-    assert list((tmp_path / ".incoming").iterdir()) == []  # the temporary file was renamed into place
+    assert store.exists(digest) and store.size(digest) == size
+    assert list(store.digests()) == [digest]
+    large = size > SMALL_MAX_BYTES
+    assert store.path(digest) == tmp_path / digest[:2] / digest[2:4] / digest
+    assert store.path(digest).exists() == large  # a small blob is a row, not a file
+    assert files(tmp_path) == ([store.path(digest)] if large else [])  # no temporary file left
+    reopened = BlobStore(tmp_path, fsync=fsync)  # another process sees it
+    assert reopened.get_sync(digest) == data
 
 
 async def test_same_bytes_twice_is_one_blob(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
-    first, second = await store.put(b"complaint"), await store.put(b"complaint")
-    assert first == second
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [store.path(first)]
-
-
-async def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = BlobStore(tmp_path, fsync=False)
-
-    def refuse(src: str, dst: str) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(OSError, match="No space left"):
-        await store.put(b"a complaint that could not be stored")
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-    assert not store.exists(hashlib.sha256(b"a complaint that could not be stored").hexdigest())
+    for data in (b"complaint", os.urandom(SMALL_MAX_BYTES + 10)):
+        first, second = await store.put(data), await store.put(data)
+        assert first == second
+    assert len(list(store.digests())) == 2
 
 
 @pytest.mark.parametrize("fsync", [True, False])
 async def test_many_blobs_at_once_are_each_complete(tmp_path: Path, fsync: bool) -> None:
     store = BlobStore(tmp_path, fsync=fsync)
-    items = [os.urandom(size) for size in (0, 10, 300, 70_000)] + [b"same", b"same"]
+    items = [os.urandom(size) for size in (0, 10, 300, 70_000, 80_000)] + [b"same", b"same"]
     digests = await store.put_many(items)
     assert digests == [hashlib.sha256(data).hexdigest() for data in items]
-    assert digests[-1] == digests[-2]
     for data, digest in zip(items, digests):
         assert await store.get(digest) == data
-    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 5
-    assert list((tmp_path / ".incoming").iterdir()) == []
+    assert sorted(store.digests()) == sorted(set(digests))
+    assert len(files(tmp_path)) == 2  # the two above SMALL_MAX_BYTES
     assert await store.put_many(items[:2]) == digests[:2]  # already there: nothing written again
+    big = [os.urandom(STAGE_MAX_BYTES // 2 + 1) for _ in range(2)]  # a batch too large to hash on the loop
+    assert [await store.get(d) for d in await store.put_many(big)] == big
 
 
-async def test_failed_batch_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_staged_batch_is_known_before_it_is_written(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    staged = store.stage([b"raw one", b"raw two"])
+    assert staged is not None
+    assert staged.digests == [hashlib.sha256(b"raw one").hexdigest(), hashlib.sha256(b"raw two").hexdigest()]
+    assert not store.exists(staged.digests[0])
+    staged.start()
+    assert await staged.commit() == staged.digests
+    assert [store.get_sync(d) for d in staged.digests] == [b"raw one", b"raw two"]
+
+
+async def test_failed_file_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = BlobStore(tmp_path, fsync=True)
     real_replace = os.replace
     calls = []
@@ -70,8 +80,29 @@ async def test_failed_batch_leaves_no_temporary_file(tmp_path: Path, monkeypatch
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", refuse_second)
+    blobs = [os.urandom(SMALL_MAX_BYTES + n) for n in (1, 2, 3)]
     with pytest.raises(OSError, match="No space left"):
-        await store.put_many([b"first complaint", b"second complaint", b"third complaint"])
+        await store.put_many(blobs)
     assert list((tmp_path / ".incoming").iterdir()) == []
-    assert store.exists(hashlib.sha256(b"first complaint").hexdigest())  # complete, written before the failure
-    assert not store.exists(hashlib.sha256(b"second complaint").hexdigest())
+    assert store.exists(hashlib.sha256(blobs[0]).hexdigest())  # complete, written before the failure
+    assert not store.exists(hashlib.sha256(blobs[1]).hexdigest())
+
+
+async def test_failed_small_write_leaves_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    await store.put(b"first")
+    store._connection().execute("PRAGMA query_only=1")  # every write now fails, as on a full disk
+    with pytest.raises(Exception, match="readonly"):
+        await store.put_many([b"second", b"third"])
+    assert not store.exists(hashlib.sha256(b"second").hexdigest())
+    store._connection().execute("PRAGMA query_only=0")
+    assert store.get_sync(await store.put(b"second")) == b"second"  # the connection is usable again
+
+
+async def test_deleted_blobs_are_gone(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    small, large = await store.put(b"small"), await store.put(os.urandom(SMALL_MAX_BYTES + 1))
+    assert store.delete(small) and store.delete(large)
+    assert not store.exists(small) and not store.exists(large)
+    assert not store.delete(small)
+    assert list(store.digests()) == []

@@ -21,6 +21,7 @@ import yaml
 
 from gateway.adapters import AdapterContext, PullAdapter
 from gateway.app import INTAKE, create_app
+from gateway.blobs import BlobStore
 from gateway.config import ConfigError, from_dict, load_config
 from gateway.inbound import Inbound, InboundAttachment
 from gateway.metrics import Metrics
@@ -467,13 +468,13 @@ def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
             await registry.close()
 
     sha = asyncio.run(register())
-    blob = tmp_path / "blobs" / sha[:2] / sha[2:4] / sha
-    assert blob.exists()
+    blobs = BlobStore(tmp_path / "blobs")
+    assert blobs.get_sync(sha) == b"old raw original"
     out = subprocess.run([*CLI, "--config", str(config_path), "purge", "--older-than", "730"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     result = json.loads(out.stdout)
     assert (result["messages"], result["blobs_deleted"]) == (1, 1)
-    assert not blob.exists()
+    assert not blobs.exists(sha)
     missing = subprocess.run([*CLI, "--config", str(config_path), "purge"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "retention.days" in missing.stderr
 

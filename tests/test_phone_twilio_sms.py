@@ -10,6 +10,7 @@ import pytest
 
 from channels.phone.fakes.twilio_api import FakeTwilioApi, new_sid, post_signed
 from gateway.app import ADAPTERS, TEXTS
+from gateway.blobs import BlobStore
 from gateway.inbound import Receipt
 from normalizer.schema import Complaint
 from tests.conftest import registry_of
@@ -133,7 +134,7 @@ async def test_mms_media_are_stored_and_unfetchable_ones_kept_as_links(make_conf
         complaint = (await registry_of(client).read_events("test", "c1"))[0].payload["complaint"]
         assert [(a["content_type"], a["size"]) for a in complaint["attachments"]] == [("image/jpeg", len(photo))]
         assert complaint["attachments"][0]["filename"].endswith(".jpg")
-        assert any(p.read_bytes() == photo for p in (tmp_path / "blobs").rglob("*") if p.is_file())
+        assert BlobStore(tmp_path / "blobs").get_sync(complaint["attachments"][0]["sha256"]) == photo
         assert params["MediaUrl1"] in complaint["text"] and params["MediaUrl2"] in complaint["text"]
         assert [m["stored"] for m in complaint["meta"]["media"]] == [True, False, False]
         assert not any("evil" in path for _, path in api.requests)

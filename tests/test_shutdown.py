@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
+from gateway.blobs import BlobStore
 from gateway.testing.plugin import base_config
 from gateway.testing.servers import OwnRedis
 from scripts.soak import GatewayProcess, free_port, read_registry, registry_key
@@ -58,10 +59,8 @@ class Gateway:
             db.close()
 
     def blobs(self) -> int:
-        """Blobs stored (temporaries of blobs being written live under dot-names)."""
-        root = self.folder / "blobs"
-        return sum(1 for path in root.rglob("*")
-                   if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts))
+        """Blobs stored (not counting temporaries of blobs being written)."""
+        return len(list(BlobStore(self.folder / "blobs").digests()))
 
 
 @pytest.fixture(params=["sqlite", "redis"])

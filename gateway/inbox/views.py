@@ -205,10 +205,10 @@ def _original_info(request: web.Request, complaint: dict[str, Any]) -> dict[str,
     sha = raw.get("sha256")
     blobs = request.config_dict[BLOBS]
     try:
-        if not sha or not blobs.exists(sha):
-            return None
-        size = blobs.path(sha).stat().st_size
+        size = blobs.size(sha) if sha else None
     except (ValueError, OSError):
+        return None
+    if size is None:
         return None
     return {"sha256": sha, "size": size, "content_type": raw.get("content_type") or "application/octet-stream"}
 
