@@ -14,8 +14,8 @@ from functools import lru_cache
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
 _LETTER = re.compile(r"[^\W\d_]")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_LATIN = re.compile(r"[a-zA-Z\u00c0-\u024f]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]+")
+_LATIN = re.compile(r"[a-zA-Z\u00c0-\u024f]+")
 #: Letters that, among the five languages below, only one of them writes.
 _ONLY = {"ru": frozenset("ыэъЫЭЪ"), "uk": frozenset("іїєґІЇЄҐ"), "pl": frozenset("ąęłśźżńćĄĘŁŚŹŻŃĆ"),
          "de": frozenset("äöüßÄÖÜ")}
@@ -32,7 +32,7 @@ def _by_letters(text: str, codes: tuple[str, ...]) -> str | None:
     anything else (plain ASCII, mixed scripts, letters of two languages) goes to it."""
     if not set(codes) <= _DECIDABLE:
         return None
-    cyrillic, latin = len(_CYRILLIC.findall(text)), len(_LATIN.findall(text))
+    cyrillic, latin = sum(map(len, _CYRILLIC.findall(text))), sum(map(len, _LATIN.findall(text)))
     script = "cyrillic" if cyrillic > 9 * latin else "latin" if latin > 9 * cyrillic else None
     if script is None:
         return None

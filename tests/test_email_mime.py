@@ -221,3 +221,24 @@ def test_an_address_with_spaces_is_not_guessed_into_another_one():
     complaint = Normalizer().normalize(inbound)
     assert complaint.customer.identities == []  # not "system@example.com": that could be someone else
     assert {"kind": "email", "value": "power quadrant system@example.com"} in complaint.meta["unusable_identities"]
+
+
+@pytest.mark.parametrize(("plain", "html", "placeholder"), [
+    ("Please read this message in HTML.", "<p>" + "Нет интернета в доме уже третий день подряд. " * 8 + "</p>", True),
+    ("Нет интернета в доме уже третий день подряд.", "<html><head><style>p {color: red; font-family: Arial, sans-serif}"
+     " td {padding: 4px; margin: 0 auto}</style></head><body><p>Нет интернета в доме уже третий день подряд.</p></body></html>",
+     False),  # the stylesheet's words are no text
+    ("Нет интернета в доме уже третий день подряд. Роутер мигает.",  # abridged near the line: rendered to decide
+     "<p>Нет интернета в доме уже третий день подряд. Роутер мигает.</p><p>Прошу разобраться &amp; перезвонить"
+     " мне по номеру из договора.</p>", True),
+    ("One two three four five six seven eight nine ten.", "<div>One two three four five six seven eight nine ten.</div>"
+     "<!-- a comment with many many words that nobody reads in the mail at all -->", False),
+])
+def test_a_short_plain_alternative_gives_way_to_the_html(plain: str, html: str, placeholder: bool) -> None:
+    from channels.email.mime import MailLimits, _Collector, _is_placeholder
+    from normalizer.steps.html_to_text import html_to_text
+
+    rich = _Collector(MailLimits())
+    rich.segments.append(("html", html))
+    expected = len(re.findall(r"\w+", plain)) < len(re.findall(r"\w+", html_to_text(html))) * 0.6  # the definition
+    assert _is_placeholder(plain, rich) is placeholder is expected

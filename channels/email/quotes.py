@@ -74,6 +74,8 @@ def _history_start(lines: list[str]) -> int | None:
 
 def _is_reply_header(line: str) -> bool:
     """A "wrote:" line that names a date or an address, or opens like "On ..." does."""
+    if not line.rstrip().endswith(":"):  # most lines: the pattern would backtrack through every word first
+        return False
     return _WROTE.match(line) is not None and (_WROTE_OPENING.match(line) is not None or re.search(r"\d|@", line) is not None)
 
 

@@ -16,28 +16,25 @@ def normalized_words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text or "")]
 
 
-# Lane-packed counters: bit j of a gram's hash adds 1 to a 16-bit lane of one big integer,
-# so summing all grams is a handful of integer additions per gram instead of 64.
-_LANE = 16
-_MAX_GRAMS = (1 << _LANE) - 1
-_SPREAD = [[sum(((byte >> j) & 1) << (_LANE * (8 * pos + j)) for j in range(8)) for byte in range(256)]
-           for pos in range(8)]
+#: For bit j of a byte: a translation table that maps every byte to 1 if its bit j is set.
+_BIT = [bytes((value >> j) & 1 for value in range(256)) for j in range(8)]
 
 
 def simhash64(text: str, shingle: int = 2) -> int:
+    """Bit i of the result is set when more than half of the word pairs' 64-bit BLAKE2b
+    hashes (read as big-endian numbers) have bit i set. The bits are counted column by
+    column over all the hashes at once (a slice, a byte translation and a count, in C)."""
     words = normalized_words(text)
     if not words:
         return 0
-    grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))][:_MAX_GRAMS]
-    t0, t1, t2, t3, t4, t5, t6, t7 = _SPREAD
-    acc = 0
-    for gram in grams:
-        b = hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest()
-        acc += t0[b[7]] + t1[b[6]] + t2[b[5]] + t3[b[4]] + t4[b[3]] + t5[b[2]] + t6[b[1]] + t7[b[0]]
-    half, mask, value = len(grams), _MAX_GRAMS, 0
-    for bit in range(64):
-        if ((acc >> (_LANE * bit)) & mask) * 2 > half:
-            value |= 1 << bit
+    grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))]
+    digests = b"".join([hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest() for gram in grams])
+    half, value = len(grams), 0
+    for position in range(8):  # byte 0 of a digest holds bits 63..56
+        column = digests[position::8]
+        for j in range(8):
+            if column.translate(_BIT[j]).count(1) * 2 > half:
+                value |= 1 << (8 * (7 - position) + j)
     return value
 
 
