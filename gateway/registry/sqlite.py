@@ -65,7 +65,6 @@ CREATE TABLE IF NOT EXISTS merges (
     created_at TEXT NOT NULL, undone_at TEXT, undone_by TEXT);
 CREATE INDEX IF NOT EXISTS customers_merged ON customers(merged_into);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
 
 
@@ -85,6 +84,8 @@ class SqliteRegistry(Registry):
         self.path = Path(path)
         self.synchronous = synchronous
         self._db: sqlite3.Connection | None = None
+        self._locks_db: sqlite3.Connection | None = None
+        self._lock_takes = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-registry")
 
     # -- plumbing ---------------------------------------------------------------------
@@ -128,6 +129,9 @@ class SqliteRegistry(Registry):
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
+        if self._locks_db is not None:
+            await self._run(self._locks_db.close)
+            self._locks_db = None
         self._executor.shutdown(wait=True)
 
     async def healthy(self) -> bool:
@@ -596,9 +600,36 @@ class SqliteRegistry(Registry):
             "INSERT INTO cursors(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
             (name, value)))
 
+    # Locks live in a file of their own without flushes to disk (``<path>-locks``): a lock is
+    # worth nothing after a crash anyway (it expires), and taking one per mail would otherwise
+    # cost a flush per mail.
+    def _locks(self) -> sqlite3.Connection:
+        if self._locks_db is None:
+            db = sqlite3.connect(f"{self.path}-locks", timeout=60, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)")
+            self._locks_db = db
+        return self._locks_db
+
+    def _in_locks(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._locks()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         def take(db: sqlite3.Connection) -> bool:
             now = time.time()
+            self._lock_takes += 1
+            if self._lock_takes % 1000 == 0:  # locks expired an hour ago are kept no longer
+                db.execute("DELETE FROM locks WHERE expires < ?", (now - 3600,))
             row = db.execute("SELECT owner, expires FROM locks WHERE name=?", (name,)).fetchone()
             if row and row[0] != owner and row[1] > now:
                 return False
@@ -606,7 +637,7 @@ class SqliteRegistry(Registry):
                        " owner=excluded.owner, expires=excluded.expires", (name, owner, now + ttl_seconds))
             return True
 
-        return await self._run(self._tx, take)
+        return await self._run(self._in_locks, take)
 
     async def release_lock(self, name: str, owner: str) -> None:
-        await self._run(self._tx, lambda db: db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner)))
+        await self._run(self._in_locks, lambda db: db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner)))
