@@ -300,3 +300,50 @@ async def test_odd_message_shapes_are_kept_not_crashed(fake, make_config, start_
     assert resp.status == 200
     assert [m.channel_message_id for m in await registry_of(client).list_messages()] + \
         [d["record"]["message_id"] for d in await registry_of(client).list_dead_letters()] == ["9020"]
+
+
+# -- the Bot API transport (aiohttp under python-telegram-bot) --------------------------------
+async def test_bot_api_calls_over_aiohttp_carry_files_and_fail_as_python_telegram_bot_does() -> None:
+    import asyncio
+
+    from aiohttp import web
+    from telegram import Bot, InputFile
+    from telegram.error import NetworkError, TimedOut
+
+    from channels.social.telegram import AiohttpBotRequest
+    from gateway.testing.servers import free_port
+
+    received: list[dict[str, Any]] = []
+
+    async def method(request: web.Request) -> web.Response:
+        if request.match_info["method"] == "slowMethod":
+            await asyncio.sleep(2)
+        form = await request.post()
+        received.append({k: (v.filename, v.file.read()) if hasattr(v, "filename") else v for k, v in form.items()})
+        return web.json_response({"ok": True, "result": True})
+
+    app = web.Application()
+    app.router.add_post("/bot{token}/{method}", method)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    request = AiohttpBotRequest(timeout=0.3)
+    bot = Bot("123:abc", base_url=f"http://127.0.0.1:{port}/bot", request=request)
+    try:
+        result = await bot.do_api_request("uploadScan", api_kwargs={
+            "chat_id": 7, "document": InputFile(b"%PDF scan of the bill", filename="bill.pdf")})
+        assert result is True
+        assert received == [{"chat_id": "7", "document": ("bill.pdf", b"%PDF scan of the bill")}]
+        with pytest.raises(TimedOut):
+            await bot.do_api_request("slowMethod", api_kwargs={"chat_id": 7})
+    finally:
+        await request.shutdown()
+        await runner.cleanup()
+    unreachable = AiohttpBotRequest(timeout=1.0)
+    bot = Bot("123:abc", base_url=f"http://127.0.0.1:{free_port()}/bot", request=unreachable)
+    try:
+        with pytest.raises(NetworkError):
+            await bot.send_message(chat_id=7, text="Ваша жалоба зарегистрирована")
+    finally:
+        await unreachable.shutdown()
