@@ -311,3 +311,19 @@ async def test_client_language_is_taken_from_client_info(vk, client):
                                                     lang_id=3))
     [new] = await registry_of(client).read_events("test", "c1")
     assert new.payload["complaint"]["language"] == "en"
+
+
+async def test_names_of_writers_arriving_together_are_asked_for_in_one_call(vk, client):
+    import asyncio
+
+    writers = {9100 + i: (f"Имя{i}", f"Фамилия{i}") for i in range(6)}
+    vk.users.update(writers)
+    posts = [client.post(PATH, json=events.message_new(GROUP, user, f"Жалоба жителя {user}: нет связи в подъезде.",
+                                                       secret=SECRET, message_id=user)) for user in writers]
+    assert [r.status for r in await asyncio.gather(*posts)] == [200] * len(writers)
+    messages = await registry_of(client).list_messages()
+    named = {int(m.customer.identities[0].value): m.customer.name for m in messages}
+    assert named == {user: f"{first} {last}" for user, (first, last) in writers.items()}
+    calls = vk.calls_of("users.get")
+    assert len(calls) < len(writers)  # asked together (the first writer's call may go alone)
+    assert sorted(int(u) for call in calls for u in call.params["user_ids"].split(",")) == sorted(writers)
