@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from gateway.sqlite_wal import connect_wal
+
 #: Blobs up to this size are rows of ``small.sqlite3`` (``blobs.small_max_bytes``).
 SMALL_MAX_BYTES = 64 * 1024
 #: A batch up to this size in all is hashed on the event loop (``stage``); a larger one is
@@ -96,11 +98,8 @@ class BlobStore:
 
     def _open(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.root / "small.sqlite3", timeout=60, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'OFF'}")
-        db.execute("CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL)")
-        return db
+        return connect_wal(self.root / "small.sqlite3", "FULL" if self.fsync else "OFF",
+                           "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);")
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -150,8 +149,15 @@ class BlobStore:
         """Write and flush ``blobs`` (digest -> data); runs in a thread. One statement per
         500 small blobs and one commit: the interpreter lock is given back a few times per
         batch, not after every system call."""
-        small = [(digest, data) for digest, data in blobs.items() if len(data) <= self.small_max_bytes]
+        try:
+            self._write_rows([(digest, data) for digest, data in blobs.items() if len(data) <= self.small_max_bytes])
+        except sqlite3.Error as exc:  # callers see one kind of storage failure
+            raise OSError(f"blob store {self.root}/small.sqlite3: {exc}") from exc
         large = {digest: data for digest, data in blobs.items() if len(data) > self.small_max_bytes}
+        if large:
+            self._write_files(large)
+
+    def _write_rows(self, small: list[tuple[str, bytes]]) -> None:
         if small:
             with self._db_lock:
                 db = self._connection()
@@ -165,8 +171,6 @@ class BlobStore:
                     db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
-        if large:
-            self._write_files(large)
 
     def _write_files(self, blobs: dict[str, bytes]) -> None:
         written: dict[str, str] = {}  # digest -> temporary file
@@ -233,7 +237,7 @@ class BlobStore:
             rows = self._query("SELECT data FROM blobs WHERE sha256=?", (sha256,))
             if not rows:
                 raise
-            return bytes(rows[0][0])  # type: ignore[arg-type]
+            return bytes(rows[0][0])  # type: ignore[call-overload]
 
     async def get(self, sha256: str) -> bytes:
         return await asyncio.to_thread(self.get_sync, sha256)

@@ -106,3 +106,23 @@ async def test_deleted_blobs_are_gone(tmp_path: Path) -> None:
     assert not store.exists(small) and not store.exists(large)
     assert not store.delete(small)
     assert list(store.digests()) == []
+
+
+def _put_in_a_process(folder: str, n: int, start: float) -> str:
+    import time
+
+    time.sleep(max(0.0, start - time.time()))  # every process opens the new store at the same moment
+    return BlobStore(folder).put_sync(f"raw original {n}".encode())
+
+
+def test_stores_of_several_processes_opening_one_folder_at_once_all_write(tmp_path: Path) -> None:
+    import multiprocessing
+    import time
+
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        pool.map(abs, range(6))  # the workers are up
+        for attempt in range(8):
+            folder = str(tmp_path / str(attempt))
+            start = time.time() + 0.2
+            digests = pool.starmap(_put_in_a_process, [(folder, n, start) for n in range(6)])
+            assert sorted(BlobStore(folder).digests()) == sorted(digests)

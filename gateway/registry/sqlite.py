@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
+from gateway.sqlite_wal import connect_wal
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
@@ -104,12 +105,7 @@ class SqliteRegistry(Registry):
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.execute("PRAGMA busy_timeout=60000")
-        db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-        self._db = db
+        self._db = connect_wal(self.path, self.synchronous, SCHEMA)
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self.db
@@ -605,12 +601,8 @@ class SqliteRegistry(Registry):
     # cost a flush per mail.
     def _locks(self) -> sqlite3.Connection:
         if self._locks_db is None:
-            db = sqlite3.connect(f"{self.path}-locks", timeout=60, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute("PRAGMA busy_timeout=60000")
-            db.execute("CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL)")
-            self._locks_db = db
+            self._locks_db = connect_wal(f"{self.path}-locks", "OFF", "CREATE TABLE IF NOT EXISTS locks"
+                                         " (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);")
         return self._locks_db
 
     def _in_locks(self, fn: Callable[[sqlite3.Connection], T]) -> T:

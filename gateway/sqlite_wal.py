@@ -1,0 +1,36 @@
+"""Opening an SQLite file in WAL mode from several processes at once.
+
+Switching a new file to WAL takes a lock that SQLite's busy timeout does not wait for: two
+gateway workers starting together on a new file could fail with "database is locked".
+``connect_wal`` retries that step.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+
+def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempts: int = 500) -> sqlite3.Connection:
+    """A connection (autocommit, usable from any thread) to ``path`` in WAL mode with
+    ``synchronous`` and a 60 s busy timeout; ``schema`` (``CREATE ... IF NOT EXISTS``
+    statements) is run in one transaction."""
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout=60000")
+        for attempt in range(attempts):
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.01)
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        if schema:
+            db.executescript("BEGIN IMMEDIATE;" + schema + "COMMIT;")
+    except BaseException:
+        db.close()
+        raise
+    return db
