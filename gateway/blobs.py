@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gateway.sqlite_wal import connect_wal
+from gateway.sqlite_wal import connect_wal, write_transaction
 
 #: Blobs up to this size are rows of ``small.sqlite3`` (``blobs.small_max_bytes``).
 SMALL_MAX_BYTES = 64 * 1024
@@ -158,19 +158,15 @@ class BlobStore:
             self._write_files(large)
 
     def _write_rows(self, small: list[tuple[str, bytes]]) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            for start in range(0, len(small), _ROWS_PER_INSERT):
+                rows = small[start:start + _ROWS_PER_INSERT]
+                db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES " + ",".join(["(?,?)"] * len(rows)),
+                           [value for row in rows for value in row])
+
         if small:
             with self._db_lock:
-                db = self._connection()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for start in range(0, len(small), _ROWS_PER_INSERT):
-                        rows = small[start:start + _ROWS_PER_INSERT]
-                        db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES " + ",".join(["(?,?)"] * len(rows)),
-                                   [value for row in rows for value in row])
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
+                write_transaction(self._connection(), insert)
 
     def _write_files(self, blobs: dict[str, bytes]) -> None:
         written: dict[str, str] = {}  # digest -> temporary file

@@ -1,4 +1,4 @@
-"""Opening an SQLite file in WAL mode from several processes at once.
+"""SQLite files shared by several processes: opening one in WAL mode, and write transactions.
 
 Switching a new file to WAL takes a lock that SQLite's busy timeout does not wait for: two
 gateway workers starting together on a new file could fail with "database is locked".
@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempts: int = 500) -> sqlite3.Connection:
@@ -34,3 +38,16 @@ def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempt
         db.close()
         raise
     return db
+
+
+def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn(db)`` in one ``BEGIN IMMEDIATE`` transaction (the write lock taken at once, so
+    processes sharing the file serialise): committed when it returns, rolled back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result

@@ -241,10 +241,12 @@ def _inner(term: re.Pattern[str]) -> str:
     return term.pattern.removeprefix(r"(?<!\w)(?:").removesuffix(r")(?!\w)")
 
 
-def _split_top_level(source: str) -> tuple[list[str], list[int]]:
-    """``source`` split at ``|`` outside groups and classes, and where its literal spaces
-    outside groups and classes are (positions), or ValueError if it is not balanced."""
+def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
+    """``source`` split at ``|`` outside groups and classes; where its literal spaces outside
+    groups and classes are (positions); and whether one group encloses the whole of it.
+    ValueError if it is not balanced."""
     parts, spaces, depth, start, i, in_class = [], [], 0, 0, 0, False
+    first_close: int | None = None  # where the group opened first closes
     while i < len(source):
         ch = source[i]
         if ch == "\\":
@@ -263,6 +265,8 @@ def _split_top_level(source: str) -> tuple[list[str], list[int]]:
             depth -= 1
             if depth < 0:
                 raise ValueError("unbalanced")
+            if depth == 0 and first_close is None:
+                first_close = i
         elif depth == 0 and ch == "|":
             parts.append(source[start:i])
             start = i + 1
@@ -272,40 +276,18 @@ def _split_top_level(source: str) -> tuple[list[str], list[int]]:
     if depth or in_class:
         raise ValueError("unbalanced")
     parts.append(source[start:])
-    return parts, spaces
+    return parts, spaces, source.startswith("(") and first_close == len(source) - 1
 
 
 def _alternatives(source: str) -> list[str]:
     """The top-level alternatives of ``source``; a group around the whole is looked into."""
-    parts, _ = _split_top_level(source)
-    if len(parts) == 1 and _encloses(source):
+    parts, _, encloses = _split_top_level(source)
+    if len(parts) == 1 and encloses:
         if source.startswith("(?:"):
             return _alternatives(source[3:-1])
         if not source.startswith("(?"):  # a plain group; not a look-around or a named group
             return _alternatives(source[1:-1])
     return parts
-
-
-def _encloses(source: str) -> bool:
-    """Whether the group opened by the first character closes at the last one."""
-    depth, i, in_class = 0, 0, False
-    while i < len(source):
-        ch = source[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i == len(source) - 1
-        i += 1
-    return False
 
 
 def _gates_of(source: str) -> tuple[bool, list[str]] | None:
@@ -319,7 +301,7 @@ def _gates_of(source: str) -> tuple[bool, list[str]] | None:
     gates, exact = [], True
     for alternative in alternatives:
         try:
-            _, spaces = _split_top_level(alternative)
+            _, spaces, _ = _split_top_level(alternative)
         except ValueError:
             return None
         gate = alternative[:spaces[0]] if spaces else alternative

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
-from gateway.sqlite_wal import connect_wal
+from gateway.sqlite_wal import connect_wal, write_transaction
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
@@ -108,15 +108,7 @@ class SqliteRegistry(Registry):
         self._db = connect_wal(self.path, self.synchronous, SCHEMA)
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        return write_transaction(self.db, fn)
 
     async def open(self) -> None:
         await self._run(self._open_sync)
@@ -606,15 +598,7 @@ class SqliteRegistry(Registry):
         return self._locks_db
 
     def _in_locks(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._locks()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        return write_transaction(self._locks(), fn)
 
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         def take(db: sqlite3.Connection) -> bool:
