@@ -8,7 +8,9 @@ Every text can be overridden in config.yaml under ``acknowledgements.templates.<
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from string import Formatter
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -187,6 +189,8 @@ MONTHS = {
 SPOKEN_DATE = {"ru": "{day} {month} в {time}", "pl": "{day} {month} o {time}", "en": "{day} {month} at {time}",
                "uk": "{day} {month} о {time}", "de": "{day}. {month} um {time} Uhr"}
 NO_DEADLINE = "—"
+#: Deadlines every acknowledgement can name (``{respond_by}``, ``{legal_by_spoken}``...), set or not.
+DEADLINE_NAMES = ("acknowledge", "respond", "technical", "legal")
 
 SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
@@ -259,7 +263,7 @@ class AcknowledgementTexts:
         lang = self.language_for(complaint, language)
         texts = {**self.templates["en"], **self.templates.get(self.fallback_language, {}), **self.templates.get(lang, {})}
         kind = next(k for k in self.kind_for(complaint, receipt, door, public) if k in texts)
-        values = self._values(complaint, receipt, lang)
+        values = _Fields(lambda field: self._value(field, complaint, receipt, lang))
         if public:
             for field in PERSONAL_FIELDS:
                 values[field] = ""
@@ -267,23 +271,35 @@ class AcknowledgementTexts:
         values["urgent_note"] = _format(texts["urgent_note"], values) if urgent else ""
         return _format(texts[kind], values)
 
-    def _values(self, complaint: Complaint, receipt: Receipt, lang: str) -> dict[str, str]:
-        submitted_by = complaint.submitted_by
-        partner = _mapping(complaint.meta.get("partner"))
+    def _value(self, field: str, complaint: Complaint, receipt: Receipt, lang: str) -> str | None:
+        """One template field's text, or None for a field templates do not know."""
         number = receipt.registration_number or ""
-        values = {
-            "number": number,
-            "number_spoken": spoken_number(number),
-            "name": complaint.customer.name or "",
-            "name_part": f", {complaint.customer.name}" if complaint.customer.name else "",
-            "reference": str(partner.get("reference") or complaint.channel_message_id),
-            "organisation": str(partner.get("organisation_name") or (submitted_by.organisation if submitted_by else "")),
-        }
-        for name in ("acknowledge", "respond", "technical", "legal", *complaint.deadlines):
-            when = self._local(complaint, name)
-            values[f"{name}_by"] = when.strftime(self.date_formats.get(lang, self.date_format)) if when else NO_DEADLINE
-            values[f"{name}_by_spoken"] = self._spoken_date(when, lang) if when else NO_DEADLINE
-        return values
+        name = complaint.customer.name
+        if field == "number":
+            return number
+        if field == "number_spoken":
+            return spoken_number(number)
+        if field == "name":
+            return name or ""
+        if field == "name_part":
+            return f", {name}" if name else ""
+        if field in ("reference", "organisation"):
+            partner = _mapping(complaint.meta.get("partner"))
+            if field == "reference":
+                return str(partner.get("reference") or complaint.channel_message_id)
+            submitted_by = complaint.submitted_by
+            return str(partner.get("organisation_name") or (submitted_by.organisation if submitted_by else ""))
+        deadline, spoken = field.removesuffix("_by"), False
+        if deadline == field:
+            deadline, spoken = field.removesuffix("_by_spoken"), True
+            if deadline == field:
+                return None
+        if deadline not in DEADLINE_NAMES and deadline not in complaint.deadlines:
+            return None
+        when = self._local(complaint, deadline)
+        if when is None:
+            return NO_DEADLINE
+        return self._spoken_date(when, lang) if spoken else when.strftime(self.date_formats.get(lang, self.date_format))
 
     def _local(self, complaint: Complaint, name: str) -> datetime | None:
         value = complaint.deadlines.get(name)
@@ -302,15 +318,39 @@ class AcknowledgementTexts:
                                                                time=when.strftime("%H:%M"))
 
 
+class _Fields(dict[str, str]):
+    """A template's values, each computed the first time a template names it (most
+    templates name two or three of the twenty fields)."""
+
+    def __init__(self, compute: Callable[[str], str | None]) -> None:
+        super().__init__()
+        self._compute = compute
+
+    def __missing__(self, field: str) -> str:
+        value = self._compute(field)
+        if value is None:
+            raise KeyError(field)
+        self[field] = value
+        return value
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+@lru_cache(maxsize=512)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    return tuple((literal, field) for literal, field, _spec, _conv in Formatter().parse(template))
 
 
 def _format(template: str, values: dict[str, str]) -> str:
     """Fill only known fields; an unknown ``{field}`` in an operator's template stays as it is."""
     out = []
-    for literal, field, _spec, _conv in Formatter().parse(template):
+    for literal, field in _parsed(template):
         out.append(literal)
         if field is not None:
-            out.append(values.get(field, "{" + field + "}"))
+            try:
+                out.append(values[field])
+            except KeyError:
+                out.append("{" + field + "}")
     return "".join(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -102,6 +103,23 @@ def test_templates_are_overridable_in_config() -> None:
     assert "Что дальше" in texts.render(complaint(), receipt(), door="email")
     assert texts.render(complaint(language="cs"), receipt(), door="sms") == "Stížnost 2026-000123 přijata."
     assert texts.render(complaint(language="cs"), receipt(), door="email").startswith("Hello")
+
+
+def test_template_fields_are_filled_by_name_whatever_the_template_names() -> None:
+    """Fields are computed only when a template names them: every kind of field still
+    comes out, a deadline the complaint lacks reads as a dash, a non-field stays as written."""
+    template = ("{number_spoken} | {legal_by} | {respond_by_spoken} | {warranty_by} | {technical_by} | "
+                "{name_part} | {reference} | {organisation}| {number[0]} | {_by} | {number_by}")
+    texts = AcknowledgementTexts({"templates": {"ru": {"short": template, "public": template}}, "date_formats": {"ru": "%d.%m"}})
+    c = complaint()
+    legal = datetime.fromisoformat(c.deadlines["legal"]).astimezone(ZoneInfo("Europe/Moscow")).strftime("%d.%m")
+    c.deadlines = {**c.deadlines, "warranty": "2026-04-01T09:00:00Z"}
+    c.deadlines.pop("technical", None)
+    assert texts.render(c, receipt(), door="sms") == (
+        f"2, 0, 2, 6. 0, 0, 0, 1, 2, 3 | {legal} | 20 марта в 18:00 | "
+        f"01.04 | — | , {NAME} | m1 | | {{number[0]}} | {{_by}} | {{number_by}}")
+    public = texts.render(c, receipt(), door="sms", public=True)
+    assert public.startswith(f"2, 0, 2, 6. 0, 0, 0, 1, 2, 3 | {legal} | ") and public.endswith(" |  |  | | {number[0]} | {_by} | {number_by}")
 
 
 def test_broken_template_is_a_config_error() -> None:
