@@ -40,10 +40,28 @@ def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempt
     return db
 
 
-def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+class WriteLockBusy(Exception):
+    """``write_transaction(..., wait=False)``: another connection holds the file's write lock."""
+
+
+def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, wait: bool = True) -> T:
     """``fn(db)`` in one ``BEGIN IMMEDIATE`` transaction (the write lock taken at once, so
-    processes sharing the file serialise): committed when it returns, rolled back if it raises."""
-    db.execute("BEGIN IMMEDIATE")
+    processes sharing the file serialise): committed when it returns, rolled back if it raises.
+    With ``wait=False`` the write lock is not waited for: ``WriteLockBusy`` when another
+    connection holds it (in WAL mode nothing after ``BEGIN IMMEDIATE`` waits on a lock)."""
+    if wait:
+        db.execute("BEGIN IMMEDIATE")
+    else:
+        timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            raise WriteLockBusy(str(exc)) from exc
+        finally:
+            db.execute(f"PRAGMA busy_timeout={int(timeout)}")
     try:
         result = fn(db)
     except BaseException:

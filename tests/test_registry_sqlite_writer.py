@@ -1,0 +1,73 @@
+"""The SQLite registry's batch of submits: on the event loop's thread when the file's write
+lock is free, in its executor thread (without holding up the loop) while another process
+writes, and registered exactly once either way."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from gateway.registry import RegistrySettings
+from gateway.registry.sqlite import SqliteRegistry
+from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction
+from tests.test_registry_contract import complaint
+
+
+@pytest.fixture
+async def registry(tmp_path: Path):
+    reg = SqliteRegistry(RegistrySettings(timezone="Europe/Moscow"), tmp_path / "registry.sqlite3", synchronous="NORMAL")
+    await reg.open()
+    yield reg
+    await reg.close()
+
+
+def record_threads(registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    threads: list[int] = []
+    submit = registry._submit_savepoint
+
+    def recorded(db: sqlite3.Connection, plan):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return submit(db, plan)
+
+    monkeypatch.setattr(registry, "_submit_savepoint", recorded)
+    return threads
+
+
+async def test_a_batch_runs_on_the_loop_thread_when_the_write_lock_is_free(registry: SqliteRegistry,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = record_threads(registry, monkeypatch)
+    receipts = await registry.submit_many([complaint(ids=[("phone", f"+7916000000{i}")]) for i in range(3)])
+    assert [r.registration_number for r in receipts] == ["2026-000001", "2026-000002", "2026-000003"]  # type: ignore[union-attr]
+    assert threads == [threading.get_ident()] * 3
+    assert await registry.queue_length() == 3
+
+
+async def test_a_batch_waits_in_the_thread_while_another_process_writes(registry: SqliteRegistry, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = record_threads(registry, monkeypatch)
+    other = connect_wal(tmp_path / "registry.sqlite3", "NORMAL")
+    other.execute("BEGIN IMMEDIATE")  # another gateway process in the middle of its own write
+    third = connect_wal(tmp_path / "registry.sqlite3", "NORMAL")
+    with pytest.raises(WriteLockBusy):
+        write_transaction(third, lambda db: None, wait=False)
+    third.close()
+
+    submitting = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000001")]),
+                                                           complaint(ids=[("phone", "+79160000002")])]))
+    ticks = 0
+    while ticks < 20:  # the loop keeps running while the batch waits for the lock
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not submitting.done()
+    other.execute("COMMIT")
+    receipts = await asyncio.wait_for(submitting, 10)
+    assert [r.registration_number for r in receipts] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
+    assert threads and threading.get_ident() not in threads
+    assert registry.db.execute("PRAGMA busy_timeout").fetchone()[0] == 60000  # the no-wait attempt restored it
+    again = await registry.submit_many([complaint(ids=[("phone", "+79160000003")])])
+    assert again[0].registration_number == "2026-000003"  # type: ignore[union-attr]
+    assert await registry.queue_length() == 3
+    other.close()
