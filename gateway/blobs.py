@@ -11,8 +11,11 @@ Larger blobs are files: written to a temporary file in ``.incoming``, flushed an
 into place (``<sha[:2]>/<sha[2:4]>/<sha>``), so a file that exists is complete. A batch of
 files is flushed with one ``syncfs``. Storing the same bytes twice is a no-op.
 
-``stage()`` hashes a batch on the event loop, ``StagedBlobs.start()`` writes it in a
-thread and ``commit()`` waits for that: the intake normalises the batch meanwhile.
+``stage()`` hashes a batch on the event loop and ``StagedBlobs.start()`` writes it: a batch
+of small blobs there and then, on the loop's thread, when the file's write lock is free
+(one insert and one commit; a thread would wait for the interpreter lock around each step
+while the loop is busy); otherwise in a thread, and ``commit()`` waits for that while the
+intake normalises the batch.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gateway.sqlite_wal import connect_wal, write_transaction
+from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction
 
 #: Blobs up to this size are rows of ``small.sqlite3`` (``blobs.small_max_bytes``).
 SMALL_MAX_BYTES = 64 * 1024
@@ -36,6 +39,13 @@ SMALL_MAX_BYTES = 64 * 1024
 STAGE_MAX_BYTES = 1024 * 1024
 #: SQLite allows 32 766 parameters in one statement; two per row.
 _ROWS_PER_INSERT = 500
+
+
+def _insert_rows(db: sqlite3.Connection, rows: list[tuple[str, bytes]]) -> None:
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES " + ",".join(["(?,?)"] * len(chunk)),
+                   [value for row in chunk for value in row])
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -138,7 +148,7 @@ class BlobStore:
 
     def stage(self, items: list[bytes]) -> StagedBlobs | None:
         """Hash a batch on the event loop, so the caller knows the digests and can work
-        while ``start()`` writes it in a thread; None for a batch above ``STAGE_MAX_BYTES``
+        while ``start()`` writes it; None for a batch above ``STAGE_MAX_BYTES``
         (use ``put_many``)."""
         if sum(map(len, items)) > STAGE_MAX_BYTES:
             return None
@@ -158,15 +168,27 @@ class BlobStore:
             self._write_files(large)
 
     def _write_rows(self, small: list[tuple[str, bytes]]) -> None:
-        def insert(db: sqlite3.Connection) -> None:
-            for start in range(0, len(small), _ROWS_PER_INSERT):
-                rows = small[start:start + _ROWS_PER_INSERT]
-                db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES " + ",".join(["(?,?)"] * len(rows)),
-                           [value for row in rows for value in row])
-
         if small:
             with self._db_lock:
-                write_transaction(self._connection(), insert)
+                write_transaction(self._connection(), lambda db: _insert_rows(db, small))
+
+    def write_small_now(self, blobs: dict[str, bytes]) -> bool:
+        """Write a batch of small blobs on the calling thread, if that needs no waiting:
+        False (nothing written) when a blob is large or the connection or the file's write
+        lock is taken; OSError when the write fails."""
+        if any(len(data) > self.small_max_bytes for data in blobs.values()):
+            return False
+        if not self._db_lock.acquire(blocking=False):
+            return False
+        try:
+            write_transaction(self._connection(), lambda db: _insert_rows(db, list(blobs.items())), wait=False)
+        except WriteLockBusy:
+            return False
+        except sqlite3.Error as exc:
+            raise OSError(f"blob store {self.root}/small.sqlite3: {exc}") from exc
+        finally:
+            self._db_lock.release()
+        return True
 
     def _write_files(self, blobs: dict[str, bytes]) -> None:
         written: dict[str, str] = {}  # digest -> temporary file
@@ -283,9 +305,21 @@ class StagedBlobs:
         self._writing: asyncio.Future[None] | None = None
 
     def start(self) -> None:
-        """Begin writing and flushing the batch in a thread; returns at once."""
+        """Write and flush the batch now (small blobs, write lock free) or begin to in a
+        thread; ``commit()`` reports how it went."""
         if self._blobs and self._writing is None:
-            self._writing = asyncio.get_running_loop().run_in_executor(None, self.store._write, self._blobs)
+            loop = asyncio.get_running_loop()
+            try:
+                written = self.store.write_small_now(self._blobs)
+            except OSError as exc:
+                self._writing = loop.create_future()
+                self._writing.set_exception(exc)
+                return
+            if written:
+                self._writing = loop.create_future()
+                self._writing.set_result(None)
+            else:
+                self._writing = loop.run_in_executor(None, self.store._write, self._blobs)
 
     async def commit(self) -> list[str]:
         """Wait until the batch is on disk; the digests."""

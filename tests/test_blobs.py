@@ -3,6 +3,7 @@ ones as files where ``path()`` says — with or without fsync, and leaves no tem
 behind, even when a write fails."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.blobs import SMALL_MAX_BYTES, STAGE_MAX_BYTES, BlobStore
+from gateway.sqlite_wal import connect_wal
 
 
 def files(root: Path) -> list[Path]:
@@ -66,6 +68,41 @@ async def test_a_staged_batch_is_known_before_it_is_written(tmp_path: Path) -> N
     staged.start()
     assert await staged.commit() == staged.digests
     assert [store.get_sync(d) for d in staged.digests] == [b"raw one", b"raw two"]
+
+
+async def test_small_batch_is_written_at_once_unless_another_process_is_writing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    staged = store.stage([b"raw one", b"raw two"])
+    assert staged is not None
+    staged.start()  # the write lock is free: written and flushed before start() returns
+    assert store.exists(staged.digests[0]) and store.exists(staged.digests[1])
+    assert await staged.commit() == staged.digests
+
+    other = connect_wal(tmp_path / "small.sqlite3", "FULL")
+    other.execute("BEGIN IMMEDIATE")  # another gateway process writing to the same store
+    staged = store.stage([b"raw three", b"x" * (SMALL_MAX_BYTES + 1)])
+    assert staged is not None
+    staged.start()  # handed to a thread, which waits for the lock
+    await asyncio.sleep(0.1)
+    assert not store.exists(staged.digests[0])
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(staged.commit(), 10) == staged.digests
+    assert store.get_sync(staged.digests[0]) == b"raw three" and store.size(staged.digests[1]) == SMALL_MAX_BYTES + 1
+    assert not store.write_small_now({"d": b"x" * (SMALL_MAX_BYTES + 1)})  # a large blob is never written on the loop
+
+
+async def test_failed_small_write_on_the_loop_reaches_commit(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    await store.put(b"first")
+    store._connection().execute("PRAGMA query_only=1")
+    staged = store.stage([b"second"])
+    assert staged is not None
+    staged.start()
+    with pytest.raises(OSError, match="readonly"):
+        await staged.commit()
+    store._connection().execute("PRAGMA query_only=0")
+    assert not store.exists(staged.digests[0])
 
 
 async def test_failed_file_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
