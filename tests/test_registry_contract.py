@@ -185,6 +185,24 @@ async def test_numbers_follow_the_configured_format_and_restart_each_year(backen
         nov = await reg.submit(complaint("Жалоба в ноябре", ids=[("email", "x@example.com")],
                                          at=datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)))
         assert nov.registration_number == "C2026/0001"
+        stored = await reg.get_message(nov.complaint_id or "")
+        assert stored is not None and stored.registration_number == "C2026/0001"
+        assert stored.customer.customer_id == nov.customer_id
+    finally:
+        await reg.close()
+
+
+async def test_numbers_with_quotes_and_backslashes_are_stored_as_they_are(backend: str, tmp_path: Path, redis_url: str) -> None:
+    reg = open_backend(backend, tmp_path, redis_url, number_format='N"{year}\\{seq:03d}%s')
+    await reg.open()
+    try:
+        receipt = await reg.submit(complaint("Жалоба с кавычками \"CGNUMBER\" в тексте"))
+        assert receipt.registration_number == 'N"2026\\001%s'
+        stored = await reg.get_message(receipt.complaint_id or "")
+        assert stored is not None and stored.registration_number == receipt.registration_number
+        assert stored.text == "Жалоба с кавычками \"CGNUMBER\" в тексте" and stored.customer.customer_id == receipt.customer_id
+        event = (await reg.read_events("crm", "w"))[0]
+        assert event.payload["complaint"]["registration_number"] == receipt.registration_number
     finally:
         await reg.close()
 

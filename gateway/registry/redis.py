@@ -109,15 +109,25 @@ class RedisRegistry(Registry):
         return list(await pipe.execute(raise_on_error=False))
 
     def _submit_args(self, plan: SubmitPlan) -> list[str]:
+        """The script's arguments: its parameters as JSON and the complaint's JSON in three
+        pieces, cut where the script puts the customer id and the registration number."""
         c = plan.complaint
-        number_token = "CGNUMBER" + new_id()
-        customer_token = "CGCUSTOMER" + new_id()
+        number_token = '"CGNUMBER' + new_id() + '"'
+        customer_token = '"CGCUSTOMER' + new_id() + '"'
         saved = c.registration_number, c.customer.customer_id
-        c.registration_number, c.customer.customer_id = number_token, customer_token
+        c.registration_number, c.customer.customer_id = number_token[1:-1], customer_token[1:-1]
         try:
             body = c.to_json()
         finally:
             c.registration_number, c.customer.customer_id = saved
+        # A JSON string value never holds an unescaped quote, so each token occurs once.
+        head, number_tail = body.split(number_token)
+        if customer_token in head:
+            first, middle = head.split(customer_token)
+            pieces, customer_first = [first, middle, number_tail], True
+        else:
+            middle, last = number_tail.split(customer_token)
+            pieces, customer_first = [head, middle, last], False
         params = {
             "channel": c.channel,
             "message_id": c.channel_message_id,
@@ -137,10 +147,9 @@ class RedisRegistry(Registry):
             "max_distance": plan.max_distance,
             "printf": plan.printf,
             "counter": plan.counter,
-            "number_token": number_token,
-            "customer_token": customer_token,
+            "customer_first": customer_first,
         }
-        return [json.dumps(params, ensure_ascii=False), body]
+        return [json.dumps(params, ensure_ascii=False), *pieces]
 
     # -- reading ----------------------------------------------------------------------
     async def get_message(self, complaint_id: str) -> Complaint | None:

@@ -1,9 +1,9 @@
 -- The atomic submit of the Redis registry: one server-side script, one round trip.
--- KEYS[1] key prefix. ARGV[1] JSON parameters (see RedisRegistry._submit), ARGV[2] the
--- complaint JSON with two placeholder tokens for the registration number and customer id.
+-- KEYS[1] key prefix. ARGV[1] JSON parameters (see RedisRegistry._submit_args), ARGV[2..4]
+-- the complaint JSON in three pieces, cut where the customer id and the registration number
+-- go (the customer id first when a.customer_first, else the number first).
 local P = KEYS[1]
 local a = cjson.decode(ARGV[1])
-local body = ARGV[2]
 local null = cjson.null
 
 local receipt_field = a.channel .. "\n" .. a.message_id
@@ -108,10 +108,18 @@ if kind == 'new' then
 end
 
 -- store, enqueue, remember the receipt -------------------------------------------------
+local function json_string(s)
+  return '"' .. string.gsub(s, '[\\"]', '\\%0') .. '"'
+end
 local number_json = 'null'
-if number then number_json = '"' .. string.gsub(number, '"', '\\"') .. '"' end
-body = string.gsub(body, '"' .. a.number_token .. '"', (string.gsub(number_json, '%%', '%%%%')), 1)
-body = string.gsub(body, '"' .. a.customer_token .. '"', '"' .. customer .. '"', 1)
+if number then number_json = json_string(number) end
+local customer_json = json_string(customer)
+local body
+if a.customer_first then
+  body = ARGV[2] .. customer_json .. ARGV[3] .. number_json .. ARGV[4]
+else
+  body = ARGV[2] .. number_json .. ARGV[3] .. customer_json .. ARGV[4]
+end
 
 redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
            'body', body)
