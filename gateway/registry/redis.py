@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
@@ -74,6 +75,19 @@ class RedisRegistry(Registry):
             return bool(await self.r.ping())
         except (RedisError, RegistryError):
             return False
+
+    # -- typed reads (the client decodes every reply to str) ------------------------------
+    async def _strings(self, reply: Awaitable[Any] | Any) -> list[str]:
+        """A list or set reply (``LRANGE``, ``SMEMBERS``, ``ZRANGE``...) as strings, sorted
+        when it was a set."""
+        values = await reply
+        return sorted(values) if isinstance(values, set) else list(values)
+
+    async def _field(self, key: str, field: str) -> str | None:
+        return cast("str | None", await self.r.hget(key, field))
+
+    async def _row(self, reply: Awaitable[Any] | Any) -> dict[str, str]:
+        return cast("dict[str, str]", await reply)
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
@@ -161,9 +175,8 @@ class RedisRegistry(Registry):
         reg = await self.r.hgetall(key)
         if not reg:
             return None
-        ids = await self.r.lrange(key + ":messages", 0, -1)
         messages = []
-        for complaint_id in ids:
+        for complaint_id in await self._strings(self.r.lrange(key + ":messages", 0, -1)):
             kind, body = await self.r.hmget(self.prefix + "message:" + complaint_id, ["kind", "body"])
             if body:
                 messages.append({"kind": kind, "complaint": json.loads(body)})
@@ -180,9 +193,9 @@ class RedisRegistry(Registry):
             score = await self.r.zscore(timeline, before)
             if score is None:
                 return []
-            ids = await self.r.zrevrangebyscore(timeline, f"({score}", "-inf", start=0, num=limit)
+            ids = await self._strings(self.r.zrevrangebyscore(timeline, f"({score}", "-inf", start=0, num=limit))
         else:
-            ids = await self.r.zrevrange(timeline, 0, limit - 1)
+            ids = await self._strings(self.r.zrevrange(timeline, 0, limit - 1))
         out = []
         for complaint_id in ids:
             message = await self.get_message(complaint_id)
@@ -199,15 +212,15 @@ class RedisRegistry(Registry):
         while frontier:
             found: list[str] = []
             for cid in frontier:
-                found += sorted(await self.r.smembers(self.prefix + "customer:" + cid + ":merged_from"))
+                found += await self._strings(self.r.smembers(self.prefix + "customer:" + cid + ":merged_from"))
             frontier = [f for f in found if f not in members]
             members += frontier
         keys: list[str] = []
         numbers: list[tuple[str, str]] = []
         for cid in members:
-            keys += sorted(await self.r.smembers(self.prefix + "customer:" + cid + ":identities"))
-            for number in await self.r.lrange(self.prefix + "customer:" + cid + ":registrations", 0, -1):
-                numbers.append((await self.r.hget(self.prefix + "registration:" + number, "created_at") or "", number))
+            keys += await self._strings(self.r.smembers(self.prefix + "customer:" + cid + ":identities"))
+            for number in await self._strings(self.r.lrange(self.prefix + "customer:" + cid + ":registrations", 0, -1)):
+                numbers.append((await self._field(self.prefix + "registration:" + number, "created_at") or "", number))
         return {
             "customer_id": customer_id,
             "name": row.get("name"),
@@ -229,8 +242,8 @@ class RedisRegistry(Registry):
         if not row:
             return None
         kinds = {}
-        for complaint_id in await self.r.lrange(key + ":messages", 0, -1):
-            kinds[complaint_id] = await self.r.hget(self.prefix + "message:" + complaint_id, "kind")
+        for complaint_id in await self._strings(self.r.lrange(key + ":messages", 0, -1)):
+            kinds[complaint_id] = await self._field(self.prefix + "message:" + complaint_id, "kind")
         return {"state": row.get("state", "open"), "assigned_to": row.get("assigned_to") or None,
                 "updated_at": row.get("updated_at"), "customer_id": row["customer_id"], "kinds": kinds}
 
@@ -276,7 +289,7 @@ class RedisRegistry(Registry):
                 try:
                     await pipe.watch(*keys)
                     for cid, key in zip((source, target), keys):
-                        row = await pipe.hgetall(key)
+                        row = await self._row(pipe.hgetall(key))
                         if not row:
                             raise KeyError(cid)
                         if row.get("merged_into"):
@@ -379,13 +392,13 @@ class RedisRegistry(Registry):
         if len(events) < count:
             fresh = await self.r.xreadgroup(group, consumer, {self.stream: ">"}, count=count - len(events),
                                             block=block_ms if not events and block_ms > 0 else None)
-            for _, entries in fresh or []:
+            for _, entries in cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]", fresh or []):
                 events.extend(self._event(i, f) for i, f in entries)
         return events
 
     @staticmethod
     def _event(event_id: str, fields: dict[str, str]) -> Event:
-        payload = {name: json.loads(fields[name]) for name in ("complaint", "action", "merge") if name in fields}
+        payload: dict[str, Any] = {name: json.loads(fields[name]) for name in ("complaint", "action", "merge") if name in fields}
         return Event(event_id, fields["event"], fields.get("registration_number") or None,
                      fields.get("customer_id") or None, fields.get("complaint_id") or None, payload)
 
@@ -433,13 +446,13 @@ class RedisRegistry(Registry):
         timeline = self.prefix + "timeline"
         cursor = 0
         while True:
-            ids = await self.r.zrange(timeline, cursor, cursor + 499)
+            ids = await self._strings(self.r.zrange(timeline, cursor, cursor + 499))
             if not ids:
                 break
             cursor += len(ids)
             for complaint_id in ids:
                 key = self.prefix + "message:" + complaint_id
-                raw = await self.r.hget(key, "body")
+                raw = await self._field(key, "body")
                 if not raw:
                     continue
                 body = json.loads(raw)
@@ -454,8 +467,8 @@ class RedisRegistry(Registry):
                 await self.r.hset(key, "body", json.dumps(kept, ensure_ascii=False))
         # customers with nothing newer lose their identities and name
         newer = set()
-        for complaint_id in await self.r.zrange(timeline, 0, -1):
-            raw = await self.r.hget(self.prefix + "message:" + complaint_id, "body")
+        for complaint_id in await self._strings(self.r.zrange(timeline, 0, -1)):
+            raw = await self._field(self.prefix + "message:" + complaint_id, "body")
             if raw:
                 body = json.loads(raw)
                 if body["received_at"] >= before:
