@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--backend", default="redis", choices=["redis", "sqlite"])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections, as in make bench")
     parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -95,8 +96,8 @@ def main() -> int:
             options = {"script": script} if script else {}
             env = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)} if args.door == "vk" else None
             url = f"http://127.0.0.1:{server.port}{path}"
-            wrk(url, RETURNING_VK_USERS // 10 if args.door == "vk" else 2, 16, env=env, **options)
-            load = lambda: wrk(url, args.seconds, 16, env=env, **options)
+            wrk(url, RETURNING_VK_USERS // 10 if args.door == "vk" else 2, args.connections, env=env, **options)
+            load = lambda: wrk(url, args.seconds, args.connections, env=env, **options)
         settle(server.pid)
         raw = args.raw or tmp / "profile.raw"
         sampler = subprocess.Popen([spy, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
