@@ -119,20 +119,24 @@ def fold_pattern(term: str) -> str:
     return "".join(part if i % 2 else _fold_letters(part) for i, part in enumerate(parts))
 
 
-@dataclass(frozen=True, slots=True)
 class Sentence:
-    """A folded sentence and where its words start (to turn offsets into word numbers)."""
+    """A folded sentence; where its words start is worked out only when an offset has to be
+    turned into a word number (for the few patterns tried sentence by sentence)."""
 
-    text: str
-    word_starts: tuple[int, ...]
+    __slots__ = ("text", "_word_starts")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._word_starts: list[int] | None = None
 
     @classmethod
     def of(cls, text: str) -> Sentence:
-        folded = fold(text)
-        return cls(folded, tuple(m.start() for m in _WORD.finditer(folded)))
+        return cls(fold(text))
 
     def word_at(self, offset: int) -> int:
-        return max(0, bisect.bisect_right(self.word_starts, offset) - 1)
+        if self._word_starts is None:
+            self._word_starts = [m.start() for m in _WORD.finditer(self.text)]
+        return max(0, bisect.bisect_right(self._word_starts, offset) - 1)
 
 
 def split_sentences(text: str) -> list[Sentence]:
