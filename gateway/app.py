@@ -2,6 +2,7 @@
 and every enabled channel adapter into one aiohttp application."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -90,6 +91,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await registry.open()
     started: list[Adapter] = []
     try:
+        await asyncio.to_thread(app[BLOBS].open)
         for instance, adapter in app[ADAPTERS].items():
             await adapter.start()
             started.append(adapter)

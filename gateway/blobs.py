@@ -111,6 +111,12 @@ class BlobStore:
         return connect_wal(self.root / "small.sqlite3", "FULL" if self.fsync else "OFF",
                            "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);")
 
+    def open(self) -> None:
+        """Create the folder and open ``small.sqlite3`` for writing now, not on the event loop
+        with the first message (two processes creating it together retry for a while)."""
+        with self._db_lock:
+            self._connection()
+
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self._db = self._open()

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gateway.adapters import AdapterContext, PullAdapter
-from gateway.app import INTAKE, create_app
+from gateway.app import BLOBS, INTAKE, create_app
 from gateway.blobs import BlobStore
 from gateway.config import ConfigError, from_dict, load_config
 from gateway.inbound import Inbound, InboundAttachment
@@ -230,6 +230,12 @@ async def test_healthz_reports_backend_state(make_config, start_gateway) -> None
     registry_of(client).healthy = down  # type: ignore[method-assign]
     resp = await client.get("/healthz")
     assert resp.status == 503 and (await resp.json())["status"] == "unavailable"
+
+
+async def test_the_blob_store_is_ready_before_the_first_message(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    store = client.app[BLOBS]
+    assert (store.root / "small.sqlite3").is_file() and store._db is not None  # opened at start, in a thread
 
 
 async def test_redis_backend_healthz(make_config, start_gateway, redis_url) -> None:
