@@ -13,9 +13,8 @@ files is flushed with one ``syncfs``. Storing the same bytes twice is a no-op.
 
 ``stage()`` hashes a batch on the event loop and ``StagedBlobs.start()`` writes it: a batch
 of small blobs there and then, on the loop's thread, when the file's write lock is free
-(one insert and one commit; a thread would wait for the interpreter lock around each step
-while the loop is busy); otherwise in a thread, and ``commit()`` waits for that while the
-intake normalises the batch.
+(``write_transaction_now``: one insert and one commit); otherwise in a thread, and
+``commit()`` waits for that while the intake normalises the batch.
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction
+from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_now
 
 #: Blobs up to this size are rows of ``small.sqlite3`` (``blobs.small_max_bytes``).
 SMALL_MAX_BYTES = 64 * 1024
@@ -184,16 +183,12 @@ class BlobStore:
         lock is taken; OSError when the write fails."""
         if any(len(data) > self.small_max_bytes for data in blobs.values()):
             return False
-        if not self._db_lock.acquire(blocking=False):
-            return False
         try:
-            write_transaction(self._connection(), lambda db: _insert_rows(db, list(blobs.items())), wait=False)
+            write_transaction_now(self._db_lock, self._connection, lambda db: _insert_rows(db, list(blobs.items())))
         except WriteLockBusy:
             return False
         except sqlite3.Error as exc:
             raise OSError(f"blob store {self.root}/small.sqlite3: {exc}") from exc
-        finally:
-            self._db_lock.release()
         return True
 
     def _write_files(self, blobs: dict[str, bytes]) -> None:

@@ -7,6 +7,7 @@ gateway workers starting together on a new file could fail with "database is loc
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempt
 
 
 class WriteLockBusy(Exception):
-    """``write_transaction(..., wait=False)``: another connection holds the file's write lock."""
+    """A write that was not to wait: the connection or the file's write lock is taken."""
 
 
 def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, wait: bool = True) -> T:
@@ -69,3 +70,18 @@ def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
         raise
     db.execute("COMMIT")
     return result
+
+
+def write_transaction_now(lock: threading.Lock, connection: Callable[[], sqlite3.Connection],
+                          fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``write_transaction`` on the calling thread (the event loop's, say) if nothing has to
+    be waited for: neither ``lock``, held by whoever uses the connection in this process, nor
+    the file's write lock. ``WriteLockBusy`` otherwise: the caller then writes in a thread,
+    which may wait. A thread running the statements would give the interpreter lock back
+    around each one and wait for it again while the loop is busy."""
+    if not lock.acquire(blocking=False):
+        raise WriteLockBusy("the connection is in use")
+    try:
+        return write_transaction(connection(), fn, wait=False)
+    finally:
+        lock.release()

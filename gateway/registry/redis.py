@@ -86,9 +86,6 @@ class RedisRegistry(Registry):
     async def _field(self, key: str, field: str) -> str | None:
         return cast("str | None", await self.r.hget(key, field))
 
-    async def _row(self, reply: Awaitable[Any] | Any) -> dict[str, str]:
-        return cast("dict[str, str]", await reply)
-
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
         try:
@@ -126,14 +123,14 @@ class RedisRegistry(Registry):
         """The script's arguments: its parameters as JSON and the complaint's JSON in three
         pieces, cut where the script puts the customer id and the registration number."""
         c = plan.complaint
-        number_token = '"CGNUMBER' + new_id() + '"'
-        customer_token = '"CGCUSTOMER' + new_id() + '"'
+        number_placeholder, customer_placeholder = "CGNUMBER" + new_id(), "CGCUSTOMER" + new_id()
         saved = c.registration_number, c.customer.customer_id
-        c.registration_number, c.customer.customer_id = number_token[1:-1], customer_token[1:-1]
+        c.registration_number, c.customer.customer_id = number_placeholder, customer_placeholder
         try:
             body = c.to_json()
         finally:
             c.registration_number, c.customer.customer_id = saved
+        number_token, customer_token = f'"{number_placeholder}"', f'"{customer_placeholder}"'  # as JSON strings
         # A JSON string value never holds an unescaped quote, so each token occurs once.
         head, number_tail = body.split(number_token)
         if customer_token in head:
@@ -289,7 +286,7 @@ class RedisRegistry(Registry):
                 try:
                     await pipe.watch(*keys)
                     for cid, key in zip((source, target), keys):
-                        row = await self._row(pipe.hgetall(key))
+                        row = cast("dict[str, str]", await pipe.hgetall(key))
                         if not row:
                             raise KeyError(cid)
                         if row.get("merged_into"):

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
-from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction
+from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_now
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
@@ -145,22 +145,17 @@ class SqliteRegistry(Registry):
         savepoint of its own, so one that fails is undone alone.
 
         The batch runs on the event loop's own thread when the connection and the file's
-        write lock are free at that moment, else in the executor's thread, which waits for
-        them. A thread would give the interpreter lock back around each of the dozen
-        statements of a submit and wait for it again while the loop is busy: under load that
-        cost more CPU and time than the statements themselves."""
+        write lock are free at that moment (``write_transaction_now``), else in the
+        executor's thread, which waits for them."""
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
             return [self._submit_savepoint(db, plan) for plan in plans]
 
-        if self._db_lock.acquire(blocking=False):
-            try:
-                return write_transaction(self.db, batch, wait=False)
-            except WriteLockBusy:
-                pass  # another process is writing: wait for it in the thread
-            except sqlite3.Error as exc:
-                raise RegistryError(f"sqlite: {exc}") from exc
-            finally:
-                self._db_lock.release()
+        try:
+            return write_transaction_now(self._db_lock, lambda: self.db, batch)
+        except WriteLockBusy:
+            pass  # the connection is in use or another process is writing
+        except sqlite3.Error as exc:
+            raise RegistryError(f"sqlite: {exc}") from exc
         return await self._run(self._tx, batch)
 
     def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan) -> Receipt | Exception:
