@@ -7,7 +7,7 @@ immediate danger is not answered "within 8 working hours").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from normalizer.calendar import BusinessCalendar
@@ -80,6 +80,9 @@ class DeadlinePolicies:
 
     policies: dict[str, DeadlineRule] = field(default_factory=dict)
     overrides: dict[str, dict[str, DeadlineRule]] = field(default_factory=dict)
+    #: (calendar, second, urgency) -> what ``due_texts`` answered, for the last few seconds
+    _recent: dict[tuple[BusinessCalendar, str, str], tuple[dict[str, str], list[str]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None = None) -> DeadlinePolicies:
@@ -109,6 +112,32 @@ class DeadlinePolicies:
             elif ordinary is not None:
                 due[name] = ordinary
         return due, overridden
+
+
+    def due_texts(self, second: str, urgency: str, calendar: BusinessCalendar) -> tuple[dict[str, str], list[str]]:
+        """``compute`` for the UTC second ``second`` (``YYYY-MM-DDTHH:MM:SS``), as whole-second
+        UTC ISO 8601 texts (``...Z``) in due order, and the overridden policies sorted.
+
+        Every complaint received in one second with one urgency has the same deadlines, so
+        they are worked out once per second and urgency. Callers get their own copies."""
+        key = (calendar, second, urgency)
+        found = self._recent.get(key)
+        if found is None:
+            due, overridden = self.compute(datetime.fromisoformat(second).replace(tzinfo=UTC), urgency, calendar)
+            found = ({name: _iso(when) for name, when in sorted(due.items(), key=lambda item: item[1])},
+                     sorted(overridden))
+            if len(self._recent) >= RECENT_SECONDS:
+                self._recent.clear()
+            self._recent[key] = found
+        return dict(found[0]), list(found[1])
+
+
+#: Seconds (times urgencies) whose deadlines are kept by ``DeadlinePolicies.due_texts``.
+RECENT_SECONDS = 64
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _merge(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -492,15 +492,10 @@ class UrgencyRule:
     requires: tuple[tuple[Pattern, ...], ...]
 
     def match(self, sentences: list[Sentence], index: SentenceIndex | None = None,
-              gates: Sequence[frozenset[int] | None] = ()) -> RuleMatch | None:
-        """``gates``: per pattern, the gates one of which its rarest gated term needs."""
+              candidates: Sequence[tuple[str, Pattern]] | None = None) -> RuleMatch | None:
+        """``candidates``: the patterns worth trying, in file order (default: all of them)."""
         possible = index.possible if index is not None else _always
-        if index is not None and gates:
-            opened = index.gates_open
-            patterns = [(language, p) for (language, p), needed in zip(self.patterns, gates)
-                        if (needed is None or not needed.isdisjoint(opened)) and possible(p)]
-        else:
-            patterns = [(language, p) for language, p in self.patterns if possible(p)]
+        patterns = [(language, p) for language, p in (self.patterns if candidates is None else candidates) if possible(p)]
         if not patterns:
             return None
         unless = [p for p in self.unless if possible(p)]
@@ -534,11 +529,18 @@ class UrgencyRules:
                  for pattern in (*(p for _, p in rule.patterns), *rule.unless, *(p for g in rule.requires for p in g))
                  for term in pattern.terms]
         self.words = WordTerms(terms)
-        #: per rule, the gates one of which must be open for any of its patterns to match
-        #: (each pattern needs its gated terms), or None when a pattern has no gated term
-        self._pattern_gates = [[self._gates_of_pattern(p) for _, p in rule.patterns] for rule in self.rules]
-        self._rule_gates = [None if None in gates else frozenset().union(*gates)  # type: ignore[arg-type]
-                            for gates in self._pattern_gates]
+        #: per gate, the (rule, pattern) numbers it lets in; per rule, the patterns no gate keeps out
+        self._let_in: dict[int, list[tuple[int, int]]] = {}
+        self._ungated: list[list[int]] = []
+        for r, rule in enumerate(self.rules):
+            ungated: list[int] = []
+            for i, (_, pattern) in enumerate(rule.patterns):
+                needed = self._gates_of_pattern(pattern)
+                if needed is None:
+                    ungated.append(i)
+                for gate in needed or ():
+                    self._let_in.setdefault(gate, []).append((r, i))
+            self._ungated.append(ungated)
 
     def _gates_of_pattern(self, pattern: Pattern) -> frozenset[int] | None:
         needed = [self.words.gated[t][1] for t in pattern.terms if t in self.words.gated]
@@ -547,16 +549,19 @@ class UrgencyRules:
     def classify(self, text: str) -> RuleMatch | None:
         sentences = split_sentences(text[: self.max_chars])
         index = SentenceIndex(sentences, self.words)
-        opened = index.gates_open
+        # a pattern can only match when one of the gates its rarest gated term needs is open
+        chosen: list[set[int]] = [set(ungated) for ungated in self._ungated]
+        for gate in index.gates_open:
+            for r, i in self._let_in.get(gate, ()):
+                chosen[r].add(i)
         best: RuleMatch | None = None
-        for rule, gates, pattern_gates in zip(self.rules, self._rule_gates, self._pattern_gates):
+        for rule, patterns in zip(self.rules, chosen):
             if best is not None and RANK[rule.level] <= RANK[best.level]:
                 break
-            if gates is not None and gates.isdisjoint(opened):
-                continue  # not one word that any of its patterns begins with is in the text
-            found = rule.match(sentences, index, pattern_gates)
-            if found is not None:
-                best = found
+            if patterns:
+                found = rule.match(sentences, index, [rule.patterns[i] for i in sorted(patterns)])
+                if found is not None:
+                    best = found
         return best
 
     @property

@@ -129,3 +129,30 @@ def test_calendar_without_working_time_is_refused() -> None:
 def test_calendar_and_deadline_mistakes_are_config_errors(section: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         NormalizerSettings.from_config(section)
+
+
+def test_deadlines_count_from_the_second_of_receipt_and_each_complaint_owns_its_copy() -> None:
+    settings = NormalizerSettings.from_config(MOSCOW)
+    normalizer = Normalizer(settings)
+
+    def complaint(received: datetime, text: str = "Прошу пересчитать счёт за январь") -> Any:
+        return normalizer.normalize(Inbound(channel="test", message_id="m", text=text, received_at=received))
+
+    # Monday 17:59:59 MSK: one second of working time is left that day, whatever the fraction
+    early = complaint(utc(2026, 3, 16, 14, 59, 59, 1))
+    late = complaint(utc(2026, 3, 16, 14, 59, 59, 999_999))
+    assert early.deadlines["acknowledge"] == late.deadlines["acknowledge"] == "2026-03-17T13:59:59Z"
+    assert early.received_at != late.received_at  # the instant itself is kept to the microsecond
+
+    early.deadlines["acknowledge"] = "changed"
+    early.meta.setdefault("deadlines_overridden", []).append("changed")
+    again = complaint(utc(2026, 3, 16, 14, 59, 59, 500_000))
+    assert again.deadlines["acknowledge"] == "2026-03-17T13:59:59Z"
+    assert "deadlines_overridden" not in again.meta
+
+    # the same second with another urgency has its own deadlines
+    urgent = complaint(utc(2026, 3, 16, 14, 59, 59, 2), text="Пахнет газом в подъезде")
+    assert urgent.deadlines["acknowledge"] == "2026-03-16T15:59:59Z"
+    assert urgent.meta["deadlines_overridden"] == ["acknowledge", "respond", "technical"]
+    # the next second moves on
+    assert complaint(utc(2026, 3, 16, 15, 0, 0)).deadlines["acknowledge"] == "2026-03-17T14:00:00Z"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -20,20 +21,53 @@ def normalized_words(text: str) -> list[str]:
 _BIT = [bytes((value >> j) & 1 for value in range(256)) for j in range(8)]
 
 
+#: Up to this many word pairs, the bits are counted with bit-sliced counters (short texts:
+#: web forms, messages); beyond, column by column (long mails).
+_SLICED_MAX = 64
+
+
 def simhash64(text: str, shingle: int = 2) -> int:
     """Bit i of the result is set when more than half of the word pairs' 64-bit BLAKE2b
-    hashes (read as big-endian numbers) have bit i set. The bits are counted column by
-    column over all the hashes at once (a slice, a byte translation and a count, in C)."""
+    hashes (read as big-endian numbers) have bit i set."""
     words = normalized_words(text)
     if not words:
         return 0
     grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))]
     digests = b"".join([hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest() for gram in grams])
-    half, value = len(grams), 0
+    if len(grams) <= _SLICED_MAX:
+        return _majority_sliced(struct.unpack(f">{len(grams)}Q", digests))
+    return _majority_by_column(digests, len(grams))
+
+
+def _majority_sliced(hashes: tuple[int, ...]) -> int:
+    """The 64 bits' counts kept as bit planes (plane k holds bit k of every count), each
+    hash added with a ripple carry: a few integer operations per hash, whatever the bits."""
+    planes = [0] * len(hashes).bit_length()
+    for carry in hashes:
+        for k, plane in enumerate(planes):
+            planes[k], carry = plane ^ carry, plane & carry
+            if not carry:
+                break
+    # the bits whose count reaches more than half: compare every count with the threshold
+    # at once, from the highest plane down
+    threshold, above, equal = len(hashes) // 2 + 1, 0, (1 << 64) - 1
+    for k in range(len(planes) - 1, -1, -1):
+        if threshold >> k & 1:
+            equal &= planes[k]
+        else:
+            above |= equal & planes[k]
+            equal &= ~planes[k]
+    return above | equal
+
+
+def _majority_by_column(digests: bytes, count: int) -> int:
+    """The bits counted column by column over all the hashes at once (a slice, a byte
+    translation and a count, in C)."""
+    value = 0
     for position in range(8):  # byte 0 of a digest holds bits 63..56
         column = digests[position::8]
         for j in range(8):
-            if column.translate(_BIT[j]).count(1) * 2 > half:
+            if column.translate(_BIT[j]).count(1) * 2 > count:
                 value |= 1 << (8 * (7 - position) + j)
     return value
 

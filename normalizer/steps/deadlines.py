@@ -1,25 +1,23 @@
 """Deadlines from ``received_at`` on the business calendar, as UTC ISO 8601 (``...Z``).
 
+Deadlines are whole seconds, counted from the second of receipt: every complaint received
+in one second with one urgency has the same deadlines, worked out once
+(``DeadlinePolicies.due_texts``).
+
 ``meta["timezone"]`` carries the calendar's zone so acknowledgements show local time;
 ``meta["deadlines_overridden"]`` lists the policies the urgency shortened.
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from normalizer.pipeline import Draft, NormalizerSettings
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def step(draft: Draft, settings: NormalizerSettings) -> None:
     complaint = draft.complaint
     calendar = settings.business_calendar
-    received = datetime.fromisoformat(complaint.received_at)
-    due, overridden = settings.deadlines.compute(received, complaint.urgency, calendar)
-    complaint.deadlines = {name: _iso(when) for name, when in sorted(due.items(), key=lambda item: item[1])}
+    # received_at is UTC ISO 8601 ending in "Z", as the pipeline's skeleton writes it
+    second = complaint.received_at[:19]
+    complaint.deadlines, overridden = settings.deadlines.due_texts(second, complaint.urgency, calendar)
     complaint.meta["timezone"] = calendar.timezone_name
     if overridden:
-        complaint.meta["deadlines_overridden"] = sorted(overridden)
+        complaint.meta["deadlines_overridden"] = overridden
