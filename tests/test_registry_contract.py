@@ -12,6 +12,7 @@ import pytest
 import redis as redis_sync
 
 from gateway.registry import Registry, RegistrySettings
+from gateway.registry.base import RegistryError
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
@@ -439,4 +440,19 @@ async def test_a_batch_survives_a_redis_server_that_lost_its_scripts(registry: R
         await registry.r.script_flush()  # as after a Redis restart
     receipts = await registry.submit_many([complaint("Нет связи в квартире"), complaint("Не работает телевидение")])
     assert [r.registration_number for r in receipts] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
+    assert await registry.queue_length() == 2
+
+
+async def test_a_complaint_that_fails_inside_the_redis_script_fails_alone(registry: Registry) -> None:
+    if not isinstance(registry, RedisRegistry):
+        pytest.skip("a failure inside the Redis submit script")
+    # a customer record that is not a hash: the script's HGET on it fails for that complaint only
+    await registry.r.hset(registry.prefix + "identity", "phone:+79160000000", "broken")
+    await registry.r.set(registry.prefix + "customer:broken", "not a hash")
+    receipts = await registry.submit_many([
+        complaint("Нет связи в квартире"),
+        complaint("Не работает телевидение", ids=[("phone", "+79160000000")], message_id="broken"),
+        complaint("Счёт выставлен дважды за март", ids=[("email", "boris@example.com")], message_id="third")])
+    assert isinstance(receipts[1], RegistryError) and "WRONGTYPE" in str(receipts[1])
+    assert [r.registration_number for r in (receipts[0], receipts[2])] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
     assert await registry.queue_length() == 2

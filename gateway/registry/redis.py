@@ -1,7 +1,7 @@
 """The Redis registry backend: the state in hashes, the queue in a Redis Stream.
 
-``submit()`` is one Lua script (``submit.lua``): one round trip, atomic across any number
-of gateway processes and machines. Consumers read the stream ``<prefix>events`` with
+``submit()`` is one Lua script (``submit.lua``): one round trip for a batch of complaints,
+each atomic across any number of gateway processes and machines. Consumers read the stream ``<prefix>events`` with
 consumer groups; see docs/queue.md.
 """
 from __future__ import annotations
@@ -88,36 +88,25 @@ class RedisRegistry(Registry):
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
-        try:
-            status, receipt_json = await self._submit_script(keys=[self.prefix], args=self._submit_args(plan))
-        except RedisError as exc:
-            raise RegistryError(f"redis submit: {exc}") from exc
-        return _receipt(status, receipt_json)
+        result = (await self._submit_many([plan]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
-        """One pipeline of script calls: one round trip for the batch, each call atomic."""
-        if len(plans) == 1:
-            return [await self._submit(plans[0])]
-        arguments = [self._submit_args(plan) for plan in plans]
+        """One call of the submit script for the whole batch: one round trip, each
+        complaint atomic, and one complaint's failure returned in its place."""
+        arguments = [argument for plan in plans for argument in self._submit_args(plan)]
         try:
-            replies = await self._evalsha_all(arguments)
-            unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if unknown:  # the server lost its scripts (restart, SCRIPT FLUSH): those calls did nothing
+            try:
+                replies = await self.r.evalsha(self._submit_script.sha, 1, self.prefix, *arguments)
+            except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH): the call did nothing
                 await self.r.script_load(self._submit_script.script)
-                for i, reply in zip(unknown, await self._evalsha_all([arguments[i] for i in unknown])):
-                    replies[i] = reply
+                replies = await self.r.evalsha(self._submit_script.sha, 1, self.prefix, *arguments)
         except RedisError as exc:
             raise RegistryError(f"redis submit: {exc}") from exc
-        return [RegistryError(f"redis submit: {reply}") if isinstance(reply, Exception) else _receipt(*reply)
-                for reply in replies]
-
-    async def _evalsha_all(self, arguments: list[list[str]]) -> list[Any]:
-        """The submit script for each argument list, in one pipeline: one round trip (the
-        pipeline of a registered script would first ask whether the script is loaded)."""
-        pipe = self.r.pipeline(transaction=False)
-        for args in arguments:
-            pipe.evalsha(self._submit_script.sha, 1, self.prefix, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        return [RegistryError(f"redis submit: {why}") if status == "error" else _receipt(status, why)
+                for status, why in replies]
 
     def _submit_args(self, plan: SubmitPlan) -> list[str]:
         """The script's arguments: its parameters as JSON and the complaint's JSON in three

@@ -24,7 +24,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from gateway.ids import new_id
-from gateway.registry.base import Event, Registry, RegistryError, RegistrySettings
+from gateway.registry.base import Event, RegistryError, RegistrySettings
 from gateway.registry.redis import RedisRegistry
 
 log = logging.getLogger("complaint_gateway.registry.cluster")
@@ -135,9 +135,6 @@ class RedisClusterRegistry(RedisRegistry):
         limits = ("partitions", "relay_batch", "relay_lock_seconds", "outbox_keep_seconds")
         return cls(settings, section.get("url"), section.get("prefix", "{cg}:"),
                    startup_nodes=section.get("startup_nodes") or (), **{k: section[k] for k in limits if k in section})
-
-    #: A cluster pipeline does not carry script calls: the batch is submitted one by one.
-    _submit_many = Registry._submit_many
 
     def partition_of(self, customer_id: str) -> int:
         """The partition of a customer: stable across processes, machines and restarts."""

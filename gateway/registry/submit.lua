@@ -1,18 +1,13 @@
--- The atomic submit of the Redis registry: one server-side script, one round trip.
--- KEYS[1] key prefix. ARGV[1] JSON parameters (see RedisRegistry._submit_args), ARGV[2..4]
--- the complaint JSON in three pieces, cut where the customer id and the registration number
--- go (the customer id first when a.customer_first, else the number first).
+-- The atomic submit of the Redis registry: one server-side script, one round trip for a
+-- whole batch (the intake's group commit). KEYS[1] key prefix. ARGV holds 4 arguments per
+-- complaint, in order: its JSON parameters (see RedisRegistry._submit_args) and the
+-- complaint JSON in three pieces, cut where the customer id and the registration number go
+-- (the customer id first when a.customer_first, else the number first).
+-- Returns one reply per complaint: {status, receipt JSON}, or {'error', why} for a complaint
+-- that failed alone (the others are registered all the same, as separate calls would be).
 local P = KEYS[1]
-local a = cjson.decode(ARGV[1])
 local null = cjson.null
 
-local receipt_field = a.channel .. "\n" .. a.message_id
-local previous = redis.call('HGET', P .. 'receipts', receipt_field)
-if previous then
-  return {'duplicate', previous}
-end
-
--- one customer across doors ------------------------------------------------------------
 local function current(cid)
   for _ = 1, 32 do
     local merged = redis.call('HGET', P .. 'customer:' .. cid, 'merged_into')
@@ -20,59 +15,6 @@ local function current(cid)
     cid = merged
   end
   return cid
-end
-
-local owners, seen, unknown = {}, {}, {}
-for _, key in ipairs(a.identities) do
-  local cid = redis.call('HGET', P .. 'identity', key)
-  if cid then
-    cid = current(cid)
-    if not seen[cid] then
-      seen[cid] = true
-      owners[#owners + 1] = cid
-    end
-  else
-    unknown[#unknown + 1] = key
-  end
-end
-
-local customer
-if #owners > 0 then
-  customer = owners[1]
-  if a.name ~= null then
-    redis.call('HSETNX', P .. 'customer:' .. customer, 'name', a.name)
-  end
-else
-  customer = a.new_customer_id
-  redis.call('HSET', P .. 'customer:' .. customer, 'created_at', a.now)
-  if a.name ~= null then
-    redis.call('HSET', P .. 'customer:' .. customer, 'name', a.name)
-  end
-end
-for i = 2, #owners do
-  local x, y = customer, owners[i]
-  if y < x then x, y = y, x end
-  if redis.call('SADD', P .. 'merge_pairs', x .. '|' .. y) == 1 then
-    local id = a.id .. '-' .. i
-    redis.call('HSET', P .. 'merge_suggestions', id, cjson.encode({
-      id = id, customer_a = x, customer_b = y, identities = table.concat(a.identities, ','),
-      complaint_id = a.id, created_at = a.now}))
-  end
-end
-for _, key in ipairs(unknown) do
-  redis.call('HSET', P .. 'identity', key, customer)
-  redis.call('SADD', P .. 'customer:' .. customer .. ':identities', key)
-end
-
--- follow-up, repeat or new -------------------------------------------------------------
-local kind, number = 'new', nil
-if a.auto then
-  kind = 'automatic'
-elseif a.in_reply_to ~= null then
-  local owner = redis.call('HGET', P .. 'registration:' .. a.in_reply_to, 'customer_id')
-  if owner and current(owner) == customer then
-    kind, number = 'follow_up', a.in_reply_to
-  end
 end
 
 local function popcount(x)
@@ -84,54 +26,129 @@ local function popcount(x)
   return n
 end
 
-local recent_key = P .. 'recent:' .. customer
-if kind == 'new' then
-  local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
-  for _, entry in ipairs(recent) do
-    local epoch, hi, lo, digest, num = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|(.+)$')
-    if tonumber(epoch) < a.received - a.window then break end
-    if digest == a.digest or
-       popcount(bit.bxor(tonumber(hi), a.hi)) + popcount(bit.bxor(tonumber(lo), a.lo)) <= a.max_distance then
-      kind, number = 'repeat', num
-      break
-    end
-  end
-end
-if kind == 'new' then
-  local seq = redis.call('INCR', P .. 'counter:' .. a.counter)
-  number = string.format(a.printf, seq)
-  redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
-             'created_at', a.now)
-  redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
-  redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|'))
-  redis.call('LTRIM', recent_key, 0, a.candidates - 1)
-end
-
--- store, enqueue, remember the receipt -------------------------------------------------
 local function json_string(s)
   return '"' .. string.gsub(s, '[\\"]', '\\%0') .. '"'
 end
-local number_json = 'null'
-if number then number_json = json_string(number) end
-local customer_json = json_string(customer)
-local body
-if a.customer_first then
-  body = ARGV[2] .. customer_json .. ARGV[3] .. number_json .. ARGV[4]
-else
-  body = ARGV[2] .. number_json .. ARGV[3] .. customer_json .. ARGV[4]
+
+local function submit(parameters, first, second, third)
+  local a = cjson.decode(parameters)
+  local receipt_field = a.channel .. "\n" .. a.message_id
+  local previous = redis.call('HGET', P .. 'receipts', receipt_field)
+  if previous then
+    return {'duplicate', previous}
+  end
+
+  -- one customer across doors ------------------------------------------------------------
+  local owners, seen, unknown = {}, {}, {}
+  for _, key in ipairs(a.identities) do
+    local cid = redis.call('HGET', P .. 'identity', key)
+    if cid then
+      cid = current(cid)
+      if not seen[cid] then
+        seen[cid] = true
+        owners[#owners + 1] = cid
+      end
+    else
+      unknown[#unknown + 1] = key
+    end
+  end
+
+  local customer
+  if #owners > 0 then
+    customer = owners[1]
+    if a.name ~= null then
+      redis.call('HSETNX', P .. 'customer:' .. customer, 'name', a.name)
+    end
+  else
+    customer = a.new_customer_id
+    redis.call('HSET', P .. 'customer:' .. customer, 'created_at', a.now)
+    if a.name ~= null then
+      redis.call('HSET', P .. 'customer:' .. customer, 'name', a.name)
+    end
+  end
+  for i = 2, #owners do
+    local x, y = customer, owners[i]
+    if y < x then x, y = y, x end
+    if redis.call('SADD', P .. 'merge_pairs', x .. '|' .. y) == 1 then
+      local id = a.id .. '-' .. i
+      redis.call('HSET', P .. 'merge_suggestions', id, cjson.encode({
+        id = id, customer_a = x, customer_b = y, identities = table.concat(a.identities, ','),
+        complaint_id = a.id, created_at = a.now}))
+    end
+  end
+  for _, key in ipairs(unknown) do
+    redis.call('HSET', P .. 'identity', key, customer)
+    redis.call('SADD', P .. 'customer:' .. customer .. ':identities', key)
+  end
+
+  -- follow-up, repeat or new -------------------------------------------------------------
+  local kind, number = 'new', nil
+  if a.auto then
+    kind = 'automatic'
+  elseif a.in_reply_to ~= null then
+    local owner = redis.call('HGET', P .. 'registration:' .. a.in_reply_to, 'customer_id')
+    if owner and current(owner) == customer then
+      kind, number = 'follow_up', a.in_reply_to
+    end
+  end
+
+  local recent_key = P .. 'recent:' .. customer
+  if kind == 'new' then
+    local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
+    for _, entry in ipairs(recent) do
+      local epoch, hi, lo, digest, num = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|(.+)$')
+      if tonumber(epoch) < a.received - a.window then break end
+      if digest == a.digest or
+         popcount(bit.bxor(tonumber(hi), a.hi)) + popcount(bit.bxor(tonumber(lo), a.lo)) <= a.max_distance then
+        kind, number = 'repeat', num
+        break
+      end
+    end
+  end
+  if kind == 'new' then
+    local seq = redis.call('INCR', P .. 'counter:' .. a.counter)
+    number = string.format(a.printf, seq)
+    redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
+               'created_at', a.now)
+    redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
+    redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|'))
+    redis.call('LTRIM', recent_key, 0, a.candidates - 1)
+  end
+
+  -- store, enqueue, remember the receipt -------------------------------------------------
+  local number_json = 'null'
+  if number then number_json = json_string(number) end
+  local customer_json = json_string(customer)
+  local body
+  if a.customer_first then
+    body = first .. customer_json .. second .. number_json .. third
+  else
+    body = first .. number_json .. second .. customer_json .. third
+  end
+
+  redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
+             'body', body)
+  if number then
+    redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
+  end
+  redis.call('ZADD', P .. 'timeline', redis.call('INCR', P .. 'timeline_seq'), a.id)
+  if kind ~= 'automatic' then
+    redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
+               'complaint_id', a.id, 'complaint', body)
+  end
+  local receipt = cjson.encode({status = kind, registration_number = number or null, customer_id = customer,
+                                complaint_id = a.id})
+  redis.call('HSET', P .. 'receipts', receipt_field, receipt)
+  return {kind, receipt}
 end
 
-redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
-           'body', body)
-if number then
-  redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
+local replies = {}
+for i = 1, #ARGV, 4 do
+  local ok, reply = pcall(submit, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  if not ok then
+    if type(reply) == 'table' then reply = reply.err or cjson.encode(reply) end
+    reply = {'error', tostring(reply)}
+  end
+  replies[#replies + 1] = reply
 end
-redis.call('ZADD', P .. 'timeline', redis.call('INCR', P .. 'timeline_seq'), a.id)
-if kind ~= 'automatic' then
-  redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
-             'complaint_id', a.id, 'complaint', body)
-end
-local receipt = cjson.encode({status = kind, registration_number = number or null, customer_id = customer,
-                              complaint_id = a.id})
-redis.call('HSET', P .. 'receipts', receipt_field, receipt)
-return {kind, receipt}
+return replies
