@@ -6,9 +6,11 @@ published in ``complaint.schema.json`` beside this module (``complaint-gateway s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Literal
+
+import orjson
 
 SCHEMA_VERSION = 1
 
@@ -82,10 +84,10 @@ class Complaint:
         return asdict(self)
 
     def to_json(self) -> str:
-        """The same text as ``json.dumps(self.to_dict())``, without ``asdict``'s deep copy
-        (four times faster; the registry writes it for every message)."""
-        view = {f.name: getattr(self, f.name) for f in fields(self)}
-        return json.dumps(view, ensure_ascii=False, separators=(",", ":"), default=_dataclass_fields)
+        """The record as compact JSON (UTF-8 text, fields in schema order), the same as
+        ``json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))``. orjson
+        writes the dataclasses directly: the registry writes this for every message."""
+        return orjson.dumps(self).decode("utf-8")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Complaint:
@@ -120,13 +122,6 @@ class Complaint:
     @classmethod
     def from_json(cls, text: str | bytes) -> Complaint:
         return cls.from_dict(json.loads(text))
-
-
-def _dataclass_fields(value: Any) -> dict[str, Any]:
-    """``json.dumps`` hook: a nested record (customer, identity, attachment) as its fields."""
-    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in fields(value)}
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def json_schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 import redis as redis_sync
 
 from gateway.registry import Registry, RegistrySettings
-from gateway.registry.base import RegistryError
+from gateway.registry.base import NumberFormat, RegistryError, make_plan
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
@@ -456,3 +456,16 @@ async def test_a_complaint_that_fails_inside_the_redis_script_fails_alone(regist
     assert isinstance(receipts[1], RegistryError) and "WRONGTYPE" in str(receipts[1])
     assert [r.registration_number for r in (receipts[0], receipts[2])] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
     assert await registry.queue_length() == 2
+
+
+def test_the_year_of_a_number_turns_at_local_midnight_even_in_a_zone_off_the_hour() -> None:
+    settings = RegistrySettings(timezone="Asia/Kathmandu")  # UTC+05:45
+    numbers = NumberFormat("{year}-{seq:06d}")
+    before = complaint("Жалоба", at=datetime(2026, 12, 31, 18, 14, 59, 999_999, tzinfo=timezone.utc))
+    after = complaint("Жалоба", at=datetime(2026, 12, 31, 18, 15, tzinfo=timezone.utc))
+    assert make_plan(before, settings, numbers).year == "2026"
+    assert make_plan(after, settings, numbers).year == "2027"
+    assert make_plan(after, settings, numbers).printf == "2027-%06d"
+    offset = complaint("Жалоба", at=datetime(2026, 12, 31, 18, 15, tzinfo=timezone.utc))
+    offset.received_at = "2027-01-01T00:00:00+05:45"  # not UTC: read as it is written
+    assert make_plan(offset, settings, numbers).year == "2027"

@@ -10,6 +10,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -126,13 +127,16 @@ class SubmitPlan:
 
 def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: NumberFormat) -> SubmitPlan:
     received = datetime.fromisoformat(complaint.received_at.replace("Z", "+00:00"))
-    year = str(received.astimezone(ZoneInfo(settings.timezone)).year)
+    if complaint.received_at.endswith("Z"):  # UTC, as the normaliser writes it
+        year = _local_year(complaint.received_at[:16], settings.timezone)
+    else:
+        year = str(received.astimezone(ZoneInfo(settings.timezone)).year)
     text = complaint.text if complaint.text.strip() else (complaint.subject or "")
     return SubmitPlan(
         complaint=complaint,
         identity_keys=[i.key for i in complaint.customer.identities],
         year=year,
-        printf=number_format.printf(year),
+        printf=_printf(number_format.template, year),
         counter=number_format.counter_name(year),
         received_epoch=received.timestamp(),
         simhash=simhash64(text),
@@ -141,6 +145,18 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
         max_distance=max_distance(settings.repeat_similarity),
         candidates=settings.repeat_candidates,
     )
+
+
+@lru_cache(maxsize=256)
+def _local_year(utc_minute: str, timezone_name: str) -> str:
+    """The year in ``timezone_name`` at a UTC minute (``YYYY-MM-DDTHH:MM``): every zone's
+    offset is whole minutes, so a new year never begins inside a minute."""
+    return str(datetime.fromisoformat(utc_minute + "+00:00").astimezone(ZoneInfo(timezone_name)).year)
+
+
+@lru_cache(maxsize=64)
+def _printf(template: str, year: str) -> str:
+    return NumberFormat(template).printf(year)
 
 
 @dataclass(slots=True)

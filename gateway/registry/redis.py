@@ -13,6 +13,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
@@ -149,7 +150,7 @@ class RedisRegistry(Registry):
             "counter": plan.counter,
             "customer_first": customer_first,
         }
-        return [json.dumps(params, ensure_ascii=False), *pieces]
+        return [orjson.dumps(params).decode("utf-8"), *pieces]
 
     # -- reading ----------------------------------------------------------------------
     async def get_message(self, complaint_id: str) -> Complaint | None:
@@ -493,7 +494,7 @@ class RedisRegistry(Registry):
 
 
 def _receipt(status: str, receipt_json: str) -> Receipt:
-    previous = Receipt.from_dict(json.loads(receipt_json))
+    previous = Receipt.from_dict(orjson.loads(receipt_json))
     if status == "duplicate":
         return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
     return previous
