@@ -469,3 +469,26 @@ def test_the_year_of_a_number_turns_at_local_midnight_even_in_a_zone_off_the_hou
     offset = complaint("Жалоба", at=datetime(2026, 12, 31, 18, 15, tzinfo=timezone.utc))
     offset.received_at = "2027-01-01T00:00:00+05:45"  # not UTC: read as it is written
     assert make_plan(offset, settings, numbers).year == "2027"
+
+
+async def test_a_complaint_that_fails_inside_the_sqlite_transaction_fails_alone(registry: Registry) -> None:
+    if not isinstance(registry, SqliteRegistry):
+        pytest.skip("a failure inside the SQLite submit transaction")
+    registry.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.channel_message_id = 'broken'"
+                        " BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END")
+    same_customer = [("email", "anna@example.com")]
+    batch = [complaint("Нет связи в квартире", ids=same_customer, message_id="first"),
+             complaint("Нет связи в квартире", ids=same_customer, message_id="broken"),
+             complaint("Нет связи в квартире!", ids=same_customer, message_id="third"),
+             complaint("Счёт выставлен дважды за март", ids=[("email", "boris@example.com")], message_id="fourth")]
+    receipts = await registry.submit_many(batch)
+    assert isinstance(receipts[1], RegistryError) and "refused on purpose" in str(receipts[1])
+    first, third, fourth = receipts[0], receipts[2], receipts[3]
+    assert not isinstance(first, Exception) and not isinstance(third, Exception) and not isinstance(fourth, Exception)
+    assert (first.status, first.registration_number) == ("new", "2026-000001")
+    assert (third.status, third.registration_number) == ("repeat", "2026-000001")  # of the first, not of the broken one
+    assert (fourth.status, fourth.registration_number) == ("new", "2026-000002")  # no number lost to the failure
+    assert batch[2].meta["repeat_of"] == "2026-000001"
+    assert batch[3].customer.customer_id == fourth.customer_id != first.customer_id
+    assert await registry.queue_length() == 3
+    assert (await registry.get_message(third.complaint_id or "")).meta["repeat_of"] == "2026-000001"  # type: ignore[union-attr]

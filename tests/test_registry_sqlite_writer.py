@@ -26,13 +26,13 @@ async def registry(tmp_path: Path):
 
 def record_threads(registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     threads: list[int] = []
-    submit = registry._submit_savepoint
+    submit = registry._submit_tx
 
     def recorded(db: sqlite3.Connection, plan):  # type: ignore[no-untyped-def]
         threads.append(threading.get_ident())
         return submit(db, plan)
 
-    monkeypatch.setattr(registry, "_submit_savepoint", recorded)
+    monkeypatch.setattr(registry, "_submit_tx", recorded)
     return threads
 
 

@@ -93,7 +93,7 @@ local function submit(parameters, first, second, third)
   end
 
   local recent_key = P .. 'recent:' .. customer
-  if kind == 'new' then
+  if kind == 'new' and #owners > 0 then  -- a customer created just now has no earlier complaint
     local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
     for _, entry in ipairs(recent) do
       local epoch, hi, lo, digest, num = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|(.+)$')
