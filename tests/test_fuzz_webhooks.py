@@ -368,7 +368,7 @@ def test_huge_deep_and_truncated_bodies(gateway: Gateway, door: str) -> None:
 
 # -- regressions: what the fuzzing found (each was a 500) --------------------------------------------
 def test_parse_json_refuses_what_is_not_text() -> None:
-    for body in (b'{"text": "\xed\xa0\x80"}', b'{"text": "\xff"}', b'{"text": "\\ud800"}', b'{"\\udcff": 1}', b"[" * 100_000):
+    for body in (b'{"text": "\xed\xa0\x80"}', b'{"text": "\xff"}', b'{"text": "\\ud800"}', b'{"\\udcff": 1}', b"[" * 100_000, b'{"n": NaN}'):
         with pytest.raises(MalformedBody):
             parse_json(body)
     assert parse_json(b'{"text": "\\ud83d\\ude00 ok"}') == {"text": "\U0001f600 ok"}  # a surrogate pair is text

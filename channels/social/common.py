@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -87,7 +87,7 @@ def stable_int(key: str, bits: int = 31) -> int:
 
 def without_keys(data: dict[str, Any], *keys: str) -> bytes:
     """``data`` as JSON bytes without ``keys`` (secrets are never kept in the raw store)."""
-    return json.dumps({k: v for k, v in data.items() if k not in keys}, ensure_ascii=False).encode("utf-8")
+    return orjson.dumps({k: v for k, v in data.items() if k not in keys})
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage
 
@@ -283,7 +284,7 @@ class WebFormAdapter(PushAdapter):
             subject=fields.get("subject") or None,
             text=fields.get("text", "").strip(),
             attachments=files,
-            raw=json.dumps({k: v for k, v in fields.items() if k != self.honeypot}, ensure_ascii=False).encode("utf-8"),
+            raw=orjson.dumps({k: v for k, v in fields.items() if k != self.honeypot}),
             raw_content_type="application/json",
             reply_to=reply_to,
             in_reply_to=(fields.get("registration_number") or "").strip() or None,
