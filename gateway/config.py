@@ -43,7 +43,8 @@ CORE_SCHEMA: dict[str, Any] = {
             "properties": {
                 "backend": {"enum": ["sqlite", "redis", "redis_cluster"]},
                 "sqlite": {"type": "object", "additionalProperties": False, "properties": {
-                    "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]}}},
+                    "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]},
+                    "cache_mb": {"type": "integer", "minimum": 1}}},
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"}, "prefix": {"type": "string"}}},
                 "redis_cluster": {"type": "object", "additionalProperties": False, "properties": {

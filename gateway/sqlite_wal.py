@@ -16,10 +16,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempts: int = 500) -> sqlite3.Connection:
+def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempts: int = 500,
+                cache_mb: int | None = None) -> sqlite3.Connection:
     """A connection (autocommit, usable from any thread) to ``path`` in WAL mode with
     ``synchronous`` and a 60 s busy timeout; ``schema`` (``CREATE ... IF NOT EXISTS``
-    statements) is run in one transaction."""
+    statements) is run in one transaction. ``cache_mb``: the connection's page cache
+    (SQLite's default is 2 MB)."""
     db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA busy_timeout=60000")
@@ -33,6 +35,8 @@ def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempt
                     raise
                 time.sleep(0.01)
         db.execute(f"PRAGMA synchronous={synchronous}")
+        if cache_mb is not None:
+            db.execute(f"PRAGMA cache_size={-1024 * int(cache_mb)}")  # negative: in KiB
         if schema:
             db.executescript("BEGIN IMMEDIATE;" + schema + "COMMIT;")
     except BaseException:

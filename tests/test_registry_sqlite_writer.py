@@ -71,3 +71,22 @@ async def test_a_batch_waits_in_the_thread_while_another_process_writes(registry
     assert again[0].registration_number == "2026-000003"  # type: ignore[union-attr]
     assert await registry.queue_length() == 3
     other.close()
+
+
+async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
+    from gateway.config import from_dict
+    from gateway.registry import build_registry
+
+    config = from_dict({"registry": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "r.sqlite3"), "cache_mb": 16}}})
+    reg = build_registry(config.registry)
+    await reg.open()
+    try:
+        assert reg.db.execute("PRAGMA cache_size").fetchone()[0] == -16 * 1024  # type: ignore[attr-defined]
+    finally:
+        await reg.close()
+    default = SqliteRegistry(RegistrySettings(), tmp_path / "d.sqlite3")
+    await default.open()
+    try:
+        assert default.db.execute("PRAGMA cache_size").fetchone()[0] == -64 * 1024
+    finally:
+        await default.close()

@@ -13,10 +13,11 @@ def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None =
     settings = RegistrySettings.from_config(registry, normalizer)
     backend = registry.get("backend", "sqlite")
     if backend == "sqlite":
-        from gateway.registry.sqlite import SqliteRegistry
+        from gateway.registry.sqlite import DEFAULT_CACHE_MB, SqliteRegistry
 
         sqlite = registry.get("sqlite") or {}
-        return SqliteRegistry(settings, sqlite.get("path", "var/registry.sqlite3"), sqlite.get("synchronous", "FULL"))
+        return SqliteRegistry(settings, sqlite.get("path", "var/registry.sqlite3"), sqlite.get("synchronous", "FULL"),
+                              int(sqlite.get("cache_mb", DEFAULT_CACHE_MB)))
     if backend == "redis":
         from gateway.registry.redis import RedisRegistry
 

@@ -25,6 +25,10 @@ from normalizer.schema import Complaint
 
 T = TypeVar("T")
 
+#: The registry connection's page cache (``registry.sqlite.cache_mb``): the identity and
+#: message indexes of a million customers stay in memory.
+DEFAULT_CACHE_MB = 64
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
     customer_id TEXT PRIMARY KEY, name TEXT, created_at TEXT NOT NULL, merged_into TEXT);
@@ -81,10 +85,12 @@ def _unsigned(value: int) -> int:
 class SqliteRegistry(Registry):
     backend = "sqlite"
 
-    def __init__(self, settings: RegistrySettings, path: str | Path, synchronous: str = "FULL") -> None:
+    def __init__(self, settings: RegistrySettings, path: str | Path, synchronous: str = "FULL",
+                 cache_mb: int = DEFAULT_CACHE_MB) -> None:
         super().__init__(settings)
         self.path = Path(path)
         self.synchronous = synchronous
+        self.cache_mb = cache_mb
         self._db: sqlite3.Connection | None = None
         self._locks_db: sqlite3.Connection | None = None
         self._lock_takes = 0
@@ -113,7 +119,7 @@ class SqliteRegistry(Registry):
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect_wal(self.path, self.synchronous, SCHEMA)
+        self._db = connect_wal(self.path, self.synchronous, SCHEMA, cache_mb=self.cache_mb)
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return write_transaction(self.db, fn)
