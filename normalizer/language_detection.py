@@ -14,8 +14,6 @@ from functools import lru_cache
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
 _LETTER = re.compile(r"[^\W\d_]")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]+")
-_LATIN = re.compile(r"[a-zA-Z\u00c0-\u024f]+")
 #: Letters that, among the five languages below, only one of them writes.
 _ONLY = {"ru": frozenset("ыэъЫЭЪ"), "uk": frozenset("іїєґІЇЄҐ"), "pl": frozenset("ąęłśźżńćĄĘŁŚŹŻŃĆ"),
          "de": frozenset("äöüßÄÖÜ")}
@@ -24,20 +22,40 @@ _SCRIPT = {"ru": "cyrillic", "uk": "cyrillic", "pl": "latin", "de": "latin"}
 _DECIDABLE = frozenset({"ru", "uk", "pl", "de", "en"})
 
 
+#: Each byte of a UTF-8 text as "c" when it starts a character of U+0400..U+04FF
+#: (Cyrillic), "l" when it is an ASCII letter or starts one of U+00C0..U+023F (Latin),
+#: "." otherwise. U+0240..U+024F start with C9, like other characters: counted apart.
+_SCRIPT_OF_BYTE = bytes(
+    ord("c") if 0xD0 <= b <= 0xD3 else ord("l") if chr(b).isascii() and chr(b).isalpha() or 0xC3 <= b <= 0xC8 else ord(".")
+    for b in range(256))
+_LATIN_C9 = tuple(bytes([0xC9, tail]) for tail in range(0x80, 0x90))
+
+
+def _letters_by_script(text: str) -> tuple[int, int]:
+    """How many Cyrillic (U+0400..U+04FF) and Latin (a-z, A-Z, U+00C0..U+024F) characters
+    ``text`` holds, counted in its UTF-8 bytes (each such character has one lead byte)."""
+    data = text.encode("utf-8", "surrogatepass")
+    classes = data.translate(_SCRIPT_OF_BYTE)
+    latin = classes.count(b"l")
+    if b"\xc9" in data:  # rare: searched for only when there
+        latin += sum(data.count(pair) for pair in _LATIN_C9)
+    return classes.count(b"c"), latin
+
+
 def _by_letters(text: str, codes: tuple[str, ...]) -> str | None:
     """The language when the text's letters leave no doubt among ru, uk, pl, de and en: a
     text in one script holding letters that only one of the candidates writes (``ы`` is
     Russian, not Ukrainian; ``ł`` Polish, not German or English). This takes a few
     microseconds where the detector takes half a millisecond on a letter-sized text;
     anything else (plain ASCII, mixed scripts, letters of two languages) goes to it."""
-    if not set(codes) <= _DECIDABLE:
+    if text.isascii() or not set(codes) <= _DECIDABLE:  # ASCII: no letter of one language only
         return None
-    cyrillic, latin = sum(map(len, _CYRILLIC.findall(text))), sum(map(len, _LATIN.findall(text)))
+    cyrillic, latin = _letters_by_script(text)
     script = "cyrillic" if cyrillic > 9 * latin else "latin" if latin > 9 * cyrillic else None
     if script is None:
         return None
-    present = set(text)
-    found = [code for code in codes if _SCRIPT.get(code) == script and not _ONLY[code].isdisjoint(present)]
+    found = [code for code in codes
+             if _SCRIPT.get(code) == script and any(letter in text for letter in _ONLY[code])]
     return found[0] if len(found) == 1 else None
 
 

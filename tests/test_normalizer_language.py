@@ -1,9 +1,12 @@
 """Language: the door's locale wins, else Lingua among the configured candidates."""
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import ConfigError
 from gateway.inbound import Inbound
@@ -79,3 +82,14 @@ def test_letters_only_one_candidate_writes_decide_without_the_detector() -> None
     assert _by_letters("Ошибка: connection refused by the server", codes) is None  # two scripts
     assert _by_letters("Выбыл из строя", ("ru", "be")) is None  # Belarusian writes ы too
     assert _by_letters("Grüße aus Łódź", codes) is None  # letters of two languages
+
+
+@settings(max_examples=500)
+@given(st.text(st.sampled_from("aźęЫыїÄßxyz ЖжQ\u0240\u024f\u0250\u0400\u04ff\u0500\u00bf\u00c0\u00ff\u0100\u0239\u023fɐ12,.\ud800😀ł"),
+               max_size=60))
+def test_letters_are_counted_by_script_as_the_plain_search_counts_them(text: str) -> None:
+    from normalizer.language_detection import _letters_by_script
+
+    cyrillic = sum(len(run) for run in re.findall(r"[\u0400-\u04ff]+", text))
+    latin = sum(len(run) for run in re.findall(r"[a-zA-Z\u00c0-\u024f]+", text))
+    assert _letters_by_script(text) == (cyrillic, latin)
