@@ -6,7 +6,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.registry.fingerprint import hamming, max_distance, normalized_words, simhash64
+from gateway.registry.fingerprint import fingerprint, hamming, max_distance, normalized_words, simhash64
 
 
 def textbook_simhash(text: str) -> int:
@@ -36,3 +36,13 @@ def test_near_identical_texts_are_close_and_different_ones_far() -> None:
     assert hamming(a, b) == 0
     assert hamming(a, c) > max_distance(0.9)
     assert max_distance(0.9) == 6 and max_distance(1.0) == 0
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from("нет интернета счёт brak bill 42 x_y _ \x00 , .".split(" ")), max_size=20),
+       st.lists(st.text("0123456789abcdef", max_size=8), max_size=3))
+def test_fingerprint_is_the_simhash_and_the_digest_of_words_and_attachments(words: list[str], shas: list[str]) -> None:
+    text = " ".join(words)
+    # the digest as registries store it: the words of the text and of the attachments' digests
+    stored = hashlib.sha1(" ".join(normalized_words(text + "\x00" + ",".join(sorted(shas)))).encode("utf-8")).hexdigest()
+    assert fingerprint(text, shas) == (simhash64(text), stored)

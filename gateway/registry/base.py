@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.inbound import Receipt
-from gateway.registry.fingerprint import max_distance, simhash64, text_digest
+from gateway.registry.fingerprint import fingerprint, max_distance
 from normalizer.schema import Complaint
 
 EVENT_KINDS = ("new", "follow_up", "repeat")
@@ -132,6 +132,7 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
     else:
         year = str(received.astimezone(ZoneInfo(settings.timezone)).year)
     text = complaint.text if complaint.text.strip() else (complaint.subject or "")
+    simhash, digest = fingerprint(text, [a.sha256 for a in complaint.attachments])
     return SubmitPlan(
         complaint=complaint,
         identity_keys=[i.key for i in complaint.customer.identities],
@@ -139,8 +140,8 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
         printf=_printf(number_format.template, year),
         counter=number_format.counter_name(year),
         received_epoch=received.timestamp(),
-        simhash=simhash64(text),
-        digest=text_digest(text + "\x00" + ",".join(sorted(a.sha256 for a in complaint.attachments))),
+        simhash=simhash,
+        digest=digest,
         window_seconds=settings.repeat_window_days * 86400.0,
         max_distance=max_distance(settings.repeat_similarity),
         candidates=settings.repeat_candidates,

@@ -26,10 +26,22 @@ _BIT = [bytes((value >> j) & 1 for value in range(256)) for j in range(8)]
 _SLICED_MAX = 64
 
 
+def fingerprint(text: str, attachment_digests: list[str]) -> tuple[int, str]:
+    """The text's SimHash, and the SHA-1 of its words and its attachments' digests (an
+    exact copy has the same one), from one pass over the text's words."""
+    words = normalized_words(text)
+    extra = normalized_words(",".join(sorted(attachment_digests)))
+    return simhash_of_words(words), hashlib.sha1(" ".join(words + extra).encode("utf-8")).hexdigest()
+
+
 def simhash64(text: str, shingle: int = 2) -> int:
     """Bit i of the result is set when more than half of the word pairs' 64-bit BLAKE2b
     hashes (read as big-endian numbers) have bit i set."""
-    words = normalized_words(text)
+    return simhash_of_words(normalized_words(text), shingle)
+
+
+def simhash_of_words(words: list[str], shingle: int = 2) -> int:
+    """``simhash64`` of a text whose ``normalized_words`` are ``words``."""
     if not words:
         return 0
     grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))]
@@ -70,10 +82,6 @@ def _majority_by_column(digests: bytes, count: int) -> int:
             if column.translate(_BIT[j]).count(1) * 2 > count:
                 value |= 1 << (8 * (7 - position) + j)
     return value
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha1(" ".join(normalized_words(text)).encode("utf-8")).hexdigest()
 
 
 def max_distance(similarity: float) -> int:
