@@ -443,17 +443,28 @@ async def test_a_batch_survives_a_redis_server_that_lost_its_scripts(registry: R
     assert await registry.queue_length() == 2
 
 
-async def test_a_complaint_that_fails_inside_the_redis_script_fails_alone(registry: Registry) -> None:
-    if not isinstance(registry, RedisRegistry):
-        pytest.skip("a failure inside the Redis submit script")
-    # a customer record that is not a hash: the script's HGET on it fails for that complaint only
-    await registry.r.hset(registry.prefix + "identity", "phone:+79160000000", "broken")
-    await registry.r.set(registry.prefix + "customer:broken", "not a hash")
+async def refuse_customer_of(registry: Registry, identity: str) -> str:
+    """Make every submit that reaches the customer of ``identity`` fail inside the backend's
+    atomic step (a Lua script or an SQLite transaction); the reason it will give."""
+    if isinstance(registry, RedisRegistry):  # and the cluster: a customer record that is not a hash
+        await registry.r.hset(registry.prefix + "identity", identity, "broken")
+        await registry.r.set(registry.prefix + "customer:broken", "not a hash")
+        return "WRONGTYPE"
+    assert isinstance(registry, SqliteRegistry)
+    registry.db.execute("INSERT INTO customers(customer_id, name, created_at) VALUES ('broken', NULL, '2026-01-01')")
+    registry.db.execute("INSERT INTO identities(key, customer_id, created_at) VALUES (?, 'broken', '2026-01-01')", (identity,))
+    registry.db.execute("CREATE TRIGGER refuse BEFORE UPDATE ON customers WHEN OLD.customer_id = 'broken'"
+                        " BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END")
+    return "refused on purpose"
+
+
+async def test_a_complaint_that_fails_inside_the_atomic_step_fails_alone(registry: Registry) -> None:
+    reason = await refuse_customer_of(registry, "phone:+79160000000")
     receipts = await registry.submit_many([
         complaint("Нет связи в квартире"),
         complaint("Не работает телевидение", ids=[("phone", "+79160000000")], message_id="broken"),
         complaint("Счёт выставлен дважды за март", ids=[("email", "boris@example.com")], message_id="third")])
-    assert isinstance(receipts[1], RegistryError) and "WRONGTYPE" in str(receipts[1])
+    assert isinstance(receipts[1], RegistryError) and reason in str(receipts[1])
     assert [r.registration_number for r in (receipts[0], receipts[2])] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
     assert await registry.queue_length() == 2
 
@@ -469,26 +480,3 @@ def test_the_year_of_a_number_turns_at_local_midnight_even_in_a_zone_off_the_hou
     offset = complaint("Жалоба", at=datetime(2026, 12, 31, 18, 15, tzinfo=timezone.utc))
     offset.received_at = "2027-01-01T00:00:00+05:45"  # not UTC: read as it is written
     assert make_plan(offset, settings, numbers).year == "2027"
-
-
-async def test_a_complaint_that_fails_inside_the_sqlite_transaction_fails_alone(registry: Registry) -> None:
-    if not isinstance(registry, SqliteRegistry):
-        pytest.skip("a failure inside the SQLite submit transaction")
-    registry.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.channel_message_id = 'broken'"
-                        " BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END")
-    same_customer = [("email", "anna@example.com")]
-    batch = [complaint("Нет связи в квартире", ids=same_customer, message_id="first"),
-             complaint("Нет связи в квартире", ids=same_customer, message_id="broken"),
-             complaint("Нет связи в квартире!", ids=same_customer, message_id="third"),
-             complaint("Счёт выставлен дважды за март", ids=[("email", "boris@example.com")], message_id="fourth")]
-    receipts = await registry.submit_many(batch)
-    assert isinstance(receipts[1], RegistryError) and "refused on purpose" in str(receipts[1])
-    first, third, fourth = receipts[0], receipts[2], receipts[3]
-    assert not isinstance(first, Exception) and not isinstance(third, Exception) and not isinstance(fourth, Exception)
-    assert (first.status, first.registration_number) == ("new", "2026-000001")
-    assert (third.status, third.registration_number) == ("repeat", "2026-000001")  # of the first, not of the broken one
-    assert (fourth.status, fourth.registration_number) == ("new", "2026-000002")  # no number lost to the failure
-    assert batch[2].meta["repeat_of"] == "2026-000001"
-    assert batch[3].customer.customer_id == fourth.customer_id != first.customer_id
-    assert await registry.queue_length() == 3
-    assert (await registry.get_message(third.complaint_id or "")).meta["repeat_of"] == "2026-000001"  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.registry import RegistrySettings
+from gateway.registry import RegistryError, RegistrySettings
 from gateway.registry.sqlite import SqliteRegistry
 from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction
 from tests.test_registry_contract import complaint
@@ -90,3 +90,25 @@ async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
         assert default.db.execute("PRAGMA cache_size").fetchone()[0] == -64 * 1024
     finally:
         await default.close()
+
+
+async def test_a_complaint_that_fails_inside_the_batch_transaction_is_undone_alone(registry: SqliteRegistry) -> None:
+    """The batch's one savepoint is undone and the batch runs again, a savepoint per submit."""
+    registry.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.channel_message_id = 'broken'"
+                        " BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END")
+    same_customer = [("email", "anna@example.com")]
+    batch = [complaint("Нет связи в квартире", ids=same_customer, message_id="first"),
+             complaint("Нет связи в квартире", ids=same_customer, message_id="broken"),
+             complaint("Нет связи в квартире!", ids=same_customer, message_id="third"),
+             complaint("Счёт выставлен дважды за март", ids=[("email", "boris@example.com")], message_id="fourth")]
+    receipts = await registry.submit_many(batch)
+    assert isinstance(receipts[1], RegistryError) and "refused on purpose" in str(receipts[1])
+    first, third, fourth = receipts[0], receipts[2], receipts[3]
+    assert not isinstance(first, Exception) and not isinstance(third, Exception) and not isinstance(fourth, Exception)
+    assert (first.status, first.registration_number) == ("new", "2026-000001")
+    assert (third.status, third.registration_number) == ("repeat", "2026-000001")  # of the first, not of the broken one
+    assert (fourth.status, fourth.registration_number) == ("new", "2026-000002")  # no number lost to the failure
+    assert batch[2].meta["repeat_of"] == "2026-000001"
+    assert batch[3].customer.customer_id == fourth.customer_id != first.customer_id
+    assert await registry.queue_length() == 3
+    assert (await registry.get_message(third.complaint_id or "")).meta["repeat_of"] == "2026-000001"  # type: ignore[union-attr]
