@@ -246,11 +246,13 @@ def _inner(term: re.Pattern[str]) -> str:
 
 
 def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
-    """``source`` split at ``|`` outside groups and classes; where its literal spaces outside
-    groups and classes are (positions); and whether one group encloses the whole of it.
-    ValueError if it is not balanced."""
-    parts, spaces, depth, start, i, in_class = [], [], 0, 0, 0, False
+    """``source`` split at ``|`` outside groups and classes; where it certainly matches a
+    character that is no word character, outside groups (positions of a literal space or
+    ``-``, or of a class of such characters only, none of them repeated or optional); and
+    whether one group encloses the whole of it. ValueError if it is not balanced."""
+    parts, breaks, depth, start, i, in_class = [], [], 0, 0, 0, False
     first_close: int | None = None  # where the group opened first closes
+    class_start = 0
     while i < len(source):
         ch = source[i]
         if ch == "\\":
@@ -258,8 +260,10 @@ def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
             continue
         if in_class:
             in_class = ch != "]"
+            if not in_class and depth == 0 and _non_word_class(source[class_start + 1:i]) and not _quantified(source, i + 1):
+                breaks.append(class_start)
         elif ch == "[":
-            in_class = True
+            in_class, class_start = True, i
             if source[i + 1:i + 2] == "]" or source[i + 1:i + 3] == "^]":
                 i += 2 if source[i + 1] == "]" else 3
                 continue
@@ -274,13 +278,25 @@ def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
         elif depth == 0 and ch == "|":
             parts.append(source[start:i])
             start = i + 1
-        elif depth == 0 and ch == " " and source[i + 1:i + 2] not in ("?", "*", "+", "{"):
-            spaces.append(i)
+        elif depth == 0 and ch in " -" and not _quantified(source, i + 1):
+            breaks.append(i)
         i += 1
     if depth or in_class:
         raise ValueError("unbalanced")
     parts.append(source[start:])
-    return parts, spaces, source.startswith("(") and first_close == len(source) - 1
+    return parts, sorted(breaks), source.startswith("(") and first_close == len(source) - 1
+
+
+def _quantified(source: str, i: int) -> bool:
+    """Whether what ends just before ``i`` is repeated or optional."""
+    return source[i:i + 1] in ("?", "*", "+", "{")
+
+
+def _non_word_class(members: str) -> bool:
+    """Whether a class with these members (``[`` and ``]`` off) matches only characters that
+    are no word characters: plain members, no negation, escape or range (a ``-`` only first or last)."""
+    return (bool(members) and not members.startswith("^") and "\\" not in members and "-" not in members[1:-1]
+            and not any(_WORD_CHAR.match(ch) for ch in members))
 
 
 def _alternatives(source: str) -> list[str]:
@@ -305,11 +321,11 @@ def _gates_of(source: str) -> tuple[bool, list[str]] | None:
     gates, exact = [], True
     for alternative in alternatives:
         try:
-            _, spaces, _ = _split_top_level(alternative)
+            _, breaks, _ = _split_top_level(alternative)
         except ValueError:
             return None
-        gate = alternative[:spaces[0]] if spaces else alternative
-        exact = exact and not spaces
+        gate = alternative[:breaks[0]] if breaks else alternative  # the first word ends where a break is certain
+        exact = exact and not breaks
         if not _one_word(gate):
             return None
         gates.append(gate)
@@ -407,16 +423,22 @@ def _first_of_sequence(items: list[Any]) -> frozenset[str] | None:
     return None  # the whole pattern can match nothing: no first letter to rely on
 
 
-def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
-    r"""Whether ``scan`` (a term without its leading ``(?<!\w)``) matches ``text`` at the
-    start of a word: the term's own ``search``, found faster, because ``re`` skips to the
-    possible first letters only in a pattern that does not begin with a lookbehind."""
+def _word_start_search(scan: re.Pattern[str], text: str) -> re.Match[str] | None:
+    r"""The first match of ``scan`` (a term without its leading ``(?<!\w)``) in ``text`` that
+    starts a word: the term's own ``search``, found faster, because ``re`` skips to the
+    possible first letters only in a pattern that does not begin with a lookbehind. At the
+    same start both patterns try the same alternatives in the same order, so the match is
+    the term's, end included."""
     pos = 0
     while (m := scan.search(text, pos)) is not None:
         if not m.start() or not _WORD_CHAR.match(text, m.start() - 1):
-            return True
+            return m
         pos = m.start() + 1
-    return False
+    return None
+
+
+def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
+    return _word_start_search(scan, text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +477,9 @@ class Pattern:
     def find(self, sentence: Sentence) -> str | None:
         """The matched stretch of the sentence, or None."""
         text = sentence.text
+        if len(self.terms) == 1:  # any match is within the window: the first one is the answer
+            m = _word_start_search(self.scans[0], text) if self.scans else self.terms[0].search(text)
+            return None if m is None else text[m.start():m.end()]
         if not self.present_in(text):  # most sentences miss a term: find that out first
             return None
         positions: list[list[tuple[int, int, int]]] = []
@@ -531,16 +556,14 @@ class UrgencyRules:
         self.words = WordTerms(terms)
         #: per gate, the (rule, pattern) numbers it lets in; per rule, the patterns no gate keeps out
         self._let_in: dict[int, list[tuple[int, int]]] = {}
-        self._ungated: list[list[int]] = []
+        self._ungated: dict[int, list[int]] = {}
         for r, rule in enumerate(self.rules):
-            ungated: list[int] = []
             for i, (_, pattern) in enumerate(rule.patterns):
                 needed = self._gates_of_pattern(pattern)
                 if needed is None:
-                    ungated.append(i)
+                    self._ungated.setdefault(r, []).append(i)
                 for gate in needed or ():
                     self._let_in.setdefault(gate, []).append((r, i))
-            self._ungated.append(ungated)
 
     def _gates_of_pattern(self, pattern: Pattern) -> frozenset[int] | None:
         needed = [self.words.gated[t][1] for t in pattern.terms if t in self.words.gated]
@@ -550,18 +573,21 @@ class UrgencyRules:
         sentences = split_sentences(text[: self.max_chars])
         index = SentenceIndex(sentences, self.words)
         # a pattern can only match when one of the gates its rarest gated term needs is open
-        chosen: list[set[int]] = [set(ungated) for ungated in self._ungated]
+        chosen: dict[int, set[int]] = {r: set(ungated) for r, ungated in self._ungated.items()}
         for gate in index.gates_open:
             for r, i in self._let_in.get(gate, ()):
-                chosen[r].add(i)
+                if r in chosen:
+                    chosen[r].add(i)
+                else:
+                    chosen[r] = {i}
         best: RuleMatch | None = None
-        for rule, patterns in zip(self.rules, chosen):
+        for r in sorted(chosen):  # the rules' order: by level, then file order
+            rule = self.rules[r]
             if best is not None and RANK[rule.level] <= RANK[best.level]:
                 break
-            if patterns:
-                found = rule.match(sentences, index, [rule.patterns[i] for i in sorted(patterns)])
-                if found is not None:
-                    best = found
+            found = rule.match(sentences, index, [rule.patterns[i] for i in sorted(chosen[r])])
+            if found is not None:
+                best = found
         return best
 
     @property

@@ -86,8 +86,14 @@ def test_a_term_is_gated_by_the_whole_first_words_of_its_alternatives() -> None:
     assert _gates_of("газ(а|у|ом)?") == (True, ["газ(а|у|ом)?"])
     assert _gates_of(r"(?:розетк\w*|провод(а|ов)?) (искрит|горит)") == (False, [r"(?:розетк\w*|провод(а|ов)?)"])
     assert _gates_of("(power )?(lines?|wires?)") is None  # may begin with "lines": no whole first word
-    assert _gates_of("life[ -]threatening") is None  # the space is in a class
-    assert _gates_of("wi-?fi") is None  # "-" is no word character
+    # the first word ends where a character that is no word character is certain: a space, a "-", a class of such
+    assert _gates_of("life[ -]threatening") == (False, ["life"])
+    assert _gates_of(r"co-melder\w*|co melder\w*") == (False, ["co", "co"])
+    assert _gates_of("wi-?fi") is None  # the "-" may be missing: "wifi" is one word
+    assert _gates_of("life[ a]threatening") is None  # "lifeathreatening" is one word
+    assert _gates_of("life[- ]?threatening|x") is None
+    assert _gates_of("life[^a]threatening") is None  # a negated class may match a word character
+    assert _gates_of(r"life[\s-]threatening") is None  # escapes in a class are not judged
     assert _gates_of("зв'язок") is None
 
 
@@ -95,12 +101,14 @@ def test_unusual_terms_decide_as_the_sentence_by_sentence_search() -> None:
     rules = UrgencyRules.from_config({"rules": [
         {"name": "odd", "level": "immediate", "patterns": {"xx": [
             r"(?<!не )горит", "зв'язок + відсутн\\w*", "wi-?fi + down", "a.c + broken", r"\d{3} + авария",
-            "(power )?lines? + down", "нет (света|воды) + (?:третий|пятый) день", "[0-9]+ этаж + потоп\\w*"]}},
+            "(power )?lines? + down", "нет (света|воды) + (?:третий|пятый) день", "[0-9]+ этаж + потоп\\w*",
+            "life[ -]threatening", "co-melder\\w*", "wi-fi-router + dead", "x[-]ray + broken"]}},
         {"name": "plain", "level": "high", "patterns": {"xx": ["нет + связи", "brak + prad\\w*"]}}]})
     texts = ["Горит щиток", "Не горит лампа", "Зв'язок відсутній", "the wi-fi is down", "wifi down", "the a/c is broken",
              "авария на 220 линии", "power lines down", "the lines are down", "нет света третий день", "нет воды уже пятый день",
              "затопило: 5 этаж, потоп", "нет связи с утра", "brak prądu", "Ничего не горит. Нет связи!", "нетсвязи", "",
-             "нет\nсвязи", "lines\ndown"]
+             "нет\nсвязи", "lines\ndown", "a life-threatening leak", "life threatening", "lifethreatening", "life\nthreatening",
+             "the co-melder beeps", "co melder", "co-\nmelder", "my wi-fi-router is dead", "the x-ray is broken", "x ray broken"]
     fired = 0
     for text in texts:
         assert decided(rules, text) == slow_classify(rules, text), text
