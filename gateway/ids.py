@@ -2,25 +2,25 @@
 
 Ids need to be unique, not secret (every view of them is behind authentication), so the
 random part comes from a per-process generator seeded once from the OS: reading the OS's
-entropy for every message costs more than the rest of an id.
+entropy for every message costs more than the rest of an id. A forked child seeds its own
+generator, so it does not repeat its parent's sequence. The generator is thread-safe
+(``random.Random`` draws its bits in C, in one step).
 """
 from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 
 _random = random.Random(os.urandom(32))
-_lock = threading.Lock()
-_pid = os.getpid()
+
+
+def _reseed() -> None:
+    _random.seed(os.urandom(32))
+
+
+os.register_at_fork(after_in_child=_reseed)
 
 
 def new_id() -> str:
-    global _pid
-    if os.getpid() != _pid:  # a forked child must not repeat its parent's sequence
-        _random.seed(os.urandom(32))
-        _pid = os.getpid()
-    with _lock:
-        bits = _random.getrandbits(80)
-    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{bits:020x}"
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{_random.getrandbits(80):020x}"

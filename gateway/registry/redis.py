@@ -7,6 +7,7 @@ consumer groups; see docs/queue.md.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Awaitable
 from datetime import datetime
@@ -21,6 +22,11 @@ from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
 from normalizer.schema import Complaint
+
+#: Where the script puts the registration number and the customer id in a complaint's JSON:
+#: unguessable and never sent (the JSON is cut there), so no field of a message can hold them.
+_NUMBER_PLACEHOLDER = "CGNUMBER" + secrets.token_hex(16)
+_CUSTOMER_PLACEHOLDER = "CGCUSTOMER" + secrets.token_hex(16)
 
 _LOCK = """
 local holder = redis.call('GET', KEYS[1])
@@ -97,7 +103,8 @@ class RedisRegistry(Registry):
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         """One call of the submit script for the whole batch: one round trip, each
         complaint atomic, and one complaint's failure returned in its place."""
-        arguments = [argument for plan in plans for argument in self._submit_args(plan)]
+        now = iso(utcnow())  # the batch is registered in one step
+        arguments = [argument for plan in plans for argument in self._submit_args(plan, now)]
         try:
             try:
                 replies = await self.r.evalsha(self._submit_script.sha, 1, self.prefix, *arguments)
@@ -109,11 +116,11 @@ class RedisRegistry(Registry):
         return [RegistryError(f"redis submit: {why}") if status == "error" else _receipt(status, why)
                 for status, why in replies]
 
-    def _submit_args(self, plan: SubmitPlan) -> list[str]:
+    def _submit_args(self, plan: SubmitPlan, now: str) -> list[str]:
         """The script's arguments: its parameters as JSON and the complaint's JSON in three
         pieces, cut where the script puts the customer id and the registration number."""
         c = plan.complaint
-        number_placeholder, customer_placeholder = "CGNUMBER" + new_id(), "CGCUSTOMER" + new_id()
+        number_placeholder, customer_placeholder = _NUMBER_PLACEHOLDER, _CUSTOMER_PLACEHOLDER
         saved = c.registration_number, c.customer.customer_id
         c.registration_number, c.customer.customer_id = number_placeholder, customer_placeholder
         try:
@@ -136,7 +143,7 @@ class RedisRegistry(Registry):
             "name": c.customer.name,
             "new_customer_id": new_id(),
             "id": c.id,
-            "now": iso(utcnow()),
+            "now": now,
             "auto": c.auto_submitted,
             "in_reply_to": c.in_reply_to,
             "received": plan.received_epoch,
