@@ -15,7 +15,7 @@ from gateway.acknowledgements import AcknowledgementTexts
 from gateway.adapters import Adapter, AdapterContext, PushAdapter
 from gateway.blobs import SMALL_MAX_BYTES, BlobStore
 from gateway.config import ConfigError, GatewayConfig, validate
-from gateway.intake import DEFAULT_MAX_BATCH, Intake
+from gateway.intake import DEFAULT_INLINE_ORIGINAL_MAX_BYTES, DEFAULT_MAX_BATCH, Intake
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.registry import Registry, build_registry
 from normalizer.pipeline import Normalizer, NormalizerSettings
@@ -57,7 +57,9 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
                       small_max_bytes=int(config.section("blobs").get("small_max_bytes", SMALL_MAX_BYTES)))
     normalizer = Normalizer(NormalizerSettings.from_config(config.section("normalizer")))
     texts = AcknowledgementTexts(config.section("acknowledgements"), normalizer.settings.default_language)
-    intake = Intake(registry, blobs, normalizer, metrics, max_batch=int(config.section("intake").get("max_batch", DEFAULT_MAX_BATCH)))
+    intake_section = config.section("intake")
+    intake = Intake(registry, blobs, normalizer, metrics, max_batch=int(intake_section.get("max_batch", DEFAULT_MAX_BATCH)),
+                    inline_original_max_bytes=int(intake_section.get("inline_original_max_bytes", DEFAULT_INLINE_ORIGINAL_MAX_BYTES)))
     app[CONFIG], app[REGISTRY], app[METRICS], app[BLOBS], app[INTAKE], app[TEXTS] = (
         config, registry, metrics, blobs, intake, texts)
 

@@ -67,7 +67,7 @@ CORE_SCHEMA: dict[str, Any] = {
         "blobs": {"type": "object", "additionalProperties": False, "properties": {
             "path": {"type": "string"}, "fsync": {"type": "boolean"}, "small_max_bytes": {"type": "integer", "minimum": 0}}},
         "intake": {"type": "object", "additionalProperties": False, "properties": {
-            "max_batch": {"type": "integer", "minimum": 1}}},
+            "max_batch": {"type": "integer", "minimum": 1}, "inline_original_max_bytes": {"type": "integer", "minimum": 0}}},
         "normalizer": {"type": "object"},
         "acknowledgements": {"type": "object"},
         "inbox": {"type": "object"},

@@ -92,9 +92,12 @@ class Inbound:
     received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     meta: dict[str, Any] = field(default_factory=dict)
     raw_sha256: str | None = None
+    #: A small original kept as text with the complaint (or the dead letter) instead of in
+    #: the blob store (``intake.inline_original_max_bytes``); set by the intake.
+    raw_text: str | None = None
 
     def to_record(self) -> dict[str, Any]:
-        """A JSON-able record (blobs referenced by hash) for the dead-letter store."""
+        """A JSON-able record (blobs referenced by hash, a small original as its text) for the dead-letter store."""
         return {
             "channel": self.channel,
             "message_id": self.message_id,
@@ -105,6 +108,7 @@ class Inbound:
             "html": self.html,
             "attachments": [a.to_record() for a in self.attachments],
             "raw_sha256": self.raw_sha256,
+            "raw_text": self.raw_text,
             "raw_content_type": self.raw_content_type,
             "reply_to": list(self.reply_to) if self.reply_to else None,
             "in_reply_to": self.in_reply_to,
@@ -129,6 +133,8 @@ class Inbound:
             html=data.get("html"),
             attachments=[InboundAttachment(**a) for a in data.get("attachments") or []],
             raw_sha256=data.get("raw_sha256"),
+            raw_text=data.get("raw_text"),
+            raw=data["raw_text"].encode("utf-8") if isinstance(data.get("raw_text"), str) else None,
             raw_content_type=data.get("raw_content_type") or "application/octet-stream",
             reply_to=(reply_to[0], reply_to[1]) if reply_to else None,
             in_reply_to=data.get("in_reply_to"),

@@ -3,7 +3,11 @@
 Order matters for the promise "nothing acknowledged is lost": the raw original and the
 attachments are written to the blob store first; a message the normaliser cannot handle
 goes to the dead-letter store with its reason; only then is the door told "success". If
-even that fails, ``TemporaryFailure`` tells the adapter to answer "try again".
+even that fails, ``TemporaryFailure`` tells the adapter to answer "try again". A small
+original that is UTF-8 text (a web form, a webhook's JSON: up to
+``intake.inline_original_max_bytes``) is kept instead as text in the complaint's record, or
+in the dead letter, written in the same atomic step as the registration before the door is
+answered: no blob row and no flush of its own.
 
 Messages are handled in batches (group commit). Every message handed over while the
 previous batch was being written joins the next one: its blobs reach the disk with one
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -32,8 +37,12 @@ log = logging.getLogger("complaint_gateway.intake")
 
 T = TypeVar("T")
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
 #: Messages handled in one batch at most (``intake.max_batch``).
 DEFAULT_MAX_BATCH = 64
+#: Originals up to this size, if UTF-8 text, are kept with the complaint (``intake.inline_original_max_bytes``).
+DEFAULT_INLINE_ORIGINAL_MAX_BYTES = 1024
 
 
 @dataclass(slots=True)
@@ -45,12 +54,13 @@ class _Waiting:
 
 class Intake:
     def __init__(self, registry: Registry, blobs: BlobStore, normalizer: Normalizer, metrics: Metrics,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, inline_original_max_bytes: int = DEFAULT_INLINE_ORIGINAL_MAX_BYTES) -> None:
         self.registry = registry
         self.blobs = blobs
         self.normalizer = normalizer
         self.metrics = metrics
         self.max_batch = max(1, max_batch)
+        self.inline_original_max_bytes = max(0, inline_original_max_bytes)
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -108,7 +118,7 @@ class Intake:
     async def _prepare(self, batch: list[_Waiting]) -> list[Complaint | str] | None:
         """Each message's complaint (or why there is none), once its blobs are on disk;
         None when they could not be stored (every message of the batch is told so)."""
-        pending = _blobs_of([item.inbound for item in batch])
+        pending = _blobs_of([item.inbound for item in batch], self.inline_original_max_bytes)
         try:
             staged = self.blobs.stage([data for _, _, data in pending])
             if staged is None:  # a large batch: hashed and written in a thread first
@@ -222,17 +232,30 @@ def _heavy(inbound: Inbound) -> bool:
     return len(inbound.html or "") > 200_000 or len(inbound.text or "") > 500_000
 
 
-def _blobs_of(inbounds: list[Inbound]) -> list[tuple[Any, str, bytes]]:
-    """Every raw original and attachment not stored yet: (object, attribute for its digest, data)."""
+def _blobs_of(inbounds: list[Inbound], inline_max_bytes: int) -> list[tuple[Any, str, bytes]]:
+    """Every raw original and attachment not stored yet: (object, attribute for its digest,
+    data). A small original that is UTF-8 text is kept as ``raw_text`` instead."""
     pending: list[tuple[Any, str, bytes]] = []
     for inbound in inbounds:
-        if inbound.raw is not None and inbound.raw_sha256 is None:
-            pending.append((inbound, "raw_sha256", inbound.raw))
+        if inbound.raw is not None and inbound.raw_sha256 is None and inbound.raw_text is None:
+            inbound.raw_text = _as_text(inbound.raw) if len(inbound.raw) <= inline_max_bytes else None
+            if inbound.raw_text is None:
+                pending.append((inbound, "raw_sha256", inbound.raw))
         for attachment in inbound.attachments:
             if attachment.data is not None and attachment.sha256 is None:
                 attachment.size = len(attachment.data)
                 pending.append((attachment, "sha256", attachment.data))
     return pending
+
+
+def _as_text(raw: bytes) -> str | None:
+    """``raw`` as text if it is UTF-8 without control characters other than tab, newline and
+    carriage return (a NUL, say, is refused by some consumers' JSON stores): anything else stays a blob."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() or not _CONTROL.search(text) else None
 
 
 def _assign(pending: list[tuple[Any, str, bytes]], digests: list[str]) -> None:

@@ -199,8 +199,16 @@ def _skeleton(inbound: Inbound) -> Complaint:
         in_reply_to=inbound.in_reply_to,
         submitted_by=submitted_by,
         auto_submitted=inbound.auto_submitted,
-        # where the original as received lies in the blob store (shown to operators, purged with the rest)
-        meta={**inbound.meta, **({"raw": {"sha256": inbound.raw_sha256, "content_type": inbound.raw_content_type}}
-                                 if inbound.raw_sha256 else {})},
+        # the original as received (shown to operators, purged with the rest): where it lies in the
+        # blob store, or a small one's text
+        meta={**inbound.meta, **_raw_of(inbound)},
     )
+
+
+def _raw_of(inbound: Inbound) -> dict[str, Any]:
+    if inbound.raw_text is not None:
+        return {"raw": {"content_type": inbound.raw_content_type, "text": inbound.raw_text}}
+    if inbound.raw_sha256:
+        return {"raw": {"sha256": inbound.raw_sha256, "content_type": inbound.raw_content_type}}
+    return {}
 

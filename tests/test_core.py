@@ -3,6 +3,7 @@ replay, health and metrics, the pull adapter's backoff, the CLI and graceful shu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -78,16 +79,62 @@ def test_shipped_config_is_valid_and_has_no_literal_secrets() -> None:
 async def test_raw_and_attachments_are_stored_before_registration(make_config, start_gateway, tmp_path: Path) -> None:
     client = await start_gateway(make_config())
     intake = client.server.app[INTAKE]
+    raw = b"raw bytes of the request " + b"x" * 1024  # above intake.inline_original_max_bytes: a blob
     inbound = Inbound(channel="web", message_id="m-1", identities=[("email", "A@Example.com")],
-                      text="Счёт за март выставлен дважды", raw=b"raw bytes of the request",
+                      text="Счёт за март выставлен дважды", raw=raw,
                       attachments=[InboundAttachment("bill.pdf", "application/pdf", data=b"%PDF bill")])
     submitted = await intake.submit(inbound)
     assert submitted.receipt.status == "new"
     blobs = intake.blobs
-    assert blobs.get_sync(inbound.raw_sha256 or "") == b"raw bytes of the request"
+    assert blobs.get_sync(inbound.raw_sha256 or "") == raw
     assert submitted.complaint.meta["raw"] == {"sha256": inbound.raw_sha256, "content_type": "application/octet-stream"}
     attachment = submitted.complaint.attachments[0]
     assert blobs.get_sync(attachment.sha256) == b"%PDF bill" and attachment.size == 9
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_small_text_original_is_kept_in_the_complaint_and_a_binary_one_in_the_blob_store(
+        make_config, start_gateway, redis_url: str, backend: str) -> None:
+    client = await start_gateway(make_config(backend=backend, redis_url=redis_url, intake={"inline_original_max_bytes": 64}))
+    intake = client.server.app[INTAKE]
+    registry = registry_of(client)
+    originals = {
+        "form": (b'{"text":"\xd0\x9d\xd0\xb5\xd1\x82 \xd1\x81\xd0\xb2\xd0\xb5\xd1\x82\xd0\xb0"}', "text"),
+        "lines": (b"line one\r\n\tline two\n", "text"),
+        "nul": (b"text\x00with a NUL", "sha256"),  # a control character: kept as it came, in the blob store
+        "latin1": ("Zażółć".encode("latin-1", "replace"), "sha256"),  # not UTF-8
+        "long": (b"y" * 65, "sha256"),  # above the limit
+    }
+    for i, (name, (raw, kept_as)) in enumerate(originals.items()):
+        inbound = Inbound(channel="web", message_id=f"m-{name}", identities=[("phone", f"+7916123{i:04d}")],
+                          text="Нет света в подъезде", raw=raw, raw_content_type="application/json")
+        submitted = await intake.submit(inbound)
+        assert submitted.complaint is not None
+        stored = await registry.get_message(submitted.complaint.id)
+        assert stored is not None
+        kept = stored.meta["raw"]
+        assert set(kept) == {"content_type", kept_as}, name
+        assert kept["content_type"] == "application/json"
+        if kept_as == "text":
+            assert kept["text"].encode("utf-8") == raw and inbound.raw_sha256 is None
+            assert not intake.blobs.exists(hashlib.sha256(raw).hexdigest())
+        else:
+            assert intake.blobs.get_sync(kept["sha256"]) == raw
+
+
+async def test_a_dead_letter_keeps_its_small_original_as_text_for_the_replay(make_config, start_gateway) -> None:
+    client = await start_gateway(make_config())
+    intake = client.server.app[INTAKE]
+    registry = registry_of(client)
+    inbound = Inbound(channel="web", message_id="m-empty", identities=[("phone", "+79161230001")], text="   ",
+                      raw=b'{"text":"   "}', raw_content_type="application/json")
+    assert (await intake.submit(inbound)).receipt.status == "dead_letter"
+    dead = await registry.list_dead_letters()
+    assert dead[0]["record"]["raw_text"] == '{"text":"   "}' and dead[0]["record"]["raw_sha256"] is None
+    record = {**dead[0], "record": {**dead[0]["record"], "text": "Теперь с текстом: нет воды"}}  # an operator's fix
+    replayed = await intake.replay(record)
+    assert replayed.receipt.status == "new" and replayed.complaint is not None
+    assert replayed.complaint.meta["raw"] == {"content_type": "application/json", "text": '{"text":"   "}'}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
@@ -120,7 +167,7 @@ async def test_messages_arriving_together_are_written_in_batches_each_with_its_o
     for inbound, result in zip(inbounds, results):
         if result.complaint is not None:
             assert result.complaint.customer.identities[0].value == inbound.identities[0][1]
-            assert intake.blobs.get_sync(inbound.raw_sha256 or "") == inbound.raw
+            assert result.complaint.meta["raw"]["text"] == inbound.raw.decode()  # small text: kept in the complaint
     assert await registry.queue_length() == 18
     assert len(await registry.list_dead_letters()) == 1
 
@@ -459,28 +506,42 @@ def _post_with_key(port: int, body: dict[str, Any], key: str) -> dict[str, Any]:
 
 def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
     config_path = _write_config(tmp_path, free_port())
+    old = datetime.now(timezone.utc) - timedelta(days=800)
 
-    async def register() -> str:
+    async def register() -> tuple[str, str]:
         app = create_app(load_config(config_path))
         registry = app[INTAKE].registry
         await registry.open()
         try:
-            inbound = Inbound(channel="web", message_id="old", identities=[("phone", "+79161112233")],
-                              text="Жалоба двухлетней давности", raw=b"old raw original",
-                              received_at=datetime.now(timezone.utc) - timedelta(days=800))
-            await app[INTAKE].submit(inbound)
-            return inbound.raw_sha256 or ""
+            in_blob = Inbound(channel="web", message_id="old", identities=[("phone", "+79161112233")],
+                              text="Жалоба двухлетней давности", raw=b"old raw original\x00", received_at=old)
+            inline = Inbound(channel="web", message_id="old-form", identities=[("phone", "+79161112244")],
+                             text="Ещё одна старая жалоба", raw=b'{"text": "old form"}', received_at=old)
+            await app[INTAKE].submit(in_blob)
+            submitted = await app[INTAKE].submit(inline)
+            assert submitted.complaint is not None and submitted.complaint.meta["raw"]["text"] == '{"text": "old form"}'
+            return in_blob.raw_sha256 or "", submitted.complaint.id
         finally:
             await registry.close()
 
-    sha = asyncio.run(register())
+    async def stored(complaint_id: str) -> Any:
+        registry = create_app(load_config(config_path))[INTAKE].registry
+        await registry.open()
+        try:
+            return await registry.get_message(complaint_id)
+        finally:
+            await registry.close()
+
+    sha, inline_id = asyncio.run(register())
     blobs = BlobStore(tmp_path / "blobs")
-    assert blobs.get_sync(sha) == b"old raw original"
+    assert blobs.get_sync(sha) == b"old raw original\x00"
     out = subprocess.run([*CLI, "--config", str(config_path), "purge", "--older-than", "730"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     result = json.loads(out.stdout)
-    assert (result["messages"], result["blobs_deleted"]) == (1, 1)
+    assert (result["messages"], result["blobs_deleted"]) == (2, 1)
     assert not blobs.exists(sha)
+    purged = asyncio.run(stored(inline_id))
+    assert "raw" not in purged.meta and "old form" not in purged.to_json()  # the original kept inline went with the rest
     missing = subprocess.run([*CLI, "--config", str(config_path), "purge"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "retention.days" in missing.stderr
 

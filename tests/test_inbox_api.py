@@ -310,6 +310,24 @@ async def test_html_mail_original_is_sanitised_and_sandboxed(mail_gateway):
     assert download.headers["Content-Disposition"].startswith('attachment; filename="') and ".eml" in download.headers["Content-Disposition"]
 
 
+async def test_a_web_forms_original_kept_in_the_complaint_is_shown_and_downloaded(gateway):
+    await login(gateway)
+    form = {"name": "Анна", "email": "anna@example.com", "text": "Нет интернета <b>третий</b> день"}
+    posted = await gateway.post("/web/complaints", json=form)
+    assert posted.status == 201
+    cid = (await posted.json())["id"]
+    original = await gateway.get(f"/inbox/complaints/{cid}/original")
+    body = await original.text()
+    assert original.status == 200 and "sandbox" in original.headers["Content-Security-Policy"]
+    assert "Нет интернета &lt;b&gt;третий&lt;/b&gt; день" in body  # the JSON, indented, as text
+    download = await gateway.get(f"/inbox/complaints/{cid}/raw")
+    raw = await download.read()
+    assert json.loads(raw) == form and download.headers["Content-Type"] == "application/json"
+    assert download.headers["Content-Disposition"].startswith('attachment; filename="') and ".json" in download.headers["Content-Disposition"]
+    page = await (await gateway.get(f"/inbox/complaints/{cid}")).text()
+    assert f"(application/json, {len(raw)} B)" in page
+
+
 # -- dead letters -------------------------------------------------------------------------
 async def test_dead_letters_are_listed_with_their_reason_and_replayed(gateway):
     registry = registry_of(gateway)

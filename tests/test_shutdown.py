@@ -22,7 +22,7 @@ import yaml
 from gateway.blobs import BlobStore
 from gateway.testing.plugin import base_config
 from gateway.testing.servers import OwnRedis
-from scripts.soak import GatewayProcess, free_port, read_registry, registry_key
+from scripts.soak import GatewayProcess, free_port, original_kept, read_registry, registry_key
 
 RECIPIENT = "complaints@example.com"
 SHUTDOWN_SECONDS = 3
@@ -115,7 +115,7 @@ async def exit_status(gateway: Gateway) -> int:
 
 async def registered(gateway: Gateway) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (channel, key): how often registered and queued, the registration numbers, and
-    whether every registered message has its raw original in the blob store."""
+    whether every registered message has its raw original (in itself or in the blob store)."""
     found = await read_registry(gateway.process.config_path)
     keys: dict[tuple[str, str], dict[str, Any]] = {}
     for complaint in found["messages"]:
@@ -123,8 +123,7 @@ async def registered(gateway: Gateway) -> dict[tuple[str, str], dict[str, Any]]:
                                 {"messages": 0, "events": 0, "numbers": set(), "raw_stored": True})
         entry["messages"] += 1
         entry["numbers"].add(complaint.registration_number)
-        raw = (complaint.meta.get("raw") or {}).get("sha256")
-        entry["raw_stored"] &= bool(raw) and found["blobs"].exists(raw)
+        entry["raw_stored"] &= original_kept(complaint, found["blobs"])
     for event in found["events"]:
         complaint = event.payload["complaint"]
         key = registry_key(complaint["channel"], complaint["channel_message_id"])
@@ -137,12 +136,12 @@ def request_head(key: str, length: int) -> bytes:
             f"Idempotency-Key: {key}\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n").encode()
 
 
-def complaint_body(key: str) -> bytes:
-    return json.dumps({**COMPLAINT, "text": COMPLAINT["text"] + " " + key}, ensure_ascii=False).encode()
+def complaint_body(key: str, padding: int = 0) -> bytes:
+    return json.dumps({**COMPLAINT, "text": COMPLAINT["text"] + " " + key + " " + "." * padding}, ensure_ascii=False).encode()
 
 
 async def test_request_waiting_for_the_registry_at_sigterm_finishes_and_is_registered(gateway: Gateway) -> None:
-    body = complaint_body("in-flight-1")
+    body = complaint_body("in-flight-1", padding=2000)  # an original too large to keep in the complaint: a blob
     with gateway.registry_blocked():
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.process.http_port)
         writer.write(request_head("in-flight-1", len(body)) + body)

@@ -201,7 +201,13 @@ async def _detail(request: web.Request) -> service.ComplaintDetail:
 
 
 def _original_info(request: web.Request, complaint: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the original is (a small one's text in the complaint, else its blob), its size
+    and type; None when there is none or its blob is gone (purged)."""
     raw = (complaint.get("meta") or {}).get("raw") or {}
+    content_type = raw.get("content_type") or "application/octet-stream"
+    if isinstance(raw.get("text"), str):
+        data = raw["text"].encode("utf-8")
+        return {"data": data, "size": len(data), "content_type": content_type}
     sha = raw.get("sha256")
     blobs = request.config_dict[BLOBS]
     try:
@@ -210,7 +216,12 @@ def _original_info(request: web.Request, complaint: dict[str, Any]) -> dict[str,
         return None
     if size is None:
         return None
-    return {"sha256": sha, "size": size, "content_type": raw.get("content_type") or "application/octet-stream"}
+    return {"sha256": sha, "size": size, "content_type": content_type}
+
+
+async def _original_bytes(request: web.Request, info: dict[str, Any]) -> bytes:
+    data = info.get("data")
+    return data if isinstance(data, bytes) else await request.config_dict[BLOBS].get(info["sha256"])
 
 
 def _acknowledgement(request: web.Request, detail: service.ComplaintDetail) -> dict[str, Any] | None:
@@ -233,7 +244,7 @@ async def original(request: web.Request) -> web.Response:
     info = _original_info(request, detail.complaint.to_dict())
     if info is None:
         raise web.HTTPNotFound(text=translate(request)("no_original"))
-    raw = await request.config_dict[BLOBS].get(info["sha256"])
+    raw = await _original_bytes(request, info)
     view = await asyncio.to_thread(view_of, raw, info["content_type"], state_of(request).settings.max_original_bytes)
     nonce = secrets.token_urlsafe(16)
     lang = language_of(request)
@@ -250,7 +261,7 @@ async def raw_download(request: web.Request) -> web.Response:
     extension = {"message/rfc822": ".eml", "application/json": ".json", "text/html": ".html"}.get(
         info["content_type"].split(";")[0].strip().lower(), ".bin")
     name = f"{detail.complaint.registration_number or detail.complaint.id}-original{extension}"
-    return download(await request.config_dict[BLOBS].get(info["sha256"]), info["content_type"], name)
+    return download(await _original_bytes(request, info), info["content_type"], name)
 
 
 async def attachment(request: web.Request) -> web.Response:
