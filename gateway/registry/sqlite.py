@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
@@ -156,11 +158,12 @@ class SqliteRegistry(Registry):
         write lock are free at that moment (``write_transaction_now``), else in the
         executor's thread, which waits for them."""
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
+            now = iso(utcnow())  # the batch is registered in one transaction
             if len(plans) > 1:
                 before = [_submit_fields(plan.complaint) for plan in plans]
                 db.execute("SAVEPOINT batch")
                 try:
-                    receipts: list[Receipt | Exception] = [self._submit_tx(db, plan) for plan in plans]
+                    receipts: list[Receipt | Exception] = [self._submit_tx(db, plan, now) for plan in plans]
                 except sqlite3.Error:
                     db.execute("ROLLBACK TO batch")
                     for plan, fields in zip(plans, before):
@@ -169,7 +172,7 @@ class SqliteRegistry(Registry):
                     db.execute("RELEASE batch")
                     return receipts
                 db.execute("RELEASE batch")
-            return [self._submit_savepoint(db, plan) for plan in plans]
+            return [self._submit_savepoint(db, plan, now) for plan in plans]
 
         try:
             return write_transaction_now(self._db_lock, lambda: self.db, batch)
@@ -179,10 +182,10 @@ class SqliteRegistry(Registry):
             raise RegistryError(f"sqlite: {exc}") from exc
         return await self._run(self._tx, batch)
 
-    def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan) -> Receipt | Exception:
+    def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> Receipt | Exception:
         db.execute("SAVEPOINT submit")
         try:
-            receipt = self._submit_tx(db, plan)
+            receipt = self._submit_tx(db, plan, now)
         except sqlite3.Error as exc:
             db.execute("ROLLBACK TO submit")
             db.execute("RELEASE submit")
@@ -190,16 +193,17 @@ class SqliteRegistry(Registry):
         db.execute("RELEASE submit")
         return receipt
 
-    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan) -> Receipt:
+    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan, now: str | None = None) -> Receipt:
+        """``now``: the time of registration (one for a batch); default: now."""
         c = plan.complaint
         row = db.execute(
             "SELECT receipt FROM receipts WHERE channel=? AND message_id=?", (c.channel, c.channel_message_id)
         ).fetchone()
         if row:
-            previous = Receipt.from_dict(json.loads(row[0]))
+            previous = Receipt.from_dict(orjson.loads(row[0]))
             return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
 
-        now = iso(utcnow())
+        now = now or iso(utcnow())
         customer_id, new_customer = self._resolve_customer(db, plan, now)
         c.customer.customer_id = customer_id
 
@@ -245,7 +249,7 @@ class SqliteRegistry(Registry):
         receipt = Receipt(kind, number, customer_id, c.id)  # type: ignore[arg-type]
         db.execute(
             "INSERT INTO receipts(channel, message_id, receipt) VALUES (?,?,?)",
-            (c.channel, c.channel_message_id, json.dumps(receipt.to_dict())),
+            (c.channel, c.channel_message_id, orjson.dumps(receipt.to_dict()).decode("utf-8")),
         )
         return receipt
 
