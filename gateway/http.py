@@ -41,8 +41,13 @@ def parse_json(body: bytes | str) -> Any:
         raise MalformedBody(f"not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
+def dumps(value: Any) -> str:
+    """Compact JSON for answers (``web.json_response(..., dumps=dumps)``), written by orjson."""
+    return orjson.dumps(value).decode("utf-8")
+
+
 def json_error(status: int, error: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": error, **extra}, status=status)
+    return web.json_response({"error": error, **extra}, status=status, dumps=dumps)
 
 
 def client_address(request: web.Request, trust_forwarded: bool = False) -> str:

@@ -67,7 +67,7 @@ class Intake:
     async def submit(self, inbound: Inbound) -> Submitted:
         """Store and register ``inbound``; raises ``TemporaryFailure`` if it could not be
         made durable. The message joins the next batch."""
-        self.metrics.received.labels(inbound.channel).inc()
+        self.metrics.child(self.metrics.received, inbound.channel).inc()
         future: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(inbound, future, time.perf_counter()))
         if self._writer is None:
@@ -169,11 +169,12 @@ class Intake:
                 self._fail(item, TemporaryFailure("the registry is not available"))
                 continue
             channel = item.inbound.channel
-            self.metrics.submit_seconds.labels(channel).observe(time.perf_counter() - item.started)
+            metrics = self.metrics
+            metrics.child(metrics.submit_seconds, channel).observe(time.perf_counter() - item.started)
             if receipt.status == "duplicate":
-                self.metrics.duplicates.labels(channel).inc()
+                metrics.child(metrics.duplicates, channel).inc()
             else:
-                self.metrics.registered.labels(channel, receipt.status).inc()
+                metrics.child(metrics.registered, channel, receipt.status).inc()
             log.info("message registered", extra={
                 "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
                 "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})

@@ -1,8 +1,11 @@
 """Prometheus metrics of one gateway process (``GET /metrics``)."""
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported)
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 
 class Metrics:
@@ -29,6 +32,16 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
         self.queue_length = Gauge("complaint_gateway_queue_length", "Events in the registry queue.", registry=r)
         self.dead_letters = Gauge("complaint_gateway_dead_letters", "Dead letters not yet replayed.", registry=r)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, found once per metric and label values, then by one
+        dictionary look-up (for the counters every message touches)."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
 from gateway.adapters import PushAdapter, TemporaryFailure
-from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
+from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, dumps, json_error, parse_json, read_body
 from gateway.ids import new_id
 from gateway.inbound import Inbound, InboundAttachment, safe_filename
 from normalizer.steps.identities import phone_e164
@@ -148,7 +148,7 @@ class WebFormAdapter(PushAdapter):
         if receipt.status == "dead_letter":
             body = {"id": None, "registration_number": None, "status": "accepted",
                     "message": "received; it will be registered by an operator"}
-            return web.json_response(body, status=202)
+            return web.json_response(body, status=202, dumps=dumps)
         status = 200 if receipt.status == "duplicate" else 201
         if wants_html:
             text = ""
@@ -157,7 +157,7 @@ class WebFormAdapter(PushAdapter):
             return web.Response(status=status, text=receipt_page(lang, receipt.registration_number or "", text),
                                 content_type="text/html")
         return web.json_response({"id": receipt.complaint_id, "registration_number": receipt.registration_number,
-                                  "status": receipt.status}, status=status)
+                                  "status": receipt.status}, status=status, dumps=dumps)
 
     async def _parse(self, request: web.Request) -> tuple[dict[str, str], list[InboundAttachment]]:
         ctype = request.content_type
