@@ -95,6 +95,8 @@ _MARKS = re.compile(f"[{_COMBINING}]")
 #: Latin letters with accents, precomposed; and the letters ``_LATIN_EXTRA`` replaces.
 _ACCENTED_LATIN = re.compile("[\u00c0-\u024f]")
 _EXTRA = re.compile(f"[{''.join(re.escape(chr(c)) for c in _LATIN_EXTRA)}]")
+#: What folding changes beyond case and spaces (a text without any of it folds as ``_SPACE.sub(" ", text.casefold())``).
+_BEYOND_CASE = re.compile(f"[\u00c0-\u024f{_COMBINING}{''.join(re.escape(chr(c)) for c in _LATIN_EXTRA)}]")
 
 
 def _fold_letters(text: str) -> str:
@@ -140,7 +142,10 @@ class Sentence:
 
 
 def split_sentences(text: str) -> list[Sentence]:
-    return [Sentence.of(part) for part in _SENTENCE_END.split(text) if part.strip()]
+    parts = [part for part in _SENTENCE_END.split(text) if part.strip()]
+    if _BEYOND_CASE.search(text.casefold()) is None:  # most texts: folding is lower case and one space
+        return [Sentence(_SPACE.sub(" ", part.casefold()).strip()) for part in parts]
+    return [Sentence.of(part) for part in parts]
 
 
 #: What lets a term's match depend on text around it: anchors, lookaround, word boundaries.
@@ -177,10 +182,13 @@ class SentenceIndex:
             found = self._found.get(term)
             if found is None:
                 gated = self._words.gated.get(term) if self._words is not None else None
+                needed = self._words.needed.get(term) if self._words is not None else None
                 if gated is not None and gated[1].isdisjoint(self.gates_open):
                     found = False  # not one of the words the term must begin with is in the text
                 elif gated is not None and gated[0]:
                     found = True  # the term is one word, and that word is in the text
+                elif needed is not None and not any(words <= self.gates_open for words in needed):
+                    found = False  # every alternative needs a whole word the text does not hold
                 else:
                     found = not _found_in_joined_text(term) or (
                         _word_start_match(scan, self.text) if pattern.scans else term.search(self.text) is not None)
@@ -204,6 +212,8 @@ class WordTerms:
         gate_ids: dict[str, int] = {}
         #: term -> (exact, the gates one of which it needs)
         self.gated: dict[re.Pattern[str], tuple[bool, frozenset[int]]] = {}
+        #: term -> per alternative, the gates of all the whole words it needs (not only its first)
+        self.needed: dict[re.Pattern[str], tuple[frozenset[int], ...]] = {}
         for term in dict.fromkeys(terms):
             plan = _gates_of(_inner(term))
             if plan is None:
@@ -211,6 +221,10 @@ class WordTerms:
             exact, sources = plan
             ids = frozenset(gate_ids.setdefault(source, len(gate_ids)) for source in sources)
             self.gated[term] = (exact, ids)
+            words = _words_of_alternatives(_inner(term))
+            if not exact and words is not None and any(len(alternative) > 1 for alternative in words):
+                self.needed[term] = tuple(frozenset(gate_ids.setdefault(word, len(gate_ids)) for word in alternative)
+                                          for alternative in words)
         self.gates = [re.compile(source) for source in gate_ids]
         self.max_words = max_words
         self._by_first: dict[str, list[int]] = {}
@@ -245,9 +259,9 @@ def _inner(term: re.Pattern[str]) -> str:
     return term.pattern.removeprefix(r"(?<!\w)(?:").removesuffix(r")(?!\w)")
 
 
-def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
+def _split_top_level(source: str) -> tuple[list[str], list[tuple[int, int]], bool]:
     """``source`` split at ``|`` outside groups and classes; where it certainly matches a
-    character that is no word character, outside groups (positions of a literal space or
+    character that is no word character, outside groups (the spans of a literal space or
     ``-``, or of a class of such characters only, none of them repeated or optional); and
     whether one group encloses the whole of it. ValueError if it is not balanced."""
     parts, breaks, depth, start, i, in_class = [], [], 0, 0, 0, False
@@ -261,7 +275,7 @@ def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
         if in_class:
             in_class = ch != "]"
             if not in_class and depth == 0 and _non_word_class(source[class_start + 1:i]) and not _quantified(source, i + 1):
-                breaks.append(class_start)
+                breaks.append((class_start, i + 1))
         elif ch == "[":
             in_class, class_start = True, i
             if source[i + 1:i + 2] == "]" or source[i + 1:i + 3] == "^]":
@@ -279,7 +293,7 @@ def _split_top_level(source: str) -> tuple[list[str], list[int], bool]:
             parts.append(source[start:i])
             start = i + 1
         elif depth == 0 and ch in " -" and not _quantified(source, i + 1):
-            breaks.append(i)
+            breaks.append((i, i + 1))
         i += 1
     if depth or in_class:
         raise ValueError("unbalanced")
@@ -324,12 +338,29 @@ def _gates_of(source: str) -> tuple[bool, list[str]] | None:
             _, breaks, _ = _split_top_level(alternative)
         except ValueError:
             return None
-        gate = alternative[:breaks[0]] if breaks else alternative  # the first word ends where a break is certain
+        gate = alternative[:breaks[0][0]] if breaks else alternative  # the first word ends where a break is certain
         exact = exact and not breaks
         if not _one_word(gate):
             return None
         gates.append(gate)
     return exact, gates
+
+
+def _words_of_alternatives(source: str) -> list[list[str]] | None:
+    """Per top-level alternative of a term, the one-word regular expressions of the stretches
+    between its certain breaks: each matches a whole word of any text the alternative matches
+    (a break, the term's start or its end on either side). Stretches that are not one word
+    are left out; None when some alternative has no such stretch."""
+    try:
+        words = []
+        for alternative in _alternatives(source):
+            _, breaks, _ = _split_top_level(alternative)
+            edges = [0, *(edge for span in breaks for edge in span), len(alternative)]
+            stretches = [alternative[a:b] for a, b in zip(edges[::2], edges[1::2])]
+            words.append([stretch for stretch in stretches if _one_word(stretch)])
+    except ValueError:
+        return None
+    return None if any(not found for found in words) else words
 
 
 def _one_word(source: str) -> bool:

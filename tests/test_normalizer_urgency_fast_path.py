@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from normalizer.urgency_rules import Pattern, Sentence, SentenceIndex, UrgencyRules, _gates_of, split_sentences
+from normalizer.urgency_rules import Pattern, Sentence, SentenceIndex, UrgencyRules, _gates_of, _words_of_alternatives, split_sentences
 
 DATA = Path(__file__).resolve().parent.parent / "bench" / "data"
 
@@ -93,6 +93,12 @@ def test_a_term_is_gated_by_the_whole_first_words_of_its_alternatives() -> None:
     assert _gates_of("life[ a]threatening") is None  # "lifeathreatening" is one word
     assert _gates_of("life[- ]?threatening|x") is None
     assert _gates_of("life[^a]threatening") is None  # a negated class may match a word character
+    # every whole word of each alternative, for ruling a term out before any search
+    assert _words_of_alternatives("не (топят|греют)|нет тепла") == [["не", "(топят|греют)"], ["нет", "тепла"]]
+    assert _words_of_alternatives("danger to (life|health)|life[ -]threatening") == [
+        ["danger", "to", "(life|health)"], ["life", "threatening"]]
+    assert _words_of_alternatives("(не|невозможно) (могу|можем)? ?(вызвать|позвонить)") == [["(не|невозможно)"]]
+    assert _words_of_alternatives("(power )?lines?") is None
     assert _gates_of(r"life[\s-]threatening") is None  # escapes in a class are not judged
     assert _gates_of("зв'язок") is None
 
@@ -102,13 +108,14 @@ def test_unusual_terms_decide_as_the_sentence_by_sentence_search() -> None:
         {"name": "odd", "level": "immediate", "patterns": {"xx": [
             r"(?<!не )горит", "зв'язок + відсутн\\w*", "wi-?fi + down", "a.c + broken", r"\d{3} + авария",
             "(power )?lines? + down", "нет (света|воды) + (?:третий|пятый) день", "[0-9]+ этаж + потоп\\w*",
-            "life[ -]threatening", "co-melder\\w*", "wi-fi-router + dead", "x[-]ray + broken"]}},
+            "life[ -]threatening", "co-melder\\w*", "wi-fi-router + dead", "x[-]ray + broken", "не (топят|греют) + батаре\\w*"]}},
         {"name": "plain", "level": "high", "patterns": {"xx": ["нет + связи", "brak + prad\\w*"]}}]})
     texts = ["Горит щиток", "Не горит лампа", "Зв'язок відсутній", "the wi-fi is down", "wifi down", "the a/c is broken",
              "авария на 220 линии", "power lines down", "the lines are down", "нет света третий день", "нет воды уже пятый день",
              "затопило: 5 этаж, потоп", "нет связи с утра", "brak prądu", "Ничего не горит. Нет связи!", "нетсвязи", "",
              "нет\nсвязи", "lines\ndown", "a life-threatening leak", "life threatening", "lifethreatening", "life\nthreatening",
-             "the co-melder beeps", "co melder", "co-\nmelder", "my wi-fi-router is dead", "the x-ray is broken", "x ray broken"]
+             "the co-melder beeps", "co melder", "co-\nmelder", "my wi-fi-router is dead", "the x-ray is broken", "x ray broken",
+             "батареи не топят", "батареи топят, но не греют", "не\nтопят батареи", "топят не батареи", "не греют батареи"]
     fired = 0
     for text in texts:
         assert decided(rules, text) == slow_classify(rules, text), text
@@ -138,3 +145,17 @@ def test_folding_drops_accents_of_latin_letters_only_as_the_letter_by_letter_ref
     for text in samples:
         assert fold(text) == reference(text), repr(text)
     assert fold("Zażółć gęślą jaźń") == "zazolc gesla jazn" and fold("Йод и ёлка") == "йод и елка"
+
+
+def test_sentences_are_folded_as_each_sentence_alone() -> None:
+    import random
+
+    from normalizer.urgency_rules import _SENTENCE_END, fold
+
+    rnd = random.Random(11)
+    alphabet = "абвгд ежзЁё АБВ xyzXYZ ąęł e\u0301 ß İ Σ ’ — 12 .!?…;\n\t  "
+    samples = ["Нет света. Нет воды!", "Plain ASCII; two parts.\nThird", "Ёлка горит… Газ?", "Zażółć. Gęślą", ""]
+    samples += ["".join(rnd.choice(alphabet) for _ in range(60)) for _ in range(3000)]
+    for text in samples:
+        expected = [fold(part) for part in _SENTENCE_END.split(text) if part.strip()]
+        assert [s.text for s in split_sentences(text)] == expected, repr(text)
