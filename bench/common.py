@@ -65,9 +65,9 @@ def gateway_config(tmp: Path, backend: str, port: int, channels: dict[str, Any] 
 
 @contextmanager
 def process(cmd: list[str], health_url: str | None = None, env: dict[str, str] | None = None,
-            ready: Callable[[], None] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``cmd`` until the block ends; it is ready when ``health_url`` answers (or ``ready()`` returns)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ready: Callable[[], None] | None = None, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in ``cwd`` until the block ends; it is ready when ``health_url`` answers (or ``ready()`` returns)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})})
     try:
         if health_url:
@@ -93,15 +93,17 @@ class Server:
 
 
 @contextmanager
-def gateway(backend: str, workers: int = 1, channels: dict[str, Any] | None = None, flush: bool = True) -> Iterator[Server]:
-    """A gateway process (``workers`` > 1: the multi-process mode) on a free port."""
+def gateway(backend: str, workers: int = 1, channels: dict[str, Any] | None = None, flush: bool = True,
+            source: Path = ROOT) -> Iterator[Server]:
+    """A gateway process (``workers`` > 1: the multi-process mode) on a free port, run from
+    the code in ``source`` (another checkout: its own ``gateway`` package comes first)."""
     if backend == "redis" and flush:
         flush_redis()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         port = free_port()
         config = gateway_config(Path(tmp), backend, port, channels, workers)
         with process([sys.executable, "-m", "gateway.cli", "--config", str(config), "run"],
-                     f"http://127.0.0.1:{port}/healthz") as proc:
+                     f"http://127.0.0.1:{port}/healthz", cwd=source) as proc:
             if workers > 1:
                 wait_workers(port, workers)
             yield Server(port, proc.pid, config)

@@ -41,6 +41,15 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}"
 
 
+def print_table(rows: list[dict[str, object]]) -> None:
+    """One line per row, a column per figure any row has."""
+    used = [c for c in COLUMNS if any(c in r for r in rows)]
+    width = max(len(str(r["benchmark"])) for r in rows)
+    print(f"{'benchmark':<{width}}  " + "  ".join(f"{HEADINGS.get(c, c):>12}" for c in used))
+    for r in rows:
+        print(f"{r['benchmark']!s:<{width}}  " + "  ".join(f"{fmt(r.get(c, '')):>12}" for c in used))
+
+
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK") == "1"
     only = set(filter(None, os.environ.get("BENCH_ONLY", "http,smtp,webhook,dedup,queue").split(",")))
@@ -63,11 +72,7 @@ def main() -> int:
             began = time.monotonic()
             rows += section()
             print(f"  {name}: done in {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
-    used = [c for c in COLUMNS if any(c in r for r in rows)]
-    width = max(len(r["benchmark"]) for r in rows)
-    print(f"{'benchmark':<{width}}  " + "  ".join(f"{HEADINGS.get(c, c):>12}" for c in used))
-    for r in rows:
-        print(f"{r['benchmark']:<{width}}  " + "  ".join(f"{fmt(r.get(c, '')):>12}" for c in used))
+    print_table(rows)
     print(f"took {time.monotonic() - started:.0f} s; load average at the end: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
