@@ -42,12 +42,14 @@ def parse_json(body: bytes | str) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON for answers (``web.json_response(..., dumps=dumps)``), written by orjson."""
+    """Compact JSON for answers made of the gateway's own values (``web.json_response(...,
+    dumps=dumps)``), written by orjson. Not for what a sender wrote: orjson refuses lone
+    surrogates, which a broken form's field names can hold (``json_error`` escapes them)."""
     return orjson.dumps(value).decode("utf-8")
 
 
 def json_error(status: int, error: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": error, **extra}, status=status, dumps=dumps)
+    return web.json_response({"error": error, **extra}, status=status)
 
 
 def client_address(request: web.Request, trust_forwarded: bool = False) -> str:

@@ -121,6 +121,34 @@ async def test_follow_up_only_from_the_complaints_own_customer(registry: Registr
         ("new", first.registration_number), ("follow_up", first.registration_number), ("new", stranger.registration_number)]
 
 
+async def test_what_the_registration_decided_is_noted_alike_on_every_backend(registry: Registry) -> None:
+    """The stored complaint, its event and the complaint the door holds note a refused
+    number (and drop it from in_reply_to), a repeat and a merge suggestion."""
+    first = await registry.submit(complaint("Нет интернета с утра, роутер мигает красным"))
+    number = first.registration_number
+    own = complaint("Дополняю: роутер перезагружал, не помогло", in_reply_to=number)
+    stranger = complaint("Хочу дописать к чужой жалобе", ids=[("email", "mallory@example.com")], in_reply_to=number)
+    stranger.meta["door"] = "web"  # a meta that is not empty: the notes go after what is there
+    repeat = complaint("Нет интернета с утра, роутер мигает красным!")
+    boris = await registry.submit(complaint("Не работает телевидение", ids=[("email", "boris@example.com")], name="Борис"))
+    joining = complaint("Верните деньги за март", ids=[("phone", "+79161234567"), ("email", "boris@example.com")])
+    receipts = [await registry.submit(c) for c in (own, stranger, repeat, joining)]
+    assert [r.status for r in receipts] == ["follow_up", "new", "repeat", "new"]
+    expected = [
+        (number, {}),
+        (None, {"door": "web", "in_reply_to_rejected": number}),
+        (None, {"repeat_of": number}),
+        (None, {"merge_suggested": [boris.customer_id]}),
+    ]
+    events = {e.complaint_id: e for e in await registry.read_events("crm", "w")}
+    for c, receipt, (in_reply_to, meta) in zip((own, stranger, repeat, joining), receipts, expected):
+        stored = await registry.get_message(receipt.complaint_id or "")
+        assert stored is not None
+        assert (stored.in_reply_to, stored.meta) == (in_reply_to, meta), c.text
+        assert (c.in_reply_to, c.meta) == (in_reply_to, meta), c.text  # the door's copy
+        assert events[receipt.complaint_id].payload["complaint"] == stored.to_dict()
+
+
 async def test_near_identical_text_in_the_window_is_a_repeat(registry: Registry) -> None:
     first = await registry.submit(complaint("Третий день нет интернета в доме на Ленина 5, роутер мигает красным", at=NOW))
     repeat = await registry.submit(complaint("Третий день нет интернета в доме на Ленина 5, роутер мигает красным!!!",

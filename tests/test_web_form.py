@@ -72,6 +72,17 @@ async def test_malformed_json_gets_400(client):
     assert "JSON" in (await resp.json())["fields"]["body"]
 
 
+async def test_a_field_name_that_is_no_text_gets_400_naming_it_escaped(client):
+    body = (b'--B\r\nContent-Disposition: form-data; name="text"\r\n\r\nNo internet since morning\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="\x80"\r\n\r\n\x80\r\n--B--\r\n')
+    resp = await client.post("/web/complaints", data=body, headers={"Content-Type": "multipart/form-data; boundary=B"})
+    assert resp.status == 400
+    answer = await resp.text()
+    assert answer.isascii() and "\\udc80" in answer  # the broken name, escaped in the JSON answer
+    assert (await resp.json())["fields"] == {"\udc80": "not valid UTF-8"}
+    assert await registry_of(client).queue_length() == 0
+
+
 async def test_honeypot_is_refused_and_counted(client):
     resp = await client.post("/web/complaints", json={**COMPLAINT, "website": "http://spam.example"})
     assert resp.status == 400

@@ -23,10 +23,12 @@ from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
 from normalizer.schema import Complaint
 
-#: Where the script puts the registration number and the customer id in a complaint's JSON:
-#: unguessable and never sent (the JSON is cut there), so no field of a message can hold them.
-_NUMBER_PLACEHOLDER = "CGNUMBER" + secrets.token_hex(16)
-_CUSTOMER_PLACEHOLDER = "CGCUSTOMER" + secrets.token_hex(16)
+#: Where the script puts the customer id, the registration number and the number the message
+#: refers to (kept, or null when refused) in a complaint's JSON: unguessable and never sent
+#: (the JSON is cut there), so no field of a message can hold them.
+_PLACEHOLDER = secrets.token_hex(16)
+_SLOTS = {"customer": "CGCUSTOMER" + _PLACEHOLDER, "number": "CGNUMBER" + _PLACEHOLDER,
+          "in_reply_to": "CGINREPLYTO" + _PLACEHOLDER}
 
 _LOCK = """
 local holder = redis.call('GET', KEYS[1])
@@ -113,29 +115,38 @@ class RedisRegistry(Registry):
                 replies = await self.r.evalsha(self._submit_script.sha, 1, self.prefix, *arguments)
         except RedisError as exc:
             raise RegistryError(f"redis submit: {exc}") from exc
-        return [RegistryError(f"redis submit: {why}") if status == "error" else _receipt(status, why)
-                for status, why in replies]
+        results: list[Receipt | Exception] = []
+        for plan, reply in zip(plans, replies):
+            status, why = reply[0], reply[1]
+            if status == "error":
+                results.append(RegistryError(f"redis submit: {why}"))
+                continue
+            if len(reply) > 2 and reply[2]:  # what the script added to the stored complaint's meta
+                _noted(plan.complaint, reply[2])
+            results.append(_receipt(status, why))
+        return results
 
     def _submit_args(self, plan: SubmitPlan, now: str) -> list[str]:
-        """The script's arguments: its parameters as JSON and the complaint's JSON in three
-        pieces, cut where the script puts the customer id and the registration number."""
+        """The script's arguments: its parameters as JSON and the complaint's JSON in pieces,
+        cut where the script puts the customer id, the registration number and, for a message
+        that names one, the number it refers to (``slots``: their names in order)."""
         c = plan.complaint
-        number_placeholder, customer_placeholder = _NUMBER_PLACEHOLDER, _CUSTOMER_PLACEHOLDER
-        saved = c.registration_number, c.customer.customer_id
-        c.registration_number, c.customer.customer_id = number_placeholder, customer_placeholder
+        saved = c.registration_number, c.customer.customer_id, c.in_reply_to
+        c.customer.customer_id, c.registration_number = _SLOTS["customer"], _SLOTS["number"]
+        if c.in_reply_to is not None:
+            c.in_reply_to = _SLOTS["in_reply_to"]
         try:
             body = c.to_json()
         finally:
-            c.registration_number, c.customer.customer_id = saved
-        number_token, customer_token = f'"{number_placeholder}"', f'"{customer_placeholder}"'  # as JSON strings
+            c.registration_number, c.customer.customer_id, c.in_reply_to = saved
         # A JSON string value never holds an unescaped quote, so each token occurs once.
-        head, number_tail = body.split(number_token)
-        if customer_token in head:
-            first, middle = head.split(customer_token)
-            pieces, customer_first = [first, middle, number_tail], True
-        else:
-            middle, last = number_tail.split(customer_token)
-            pieces, customer_first = [head, middle, last], False
+        cuts = sorted((body.index(f'"{token}"'), name, len(token) + 2) for name, token in _SLOTS.items()
+                      if name != "in_reply_to" or c.in_reply_to is not None)
+        pieces, start = [], 0
+        for position, _, length in cuts:
+            pieces.append(body[start:position])
+            start = position + length
+        pieces.append(body[start:])
         params = {
             "channel": c.channel,
             "message_id": c.channel_message_id,
@@ -155,7 +166,8 @@ class RedisRegistry(Registry):
             "max_distance": plan.max_distance,
             "printf": plan.printf,
             "counter": plan.counter,
-            "customer_first": customer_first,
+            "slots": [name for _, name, _ in cuts],
+            "meta_empty": not c.meta,
         }
         return [orjson.dumps(params).decode("utf-8"), *pieces]
 
@@ -498,6 +510,15 @@ class RedisRegistry(Registry):
 
     async def release_lock(self, name: str, owner: str) -> None:
         await self._unlock_script(keys=[self.prefix + "lock:" + name], args=[owner])
+
+
+def _noted(complaint: Complaint, noted: str) -> None:
+    """What the script wrote into the stored complaint's meta (``"key":value`` pairs), in the
+    complaint the door holds too: the SQLite registry changes it the same way."""
+    added = orjson.loads("{" + noted + "}")
+    complaint.meta.update(added)
+    if "in_reply_to_rejected" in added:
+        complaint.in_reply_to = None
 
 
 def _receipt(status: str, receipt_json: str) -> Receipt:

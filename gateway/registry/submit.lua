@@ -1,10 +1,13 @@
 -- The atomic submit of the Redis registry: one server-side script, one round trip for a
--- whole batch (the intake's group commit). KEYS[1] key prefix. ARGV holds 4 arguments per
--- complaint, in order: its JSON parameters (see RedisRegistry._submit_args) and the
--- complaint JSON in three pieces, cut where the customer id and the registration number go
--- (the customer id first when a.customer_first, else the number first).
--- Returns one reply per complaint: {status, receipt JSON}, or {'error', why} for a complaint
--- that failed alone (the others are registered all the same, as separate calls would be).
+-- whole batch (the intake's group commit). KEYS[1] key prefix. ARGV holds, per complaint in
+-- order: its JSON parameters (see RedisRegistry._submit_args) and the complaint JSON in
+-- pieces, cut where the values named in a.slots go, in that order: 'customer' (the customer
+-- id), 'number' (the registration number) and, when the message names a number,
+-- 'in_reply_to' (kept for a follow-up, null when refused). The stored complaint's meta gets
+-- what SQLite's registry notes too: merge_suggested, in_reply_to_rejected, repeat_of.
+-- Returns one reply per complaint: {status, receipt JSON, the pairs added to meta or ''},
+-- or {'error', why} for a complaint that failed alone (the others are registered all the
+-- same, as separate calls would be).
 local P = KEYS[1]
 local null = cjson.null
 
@@ -30,8 +33,7 @@ local function json_string(s)
   return '"' .. string.gsub(s, '[\\"]', '\\%0') .. '"'
 end
 
-local function submit(parameters, first, second, third)
-  local a = cjson.decode(parameters)
+local function submit(a, pieces)
   local receipt_field = a.channel .. "\n" .. a.message_id
   local previous = redis.call('HGET', P .. 'receipts', receipt_field)
   if previous then
@@ -82,13 +84,24 @@ local function submit(parameters, first, second, third)
   end
 
   -- follow-up, repeat or new -------------------------------------------------------------
+  local noted = {}  -- '"key":value' pairs for the stored complaint's meta
+  if #owners > 1 then
+    local others = {}
+    for i = 2, #owners do others[#others + 1] = json_string(owners[i]) end
+    noted[#noted + 1] = '"merge_suggested":[' .. table.concat(others, ',') .. ']'
+  end
   local kind, number = 'new', nil
+  local in_reply_to = 'null'
+  if a.in_reply_to ~= null then in_reply_to = json_string(a.in_reply_to) end
   if a.auto then
     kind = 'automatic'
   elseif a.in_reply_to ~= null then
     local owner = redis.call('HGET', P .. 'registration:' .. a.in_reply_to, 'customer_id')
     if owner and current(owner) == customer then
       kind, number = 'follow_up', a.in_reply_to
+    else  -- a number typed by someone else opens a new complaint
+      noted[#noted + 1] = '"in_reply_to_rejected":' .. in_reply_to
+      in_reply_to = 'null'
     end
   end
 
@@ -101,6 +114,7 @@ local function submit(parameters, first, second, third)
       if digest == a.digest or
          popcount(bit.bxor(tonumber(hi), a.hi)) + popcount(bit.bxor(tonumber(lo), a.lo)) <= a.max_distance then
         kind, number = 'repeat', num
+        noted[#noted + 1] = '"repeat_of":' .. json_string(num)
         break
       end
     end
@@ -116,14 +130,19 @@ local function submit(parameters, first, second, third)
   end
 
   -- store, enqueue, remember the receipt -------------------------------------------------
-  local number_json = 'null'
-  if number then number_json = json_string(number) end
-  local customer_json = json_string(customer)
-  local body
-  if a.customer_first then
-    body = first .. customer_json .. second .. number_json .. third
-  else
-    body = first .. number_json .. second .. customer_json .. third
+  local values = {customer = json_string(customer), number = 'null', in_reply_to = in_reply_to}
+  if number then values.number = json_string(number) end
+  local parts = {pieces[1]}
+  for i, slot in ipairs(a.slots) do
+    parts[#parts + 1] = values[slot]
+    parts[#parts + 1] = pieces[i + 1]
+  end
+  local body = table.concat(parts)
+  local added = table.concat(noted, ',')
+  if added ~= '' then  -- meta is the complaint's last field: its JSON ends with '}}'
+    local comma = ','
+    if a.meta_empty then comma = '' end
+    body = string.sub(body, 1, -3) .. comma .. added .. '}}'
   end
 
   redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
@@ -139,12 +158,17 @@ local function submit(parameters, first, second, third)
   local receipt = cjson.encode({status = kind, registration_number = number or null, customer_id = customer,
                                 complaint_id = a.id})
   redis.call('HSET', P .. 'receipts', receipt_field, receipt)
-  return {kind, receipt}
+  return {kind, receipt, added}
 end
 
 local replies = {}
-for i = 1, #ARGV, 4 do
-  local ok, reply = pcall(submit, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+local i = 1
+while i <= #ARGV do
+  local a = cjson.decode(ARGV[i])
+  local pieces = {}
+  for k = 1, #a.slots + 1 do pieces[k] = ARGV[i + k] end
+  i = i + #a.slots + 2
+  local ok, reply = pcall(submit, a, pieces)
   if not ok then
     if type(reply) == 'table' then reply = reply.err or cjson.encode(reply) end
     reply = {'error', tostring(reply)}
