@@ -173,26 +173,30 @@ class SentenceIndex:
 
     def __init__(self, sentences: list[Sentence], words: WordTerms | None = None) -> None:
         self.text = "\n".join(s.text for s in sentences)
-        self._found: dict[re.Pattern[str], bool] = {}
+        #: per term (by ``id``: hashing a compiled pattern hashes its whole program, about 1 µs)
+        self._found: dict[int, bool] = {}
         self._words = words
         self.gates_open = words.gates_in(self.text) if words is not None else frozenset()
 
     def possible(self, pattern: Pattern) -> bool:
-        for term, scan in zip(pattern.terms, pattern.scans or pattern.terms):
-            found = self._found.get(term)
+        words = self._words
+        for i, term in enumerate(pattern.terms):
+            key = id(term)
+            found = self._found.get(key)
             if found is None:
-                gated = self._words.gated.get(term) if self._words is not None else None
-                needed = self._words.needed.get(term) if self._words is not None else None
+                gated = words.gated.get(key) if words is not None else None
+                needed = words.needed.get(key) if words is not None else None
                 if gated is not None and gated[1].isdisjoint(self.gates_open):
                     found = False  # not one of the words the term must begin with is in the text
                 elif gated is not None and gated[0]:
                     found = True  # the term is one word, and that word is in the text
-                elif needed is not None and not any(words <= self.gates_open for words in needed):
+                elif needed is not None and not any(alternative <= self.gates_open for alternative in needed):
                     found = False  # every alternative needs a whole word the text does not hold
                 else:
-                    found = not _found_in_joined_text(term) or (
-                        _word_start_match(scan, self.text) if pattern.scans else term.search(self.text) is not None)
-                self._found[term] = found
+                    joinable = pattern.joinable[i] if pattern.joinable else _found_in_joined_text(term)
+                    found = not joinable or (
+                        _word_start_match(pattern.scans[i], self.text) if pattern.scans else term.search(self.text) is not None)
+                self._found[key] = found
             if not found:
                 return False
         return True
@@ -210,20 +214,22 @@ class WordTerms:
     def __init__(self, terms: list[re.Pattern[str]], max_words: int = 200_000) -> None:
         self.gates: list[re.Pattern[str]] = []
         gate_ids: dict[str, int] = {}
-        #: term -> (exact, the gates one of which it needs)
-        self.gated: dict[re.Pattern[str], tuple[bool, frozenset[int]]] = {}
-        #: term -> per alternative, the gates of all the whole words it needs (not only its first)
-        self.needed: dict[re.Pattern[str], tuple[frozenset[int], ...]] = {}
-        for term in dict.fromkeys(terms):
+        #: The terms, kept alive: the look-ups below are by ``id(term)`` (see ``SentenceIndex``).
+        self.terms = list(dict.fromkeys(terms))
+        #: id(term) -> (exact, the gates one of which it needs)
+        self.gated: dict[int, tuple[bool, frozenset[int]]] = {}
+        #: id(term) -> per alternative, the gates of all the whole words it needs (not only its first)
+        self.needed: dict[int, tuple[frozenset[int], ...]] = {}
+        for term in self.terms:
             plan = _gates_of(_inner(term))
             if plan is None:
                 continue
             exact, sources = plan
             ids = frozenset(gate_ids.setdefault(source, len(gate_ids)) for source in sources)
-            self.gated[term] = (exact, ids)
+            self.gated[id(term)] = (exact, ids)
             words = _words_of_alternatives(_inner(term))
             if not exact and words is not None and any(len(alternative) > 1 for alternative in words):
-                self.needed[term] = tuple(frozenset(gate_ids.setdefault(word, len(gate_ids)) for word in alternative)
+                self.needed[id(term)] = tuple(frozenset(gate_ids.setdefault(word, len(gate_ids)) for word in alternative)
                                           for alternative in words)
         self.gates = [re.compile(source) for source in gate_ids]
         self.max_words = max_words
@@ -481,6 +487,8 @@ class Pattern:
     window: int
     #: The terms without their leading ``(?<!\w)``, for the quick check (see ``_word_start_match``).
     scans: tuple[re.Pattern[str], ...] = ()
+    #: Per term, ``_found_in_joined_text`` worked out once.
+    joinable: tuple[bool, ...] = ()
 
     @classmethod
     def compile(cls, source: str, window: int, words: dict[str, str], where: str) -> Pattern:
@@ -497,7 +505,8 @@ class Pattern:
                 terms.append(re.compile(rf"(?<!\w)(?:{term})(?!\w)"))
             except re.error as exc:
                 raise ConfigError(f"{where}: pattern {source!r} is not a valid regular expression: {exc}") from exc
-        return cls(source, tuple(terms), window, tuple(re.compile(t.pattern.removeprefix(r"(?<!\w)")) for t in terms))
+        return cls(source, tuple(terms), window, tuple(re.compile(t.pattern.removeprefix(r"(?<!\w)")) for t in terms),
+                   tuple(_found_in_joined_text(t) for t in terms))
 
     def present_in(self, text: str) -> bool:
         """Whether every term matches somewhere in ``text``."""
@@ -597,7 +606,7 @@ class UrgencyRules:
                     self._let_in.setdefault(gate, []).append((r, i))
 
     def _gates_of_pattern(self, pattern: Pattern) -> frozenset[int] | None:
-        needed = [self.words.gated[t][1] for t in pattern.terms if t in self.words.gated]
+        needed = [self.words.gated[id(t)][1] for t in pattern.terms if id(t) in self.words.gated]
         return min(needed, key=len) if needed else None
 
     def classify(self, text: str) -> RuleMatch | None:
