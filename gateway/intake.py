@@ -256,7 +256,7 @@ def _as_text(raw: bytes) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return text if text.isprintable() or not _CONTROL.search(text) else None
+    return None if _CONTROL.search(text) else text
 
 
 def _assign(pending: list[tuple[Any, str, bytes]], digests: list[str]) -> None:

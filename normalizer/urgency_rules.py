@@ -330,42 +330,39 @@ def _alternatives(source: str) -> list[str]:
     return parts
 
 
-def _gates_of(source: str) -> tuple[bool, list[str]] | None:
-    """(exact, gates) of a term: the one-word regular expressions one of which must match a
-    whole word of any text the term matches; exact when the term is nothing but them.
-    None when some alternative does not begin with one whole word."""
+def _stretches_of(source: str) -> list[list[str]] | None:
+    """Per top-level alternative of a term, its stretches between the certain breaks (see
+    ``_split_top_level``), empty ones included: the first is where its first word must be.
+    None when the term is not balanced."""
     try:
-        alternatives = _alternatives(source)
-    except ValueError:
-        return None
-    gates, exact = [], True
-    for alternative in alternatives:
-        try:
-            _, breaks, _ = _split_top_level(alternative)
-        except ValueError:
-            return None
-        gate = alternative[:breaks[0][0]] if breaks else alternative  # the first word ends where a break is certain
-        exact = exact and not breaks
-        if not _one_word(gate):
-            return None
-        gates.append(gate)
-    return exact, gates
-
-
-def _words_of_alternatives(source: str) -> list[list[str]] | None:
-    """Per top-level alternative of a term, the one-word regular expressions of the stretches
-    between its certain breaks: each matches a whole word of any text the alternative matches
-    (a break, the term's start or its end on either side). Stretches that are not one word
-    are left out; None when some alternative has no such stretch."""
-    try:
-        words = []
+        result = []
         for alternative in _alternatives(source):
             _, breaks, _ = _split_top_level(alternative)
             edges = [0, *(edge for span in breaks for edge in span), len(alternative)]
-            stretches = [alternative[a:b] for a, b in zip(edges[::2], edges[1::2])]
-            words.append([stretch for stretch in stretches if _one_word(stretch)])
+            result.append([alternative[a:b] for a, b in zip(edges[::2], edges[1::2])])
     except ValueError:
         return None
+    return result
+
+
+def _gates_of(source: str) -> tuple[bool, list[str]] | None:
+    """(exact, gates) of a term: the one-word regular expressions one of which must match a
+    whole word of any text the term matches (each alternative's first stretch); exact when
+    the term is nothing but them. None when some alternative does not begin with one whole word."""
+    stretches = _stretches_of(source)
+    if stretches is None or not all(_one_word(alternative[0]) for alternative in stretches):
+        return None
+    return all(len(alternative) == 1 for alternative in stretches), [alternative[0] for alternative in stretches]
+
+
+def _words_of_alternatives(source: str) -> list[list[str]] | None:
+    """Per top-level alternative of a term, its stretches that are one word: each matches a
+    whole word of any text the alternative matches (a break, the term's start or its end on
+    either side). None when some alternative has no such stretch."""
+    stretches = _stretches_of(source)
+    if stretches is None:
+        return None
+    words = [[stretch for stretch in alternative if _one_word(stretch)] for alternative in stretches]
     return None if any(not found for found in words) else words
 
 

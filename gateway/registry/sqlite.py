@@ -146,7 +146,7 @@ class SqliteRegistry(Registry):
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
-        return await self._run(self._tx, lambda db: self._submit_tx(db, plan))
+        return await self._run(self._tx, lambda db: self._submit_tx(db, plan, iso(utcnow())))
 
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         """One transaction, one commit (one flush to disk) for the batch. The submits run
@@ -193,8 +193,8 @@ class SqliteRegistry(Registry):
         db.execute("RELEASE submit")
         return receipt
 
-    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan, now: str | None = None) -> Receipt:
-        """``now``: the time of registration (one for a batch); default: now."""
+    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> Receipt:
+        """``now``: the time of registration (one for a batch)."""
         c = plan.complaint
         row = db.execute(
             "SELECT receipt FROM receipts WHERE channel=? AND message_id=?", (c.channel, c.channel_message_id)
@@ -203,7 +203,6 @@ class SqliteRegistry(Registry):
             previous = Receipt.from_dict(orjson.loads(row[0]))
             return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
 
-        now = now or iso(utcnow())
         customer_id, new_customer = self._resolve_customer(db, plan, now)
         c.customer.customer_id = customer_id
 
