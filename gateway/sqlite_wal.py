@@ -6,10 +6,12 @@ gateway workers starting together on a new file could fail with "database is loc
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TypeVar
 
@@ -54,6 +56,23 @@ def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
     processes sharing the file serialise): committed when it returns, rolled back if it raises.
     With ``wait=False`` the write lock is not waited for: ``WriteLockBusy`` when another
     connection holds it (in WAL mode nothing after ``BEGIN IMMEDIATE`` waits on a lock)."""
+    result = _begin_and_run(db, fn, wait)
+    _commit(db)
+    return result
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # a commit that failed (an I/O error, say) may leave it open
+            db.execute("ROLLBACK")
+        raise
+
+
+def _begin_and_run(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], wait: bool) -> T:
+    """``fn(db)`` in a transaction begun with ``BEGIN IMMEDIATE``, left open for the commit;
+    rolled back if ``fn`` raises."""
     if wait:
         db.execute("BEGIN IMMEDIATE")
     else:
@@ -68,12 +87,10 @@ def write_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection],
         finally:
             db.execute(f"PRAGMA busy_timeout={int(timeout)}")
     try:
-        result = fn(db)
+        return fn(db)
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
-    return result
 
 
 def write_transaction_now(lock: threading.Lock, connection: Callable[[], sqlite3.Connection],
@@ -87,5 +104,32 @@ def write_transaction_now(lock: threading.Lock, connection: Callable[[], sqlite3
         raise WriteLockBusy("the connection is in use")
     try:
         return write_transaction(connection(), fn, wait=False)
+    finally:
+        lock.release()
+
+
+async def write_transaction_flushed_aside(lock: threading.Lock, connection: Callable[[], sqlite3.Connection],
+                                          fn: Callable[[sqlite3.Connection], T], committer: Executor) -> T:
+    """``write_transaction_now`` whose ``COMMIT`` (the flush to disk with
+    ``synchronous=FULL``) runs in ``committer``'s thread: the statements run on the calling
+    thread (the event loop's) and the loop goes on with other work while the disk flushes.
+    ``lock`` stays held until the commit is done; ``committer`` must not run anything that
+    waits for it. ``WriteLockBusy`` as ``write_transaction_now``."""
+    if not lock.acquire(blocking=False):
+        raise WriteLockBusy("the connection is in use")
+    try:
+        db = connection()
+        result = _begin_and_run(db, fn, wait=False)
+        committed = asyncio.get_running_loop().run_in_executor(committer, _commit_and_release, db, lock)
+    except BaseException:
+        lock.release()
+        raise
+    await committed  # cancelled, the commit still ends and releases the lock in its thread
+    return result
+
+
+def _commit_and_release(db: sqlite3.Connection, lock: threading.Lock) -> None:
+    try:
+        _commit(db)
     finally:
         lock.release()

@@ -1,6 +1,7 @@
-"""The SQLite registry's batch of submits: on the event loop's thread when the file's write
-lock is free, in its executor thread (without holding up the loop) while another process
-writes, and registered exactly once either way."""
+"""The SQLite registry's batch of submits: its statements on the event loop's thread when the
+file's write lock is free and its commit in a thread of its own, or all of it in the executor's
+thread (without holding up the loop) while another process writes; registered exactly once
+either way."""
 from __future__ import annotations
 
 import asyncio
@@ -112,3 +113,61 @@ async def test_a_complaint_that_fails_inside_the_batch_transaction_is_undone_alo
     assert batch[3].customer.customer_id == fourth.customer_id != first.customer_id
     assert await registry.queue_length() == 3
     assert (await registry.get_message(third.complaint_id or "")).meta["repeat_of"] == "2026-000001"  # type: ignore[union-attr]
+
+
+async def test_a_batch_is_committed_in_a_thread_of_its_own_while_the_loop_goes_on(registry: SqliteRegistry,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The statements run on the loop's thread, the commit (the flush to disk) in the
+    committer's thread; the connection stays taken until the commit is done, so a batch
+    handed over meanwhile comes after it."""
+    import gateway.sqlite_wal as sqlite_wal
+
+    flushing, committed_in = threading.Event(), []
+    commit = sqlite_wal._commit_and_release
+
+    def slow_commit(db: sqlite3.Connection, lock: threading.Lock) -> None:
+        committed_in.append(threading.get_ident())
+        flushing.wait(10)  # a slow disk
+        commit(db, lock)
+
+    monkeypatch.setattr(sqlite_wal, "_commit_and_release", slow_commit)
+    first = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000001")])]))
+    for _ in range(20):  # the loop keeps running while the disk flushes
+        await asyncio.sleep(0.01)
+    assert not first.done() and registry._db_lock.locked()
+    assert committed_in and committed_in[0] != threading.get_ident()
+    second = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000002")])]))
+    await asyncio.sleep(0.05)
+    assert not second.done()  # it waits for the connection, in the executor's thread
+    flushing.set()
+    receipts = await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert [r[0].registration_number for r in receipts] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
+    assert not registry._db_lock.locked() and not registry.db.in_transaction
+    assert await registry.queue_length() == 2
+
+
+async def test_a_commit_that_fails_registers_nothing_and_frees_the_connection(registry: SqliteRegistry) -> None:
+    """A deferred foreign key makes COMMIT itself fail (as an I/O error would): the batch is
+    rolled back, the caller told, and the next batch registered from the same number."""
+    db = registry.db
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    db.execute("CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+    db.execute("CREATE TRIGGER orphan AFTER INSERT ON messages BEGIN INSERT INTO child VALUES (42); END")
+    with pytest.raises(RegistryError, match="FOREIGN KEY"):
+        await registry.submit_many([complaint(ids=[("phone", "+79160000001")]), complaint(ids=[("phone", "+79160000002")])])
+    assert not registry._db_lock.locked() and not db.in_transaction
+    assert await registry.queue_length() == 0
+    db.execute("DROP TRIGGER orphan")
+    receipts = await registry.submit_many([complaint(ids=[("phone", "+79160000001")])])
+    assert receipts[0].registration_number == "2026-000001"  # type: ignore[union-attr]
+
+
+def test_a_failed_commit_is_rolled_back_on_any_thread(tmp_path: Path) -> None:
+    db = connect_wal(tmp_path / "f.sqlite3", "NORMAL", "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+                     "CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);")
+    db.execute("PRAGMA foreign_keys=ON")
+    with pytest.raises(sqlite3.IntegrityError):
+        write_transaction(db, lambda d: d.execute("INSERT INTO child VALUES (7)"))
+    assert not db.in_transaction and db.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+    db.close()

@@ -22,7 +22,7 @@ import orjson
 from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
-from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_now
+from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_flushed_aside
 from normalizer.schema import Complaint
 
 T = TypeVar("T")
@@ -97,6 +97,9 @@ class SqliteRegistry(Registry):
         self._locks_db: sqlite3.Connection | None = None
         self._lock_takes = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-registry")
+        #: Commits a batch of submits run on the event loop (``_submit_many``): a thread of its
+        #: own, because the executor's thread may be waiting for ``_db_lock``.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         #: Held by whoever uses the connections: the executor's thread or, for a batch of
         #: submits, the event loop's own thread (``_submit_many``).
         self._db_lock = threading.Lock()
@@ -137,6 +140,7 @@ class SqliteRegistry(Registry):
             await self._run(self._locks_db.close)
             self._locks_db = None
         self._executor.shutdown(wait=True)
+        self._committer.shutdown(wait=True)
 
     async def healthy(self) -> bool:
         try:
@@ -154,9 +158,10 @@ class SqliteRegistry(Registry):
         and the batch runs again with a savepoint for each submit, so that the one that
         fails is undone alone (two statements per submit saved while nothing fails).
 
-        The batch runs on the event loop's own thread when the connection and the file's
-        write lock are free at that moment (``write_transaction_now``), else in the
-        executor's thread, which waits for them."""
+        The batch's statements run on the event loop's own thread when the connection and
+        the file's write lock are free at that moment, and its commit (the flush to disk) in
+        the committer's thread while the loop goes on (``write_transaction_flushed_aside``);
+        else the whole batch runs in the executor's thread, which waits for them."""
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
             now = iso(utcnow())  # the batch is registered in one transaction
             if len(plans) > 1:
@@ -175,7 +180,7 @@ class SqliteRegistry(Registry):
             return [self._submit_savepoint(db, plan, now) for plan in plans]
 
         try:
-            return write_transaction_now(self._db_lock, lambda: self.db, batch)
+            return await write_transaction_flushed_aside(self._db_lock, lambda: self.db, batch, self._committer)
         except WriteLockBusy:
             pass  # the connection is in use or another process is writing
         except sqlite3.Error as exc:
