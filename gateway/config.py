@@ -44,7 +44,7 @@ CORE_SCHEMA: dict[str, Any] = {
                 "backend": {"enum": ["sqlite", "redis", "redis_cluster"]},
                 "sqlite": {"type": "object", "additionalProperties": False, "properties": {
                     "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]},
-                    "cache_mb": {"type": "integer", "minimum": 1}}},
+                    "cache_mb": {"type": "integer", "minimum": 1}, "write_lock_poll_ms": {"type": "integer", "minimum": 0}}},
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"}, "prefix": {"type": "string"}}},
                 "redis_cluster": {"type": "object", "additionalProperties": False, "properties": {

@@ -171,3 +171,40 @@ def test_a_failed_commit_is_rolled_back_on_any_thread(tmp_path: Path) -> None:
         write_transaction(db, lambda d: d.execute("INSERT INTO child VALUES (7)"))
     assert not db.in_transaction and db.execute("SELECT count(*) FROM child").fetchone()[0] == 0
     db.close()
+
+
+async def test_a_batch_tries_again_on_the_loop_while_another_process_writes_briefly(
+        registry: SqliteRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker's write of a few milliseconds is waited out on the loop (tried again
+    every millisecond, ``write_lock_poll_ms``), not in the executor's thread."""
+    threads = record_threads(registry, monkeypatch)
+    other = connect_wal(tmp_path / "registry.sqlite3", "NORMAL")
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
+    receipts = await registry.submit_many([complaint(ids=[("phone", "+79160000001")])])
+    assert receipts[0].registration_number == "2026-000001"  # type: ignore[union-attr]
+    assert threads == [threading.get_ident()]
+    other.close()
+
+
+async def test_with_no_polling_a_busy_write_lock_is_waited_for_in_the_thread(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import from_dict
+    from gateway.registry import build_registry
+
+    config = from_dict({"registry": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "r.sqlite3"),
+                                                                     "write_lock_poll_ms": 0}}})
+    reg = build_registry(config.registry)
+    assert isinstance(reg, SqliteRegistry) and reg.write_lock_poll_ms == 0
+    await reg.open()
+    try:
+        threads = record_threads(reg, monkeypatch)
+        other = connect_wal(tmp_path / "r.sqlite3", "NORMAL")
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
+        receipts = await reg.submit_many([complaint(ids=[("phone", "+79160000001")])])
+        assert receipts[0].registration_number == "2026-000001"  # type: ignore[union-attr]
+        assert threads and threading.get_ident() not in threads
+        other.close()
+    finally:
+        await reg.close()

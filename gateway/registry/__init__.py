@@ -13,11 +13,12 @@ def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None =
     settings = RegistrySettings.from_config(registry, normalizer)
     backend = registry.get("backend", "sqlite")
     if backend == "sqlite":
-        from gateway.registry.sqlite import DEFAULT_CACHE_MB, SqliteRegistry
+        from gateway.registry.sqlite import DEFAULT_CACHE_MB, DEFAULT_WRITE_LOCK_POLL_MS, SqliteRegistry
 
         sqlite = registry.get("sqlite") or {}
         return SqliteRegistry(settings, sqlite.get("path", "var/registry.sqlite3"), sqlite.get("synchronous", "FULL"),
-                              int(sqlite.get("cache_mb", DEFAULT_CACHE_MB)))
+                              int(sqlite.get("cache_mb", DEFAULT_CACHE_MB)),
+                              int(sqlite.get("write_lock_poll_ms", DEFAULT_WRITE_LOCK_POLL_MS)))
     if backend == "redis":
         from gateway.registry.redis import RedisRegistry
 

@@ -30,6 +30,9 @@ T = TypeVar("T")
 #: The registry connection's page cache (``registry.sqlite.cache_mb``): the identity and
 #: message indexes of a million customers stay in memory.
 DEFAULT_CACHE_MB = 64
+#: How long a batch of submits tries again on the event loop, every millisecond, while another
+#: process writes, before it waits in the executor's thread (``registry.sqlite.write_lock_poll_ms``).
+DEFAULT_WRITE_LOCK_POLL_MS = 50
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -88,11 +91,12 @@ class SqliteRegistry(Registry):
     backend = "sqlite"
 
     def __init__(self, settings: RegistrySettings, path: str | Path, synchronous: str = "FULL",
-                 cache_mb: int = DEFAULT_CACHE_MB) -> None:
+                 cache_mb: int = DEFAULT_CACHE_MB, write_lock_poll_ms: int = DEFAULT_WRITE_LOCK_POLL_MS) -> None:
         super().__init__(settings)
         self.path = Path(path)
         self.synchronous = synchronous
         self.cache_mb = cache_mb
+        self.write_lock_poll_ms = write_lock_poll_ms
         self._db: sqlite3.Connection | None = None
         self._locks_db: sqlite3.Connection | None = None
         self._lock_takes = 0
@@ -160,8 +164,11 @@ class SqliteRegistry(Registry):
 
         The batch's statements run on the event loop's own thread when the connection and
         the file's write lock are free at that moment, and its commit (the flush to disk) in
-        the committer's thread while the loop goes on (``write_transaction_flushed_aside``);
-        else the whole batch runs in the executor's thread, which waits for them."""
+        the committer's thread while the loop goes on (``write_transaction_flushed_aside``).
+        While another process writes, the batch is tried again every millisecond on the loop
+        for ``write_lock_poll_ms``: a batch in a thread competes with the busy loop for the
+        interpreter lock. After that the whole batch runs in the executor's thread, which
+        waits for the lock."""
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
             now = iso(utcnow())  # the batch is registered in one transaction
             if len(plans) > 1:
@@ -179,12 +186,16 @@ class SqliteRegistry(Registry):
                 db.execute("RELEASE batch")
             return [self._submit_savepoint(db, plan, now) for plan in plans]
 
-        try:
-            return await write_transaction_flushed_aside(self._db_lock, lambda: self.db, batch, self._committer)
-        except WriteLockBusy:
-            pass  # the connection is in use or another process is writing
-        except sqlite3.Error as exc:
-            raise RegistryError(f"sqlite: {exc}") from exc
+        waited_until = time.monotonic() + self.write_lock_poll_ms / 1000
+        while True:
+            try:
+                return await write_transaction_flushed_aside(self._db_lock, lambda: self.db, batch, self._committer)
+            except WriteLockBusy:  # the connection is in use or another process is writing
+                if time.monotonic() >= waited_until:
+                    break
+            except sqlite3.Error as exc:
+                raise RegistryError(f"sqlite: {exc}") from exc
+            await asyncio.sleep(0.001)  # the loop goes on meanwhile
         return await self._run(self._tx, batch)
 
     def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> Receipt | Exception:
