@@ -173,18 +173,26 @@ def test_a_failed_commit_is_rolled_back_on_any_thread(tmp_path: Path) -> None:
     db.close()
 
 
-async def test_a_batch_tries_again_on_the_loop_while_another_process_writes_briefly(
-        registry: SqliteRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another worker's write of a few milliseconds is waited out on the loop (tried again
-    every millisecond, ``write_lock_poll_ms``), not in the executor's thread."""
+async def submitted_while_another_process_writes_briefly(registry: SqliteRegistry, path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One complaint submitted while another connection holds the file's write lock for 20
+    ms; the threads its statements ran on."""
     threads = record_threads(registry, monkeypatch)
-    other = connect_wal(tmp_path / "registry.sqlite3", "NORMAL")
+    other = connect_wal(path, "NORMAL")
     other.execute("BEGIN IMMEDIATE")
     asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
     receipts = await registry.submit_many([complaint(ids=[("phone", "+79160000001")])])
     assert receipts[0].registration_number == "2026-000001"  # type: ignore[union-attr]
-    assert threads == [threading.get_ident()]
     other.close()
+    return threads
+
+
+async def test_a_batch_tries_again_on_the_loop_while_another_process_writes_briefly(
+        registry: SqliteRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker's write of a few milliseconds is waited out on the loop (tried again
+    every millisecond, ``write_lock_poll_ms``), not in the executor's thread."""
+    threads = await submitted_while_another_process_writes_briefly(registry, tmp_path / "registry.sqlite3", monkeypatch)
+    assert threads == [threading.get_ident()]
 
 
 async def test_with_no_polling_a_busy_write_lock_is_waited_for_in_the_thread(tmp_path: Path,
@@ -198,13 +206,7 @@ async def test_with_no_polling_a_busy_write_lock_is_waited_for_in_the_thread(tmp
     assert isinstance(reg, SqliteRegistry) and reg.write_lock_poll_ms == 0
     await reg.open()
     try:
-        threads = record_threads(reg, monkeypatch)
-        other = connect_wal(tmp_path / "r.sqlite3", "NORMAL")
-        other.execute("BEGIN IMMEDIATE")
-        asyncio.get_running_loop().call_later(0.02, other.execute, "COMMIT")
-        receipts = await reg.submit_many([complaint(ids=[("phone", "+79160000001")])])
-        assert receipts[0].registration_number == "2026-000001"  # type: ignore[union-attr]
+        threads = await submitted_while_another_process_writes_briefly(reg, tmp_path / "r.sqlite3", monkeypatch)
         assert threads and threading.get_ident() not in threads
-        other.close()
     finally:
         await reg.close()
