@@ -164,6 +164,27 @@ async def test_near_identical_text_in_the_window_is_a_repeat(registry: Registry)
     assert stranger.status == "new"
 
 
+async def test_only_the_customers_last_candidates_are_compared_for_repeats(backend: str, tmp_path: Path,
+                                                                           redis_url: str) -> None:
+    """``repeat_candidates`` = 2: a complaint like one three complaints back is new again."""
+    registry = open_backend(backend, tmp_path, redis_url, repeat_candidates=2)
+    await registry.open()
+    try:
+        texts = ["Третий день нет интернета в доме на Ленина 5, роутер мигает красным",
+                 "Прошу пересчитать абонентскую плату за февраль", "Курьер не привёз новый роутер в четверг"]
+        first = [await registry.submit(complaint(text, at=NOW + timedelta(hours=i))) for i, text in enumerate(texts)]
+        assert [r.status for r in first] == ["new", "new", "new"]
+        recent = await registry.submit(complaint(texts[2] + "!", at=NOW + timedelta(hours=4)))
+        assert (recent.status, recent.registration_number) == ("repeat", first[2].registration_number)
+        again = await registry.submit(complaint(texts[0] + "!", at=NOW + timedelta(hours=5)))
+        assert again.status == "new" and again.registration_number not in {r.registration_number for r in first}
+        if isinstance(registry, RedisRegistry):  # the list the script keeps is cut to the candidates
+            length = await registry.r.llen(registry.prefix + "recent:" + (again.customer_id or ""))
+            assert length == 2
+    finally:
+        await registry.close()
+
+
 async def test_a_batch_is_registered_in_order_as_if_submitted_one_by_one(registry: Registry) -> None:
     first = complaint("Нет интернета с утра, роутер мигает", message_id="batch-1")
     batch = [

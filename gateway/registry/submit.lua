@@ -63,9 +63,10 @@ local function submit(a, pieces)
     end
   else
     customer = a.new_customer_id
-    redis.call('HSET', P .. 'customer:' .. customer, 'created_at', a.now)
     if a.name ~= null then
-      redis.call('HSET', P .. 'customer:' .. customer, 'name', a.name)
+      redis.call('HSET', P .. 'customer:' .. customer, 'created_at', a.now, 'name', a.name)
+    else
+      redis.call('HSET', P .. 'customer:' .. customer, 'created_at', a.now)
     end
   end
   for i = 2, #owners do
@@ -78,9 +79,14 @@ local function submit(a, pieces)
         complaint_id = a.id, created_at = a.now}))
     end
   end
-  for _, key in ipairs(unknown) do
-    redis.call('HSET', P .. 'identity', key, customer)
-    redis.call('SADD', P .. 'customer:' .. customer .. ':identities', key)
+  if #unknown > 0 then  -- one command each for all the new identities
+    local pairs_ = {}
+    for _, key in ipairs(unknown) do
+      pairs_[#pairs_ + 1] = key
+      pairs_[#pairs_ + 1] = customer
+    end
+    redis.call('HSET', P .. 'identity', unpack(pairs_))
+    redis.call('SADD', P .. 'customer:' .. customer .. ':identities', unpack(unknown))
   end
 
   -- follow-up, repeat or new -------------------------------------------------------------
@@ -125,8 +131,9 @@ local function submit(a, pieces)
     redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
                'created_at', a.now)
     redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
-    redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|'))
-    redis.call('LTRIM', recent_key, 0, a.candidates - 1)
+    if redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|')) > a.candidates then
+      redis.call('LTRIM', recent_key, 0, a.candidates - 1)
+    end
   end
 
   -- store, enqueue, remember the receipt -------------------------------------------------
