@@ -29,9 +29,9 @@ def record_threads(registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch) ->
     threads: list[int] = []
     submit = registry._submit_tx
 
-    def recorded(db: sqlite3.Connection, plan, now=None):  # type: ignore[no-untyped-def]
+    def recorded(db: sqlite3.Connection, plan, now, counters):  # type: ignore[no-untyped-def]
         threads.append(threading.get_ident())
-        return submit(db, plan, now)
+        return submit(db, plan, now, counters)
 
     monkeypatch.setattr(registry, "_submit_tx", recorded)
     return threads

@@ -79,6 +79,29 @@ CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class _Counters:
+    """The registration counters of one write transaction: each read once, counted in memory
+    and written back once (``write``) before the commit. The transaction holds the file's
+    write lock, so no other process counts meanwhile."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.values: dict[str, int] = {}
+
+    def next(self, name: str) -> int:
+        value = self.values.get(name)
+        if value is None:
+            row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+            value = row[0] if row else 0
+        self.values[name] = value + 1
+        return value + 1
+
+    def write(self) -> None:
+        for name, value in self.values.items():
+            self.db.execute("INSERT INTO counters(name, value) VALUES (?, ?)"
+                            " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
+
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -154,7 +177,13 @@ class SqliteRegistry(Registry):
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
-        return await self._run(self._tx, lambda db: self._submit_tx(db, plan, iso(utcnow())))
+        def one(db: sqlite3.Connection) -> Receipt:
+            counters = _Counters(db)
+            receipt = self._submit_tx(db, plan, iso(utcnow()), counters)
+            counters.write()
+            return receipt
+
+        return await self._run(self._tx, one)
 
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         """One transaction, one commit (one flush to disk) for the batch. The submits run
@@ -175,7 +204,9 @@ class SqliteRegistry(Registry):
                 before = [_submit_fields(plan.complaint) for plan in plans]
                 db.execute("SAVEPOINT batch")
                 try:
-                    receipts: list[Receipt | Exception] = [self._submit_tx(db, plan, now) for plan in plans]
+                    counters = _Counters(db)
+                    receipts: list[Receipt | Exception] = [self._submit_tx(db, plan, now, counters) for plan in plans]
+                    counters.write()
                 except sqlite3.Error:
                     db.execute("ROLLBACK TO batch")
                     for plan, fields in zip(plans, before):
@@ -184,7 +215,10 @@ class SqliteRegistry(Registry):
                     db.execute("RELEASE batch")
                     return receipts
                 db.execute("RELEASE batch")
-            return [self._submit_savepoint(db, plan, now) for plan in plans]
+            counters = _Counters(db)
+            receipts = [self._submit_savepoint(db, plan, now, counters) for plan in plans]
+            counters.write()
+            return receipts
 
         waited_until = time.monotonic() + self.write_lock_poll_ms / 1000
         while True:
@@ -198,19 +232,23 @@ class SqliteRegistry(Registry):
             await asyncio.sleep(0.001)  # the loop goes on meanwhile
         return await self._run(self._tx, batch)
 
-    def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> Receipt | Exception:
+    def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan, now: str,
+                          counters: _Counters) -> Receipt | Exception:
         db.execute("SAVEPOINT submit")
+        taken = dict(counters.values)
         try:
-            receipt = self._submit_tx(db, plan, now)
+            receipt = self._submit_tx(db, plan, now, counters)
         except sqlite3.Error as exc:
+            counters.values = taken  # the number it drew is not used
             db.execute("ROLLBACK TO submit")
             db.execute("RELEASE submit")
             return RegistryError(f"sqlite: {exc}")
         db.execute("RELEASE submit")
         return receipt
 
-    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> Receipt:
-        """``now``: the time of registration (one for a batch)."""
+    def _submit_tx(self, db: sqlite3.Connection, plan: SubmitPlan, now: str, counters: _Counters) -> Receipt:
+        """``now``: the time of registration (one for a batch); ``counters``: the
+        transaction's registration counters, written by the caller."""
         c = plan.complaint
         row = db.execute(
             "SELECT receipt FROM receipts WHERE channel=? AND message_id=?", (c.channel, c.channel_message_id)
@@ -238,12 +276,7 @@ class SqliteRegistry(Registry):
                 kind = "repeat"
                 c.meta["repeat_of"] = number
         if kind == "new":
-            seq = db.execute(
-                "INSERT INTO counters(name, value) VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
-                " RETURNING value",
-                (plan.counter,),
-            ).fetchone()[0]
-            number = plan.printf % seq
+            number = plan.printf % counters.next(plan.counter)
             db.execute(
                 "INSERT INTO registrations(number, customer_id, complaint_id, created_at) VALUES (?,?,?,?)",
                 (number, customer_id, c.id, now),
