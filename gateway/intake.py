@@ -163,21 +163,22 @@ class Intake:
             for item in registering:
                 self._fail(item, TemporaryFailure("the registry is not available"))
             return False
+        metrics, registered_at, logs = self.metrics, time.perf_counter(), log.isEnabledFor(logging.INFO)
         for item, complaint, receipt in zip(registering, complaints, receipts):
             if isinstance(receipt, Exception):
                 log.error("registry submit failed", extra={"channel": item.inbound.channel, "error": repr(receipt)})
                 self._fail(item, TemporaryFailure("the registry is not available"))
                 continue
             channel = item.inbound.channel
-            metrics = self.metrics
-            metrics.child(metrics.submit_seconds, channel).observe(time.perf_counter() - item.started)
+            metrics.child(metrics.submit_seconds, channel).observe(registered_at - item.started)
             if receipt.status == "duplicate":
                 metrics.child(metrics.duplicates, channel).inc()
             else:
                 metrics.child(metrics.registered, channel, receipt.status).inc()
-            log.info("message registered", extra={
-                "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
-                "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})
+            if logs:
+                log.info("message registered", extra={
+                    "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
+                    "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})
             self._settle(item, Submitted(receipt, complaint))
         return True
 

@@ -117,13 +117,17 @@ class RedisRegistry(Registry):
             raise RegistryError(f"redis submit: {exc}") from exc
         results: list[Receipt | Exception] = []
         for plan, reply in zip(plans, replies):
-            status, why = reply[0], reply[1]
+            status = reply[0]
             if status == "error":
-                results.append(RegistryError(f"redis submit: {why}"))
-                continue
-            if len(reply) > 2 and reply[2]:  # what the script added to the stored complaint's meta
-                _noted(plan.complaint, reply[2])
-            results.append(_receipt(status, why))
+                results.append(RegistryError(f"redis submit: {reply[1]}"))
+            elif status == "duplicate":  # the first delivery's receipt
+                first = Receipt.from_dict(orjson.loads(reply[1]))
+                results.append(Receipt("duplicate", first.registration_number, first.customer_id, first.complaint_id))
+            else:
+                _, number, customer, noted = reply
+                if noted:  # what the script added to the stored complaint's meta
+                    _noted(plan.complaint, noted)
+                results.append(Receipt(status, number or None, customer, plan.complaint.id))
         return results
 
     def _submit_args(self, plan: SubmitPlan, now: str) -> list[str]:
@@ -519,10 +523,3 @@ def _noted(complaint: Complaint, noted: str) -> None:
     complaint.meta.update(added)
     if "in_reply_to_rejected" in added:
         complaint.in_reply_to = None
-
-
-def _receipt(status: str, receipt_json: str) -> Receipt:
-    previous = Receipt.from_dict(orjson.loads(receipt_json))
-    if status == "duplicate":
-        return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
-    return previous

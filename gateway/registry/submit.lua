@@ -5,7 +5,8 @@
 -- id), 'number' (the registration number) and, when the message names a number,
 -- 'in_reply_to' (kept for a follow-up, null when refused). The stored complaint's meta gets
 -- what SQLite's registry notes too: merge_suggested, in_reply_to_rejected, repeat_of.
--- Returns one reply per complaint: {status, receipt JSON, the pairs added to meta or ''},
+-- Returns one reply per complaint: {status, registration number or '', customer id, the pairs
+-- added to meta or ''}; {'duplicate', the first delivery's receipt JSON} for a redelivery;
 -- or {'error', why} for a complaint that failed alone (the others are registered all the
 -- same, as separate calls would be).
 local P = KEYS[1]
@@ -165,7 +166,7 @@ local function submit(a, pieces)
   local receipt = cjson.encode({status = kind, registration_number = number or null, customer_id = customer,
                                 complaint_id = a.id})
   redis.call('HSET', P .. 'receipts', receipt_field, receipt)
-  return {kind, receipt, added}
+  return {kind, number or '', customer, added}
 end
 
 local replies = {}
