@@ -188,9 +188,12 @@ class Contender:
     runs: list[dict[str, float]] = field(default_factory=list)
 
     def run_once(self) -> None:
-        """One measurement; the server's CPU time counts until the work it left is done."""
-        cpu = cpu_seconds(self.pid)
+        """One measurement; the server's CPU time counts until the work it left is done.
+        ``busy_pct``: the server's CPU time while the load ran, per second of it (100 %: one
+        core kept busy; several processes may pass 100)."""
+        cpu, started = cpu_seconds(self.pid), time.monotonic()
         figures = self.measure()
+        figures["busy_pct"] = (cpu_seconds(self.pid) - cpu) / (time.monotonic() - started) * 100
         settle(self.pid)
         done = figures.pop("requests")
         figures["cpu_ms"] = (cpu_seconds(self.pid) - cpu) * 1000 / done if done else float("nan")
