@@ -34,6 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "gateway.cli"]
 
 
+async def started(start_gateway: Any, config: Any) -> tuple[Any, Any, Any]:
+    """A gateway started with ``config``: its test client, its intake and its registry."""
+    client = await start_gateway(config)
+    return client, client.server.app[INTAKE], registry_of(client)
+
+
 # -- configuration ------------------------------------------------------------------------
 def test_unknown_adapter_fails_with_did_you_mean(tmp_path: Path) -> None:
     config = from_dict(base_config(tmp_path, channels={"site": {"adapter": "web_from"}}))
@@ -95,9 +101,8 @@ async def test_raw_and_attachments_are_stored_before_registration(make_config, s
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_a_small_text_original_is_kept_in_the_complaint_and_a_binary_one_in_the_blob_store(
         make_config, start_gateway, redis_url: str, backend: str) -> None:
-    client = await start_gateway(make_config(backend=backend, redis_url=redis_url, intake={"inline_original_max_bytes": 64}))
-    intake = client.server.app[INTAKE]
-    registry = registry_of(client)
+    client, intake, registry = await started(
+        start_gateway, make_config(backend=backend, redis_url=redis_url, intake={"inline_original_max_bytes": 64}))
     originals = {
         "form": (b'{"text":"\xd0\x9d\xd0\xb5\xd1\x82 \xd1\x81\xd0\xb2\xd0\xb5\xd1\x82\xd0\xb0"}', "text"),
         "lines": (b"line one\r\n\tline two\n", "text"),
@@ -123,9 +128,7 @@ async def test_a_small_text_original_is_kept_in_the_complaint_and_a_binary_one_i
 
 
 async def test_a_dead_letter_keeps_its_small_original_as_text_for_the_replay(make_config, start_gateway) -> None:
-    client = await start_gateway(make_config())
-    intake = client.server.app[INTAKE]
-    registry = registry_of(client)
+    client, intake, registry = await started(start_gateway, make_config())
     inbound = Inbound(channel="web", message_id="m-empty", identities=[("phone", "+79161230001")], text="   ",
                       raw=b'{"text":"   "}', raw_content_type="application/json")
     assert (await intake.submit(inbound)).receipt.status == "dead_letter"
@@ -140,9 +143,7 @@ async def test_a_dead_letter_keeps_its_small_original_as_text_for_the_replay(mak
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_messages_arriving_together_are_written_in_batches_each_with_its_own_answer(
         make_config, start_gateway, redis_url: str, backend: str) -> None:
-    client = await start_gateway(make_config(backend=backend, redis_url=redis_url, intake={"max_batch": 8}))
-    intake = client.server.app[INTAKE]
-    registry = registry_of(client)
+    client, intake, registry = await started(start_gateway, make_config(backend=backend, redis_url=redis_url, intake={"max_batch": 8}))
     batches: list[int] = []
     real_submit_many = registry.submit_many
 
@@ -173,9 +174,7 @@ async def test_messages_arriving_together_are_written_in_batches_each_with_its_o
 
 
 async def test_a_message_handed_over_while_the_last_batch_registers_is_registered_too(make_config, start_gateway) -> None:
-    client = await start_gateway(make_config())
-    intake = client.server.app[INTAKE]
-    registry = registry_of(client)
+    client, intake, registry = await started(start_gateway, make_config())
     real_submit_many = registry.submit_many
     registering, release = asyncio.Event(), asyncio.Event()
 
@@ -198,9 +197,7 @@ async def test_a_message_handed_over_while_the_last_batch_registers_is_registere
 
 
 async def test_a_registry_failure_for_one_message_fails_only_that_message(make_config, start_gateway) -> None:
-    client = await start_gateway(make_config())
-    intake = client.server.app[INTAKE]
-    registry = registry_of(client)
+    client, intake, registry = await started(start_gateway, make_config())
     real_submit_many = registry.submit_many
 
     async def second_fails(complaints: Any) -> Any:
@@ -218,9 +215,7 @@ async def test_a_registry_failure_for_one_message_fails_only_that_message(make_c
 
 
 async def test_unusable_message_goes_to_dead_letters_and_replays(make_config, start_gateway) -> None:
-    client = await start_gateway(make_config())
-    intake = client.server.app[INTAKE]
-    registry = registry_of(client)
+    client, intake, registry = await started(start_gateway, make_config())
     empty = Inbound(channel="web", message_id="m-empty", identities=[("phone", "+48 22 123 45 67")], text="   ",
                     raw=b'{"text": "   "}')
     submitted = await intake.submit(empty)
