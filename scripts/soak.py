@@ -224,6 +224,10 @@ class Run:
     rng: random.Random
     give_up: float
     finished: int = 0
+    #: The numbers of finished messages at which the killer still has to kill the gateway.
+    kills_due: list[int] = field(default_factory=list)
+    #: How far the clients may run past a kill that is due before they wait for it.
+    kill_slack: int = 0
 
 
 async def send_http(run: Run, message: Message) -> tuple[str, str, str | None]:
@@ -272,6 +276,11 @@ async def client(run: Run, queue: asyncio.Queue[Message]) -> None:
     smtp = SmtpClient(run.smtp_port)
     try:
         while not queue.empty():
+            # a fast run must not end before its kills: past a kill that is due, wait for it
+            while run.kills_due and run.finished >= run.kills_due[0] + run.kill_slack:
+                await asyncio.sleep(0.01)
+            if queue.empty():
+                break
             message = queue.get_nowait()
             await deliver(run, message, smtp)
             run.finished += 1
@@ -279,20 +288,18 @@ async def client(run: Run, queue: asyncio.Queue[Message]) -> None:
         await asyncio.get_running_loop().run_in_executor(run.threads, smtp.close)
 
 
-async def killer(run: Run, gateway: GatewayProcess, thresholds: list[int], stop: asyncio.Event,
-                 events: Counter[str]) -> None:
-    """SIGKILL the gateway when the run passes each threshold (plus a random delay) and start
-    it again after a random pause; restart it too if it ever dies on its own."""
-    pending = sorted(thresholds)
+async def killer(run: Run, gateway: GatewayProcess, stop: asyncio.Event, events: Counter[str]) -> None:
+    """SIGKILL the gateway when the run passes each of ``run.kills_due`` (plus a random delay)
+    and start it again after a random pause; restart it too if it ever dies on its own."""
     while not stop.is_set():
         if gateway.exited():
             events["unexpected_exits"] += 1
             await gateway.start()
-        if pending and run.finished >= pending[0]:
-            pending.pop(0)
+        if run.kills_due and run.finished >= run.kills_due[0]:
             await asyncio.sleep(run.rng.uniform(0, 0.3))
             gateway.kill()
             events["kills"] += 1
+            run.kills_due.pop(0)  # the clients waiting for this kill go on, against a gateway down
             await asyncio.sleep(run.rng.uniform(0, 0.5))
             await gateway.start()
         await asyncio.sleep(0.02)
@@ -480,7 +487,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         queue.put_nowait(message)
     reserve = min(120.0, args.max_seconds * 0.25)  # for stopping the gateway and reading the registry
     events: Counter[str] = Counter()
-    thresholds = sorted(rng.randint(int(args.messages * 0.05), int(args.messages * 0.95)) for _ in range(args.kills))
+    # the last kill leaves the clients room to run past it (kill_slack) and messages in flight
+    latest = max(int(args.messages * 0.05), min(int(args.messages * 0.95), args.messages - 2 * args.clients))
+    thresholds = sorted(rng.randint(int(args.messages * 0.05), latest) for _ in range(args.kills))
     stop_status = -1
     try:
         await gateway.start()
@@ -489,9 +498,10 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             with ThreadPoolExecutor(max_workers=args.clients, thread_name_prefix="smtp-client") as threads:
                 run = Run(f"http://127.0.0.1:{http_port}", session, threads, smtp_port,
-                          started + args.max_seconds - reserve, rng, args.give_up)
+                          started + args.max_seconds - reserve, rng, args.give_up, kills_due=thresholds,
+                          kill_slack=args.clients)
                 stop = asyncio.Event()
-                side = [asyncio.create_task(killer(run, gateway, thresholds, stop, events)),
+                side = [asyncio.create_task(killer(run, gateway, stop, events)),
                         asyncio.create_task(progress(run, len(messages), started, stop, events))]
                 clients = [asyncio.create_task(client(run, queue)) for _ in range(args.clients)]
                 try:
