@@ -242,6 +242,26 @@ async def test_numbers_follow_the_configured_format_and_restart_each_year(backen
         await reg.close()
 
 
+async def test_each_counter_continues_from_batch_to_batch(backend: str, tmp_path: Path, redis_url: str) -> None:
+    reg = open_backend(backend, tmp_path, redis_url, number_format="C{year}/{seq:04d}")
+    await reg.open()
+    try:
+        dec, nov = datetime(2026, 12, 31, 21, 30, tzinfo=timezone.utc), datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)
+
+        def batch(*years: datetime) -> list[Complaint]:
+            return [complaint(f"Жалоба номер {uuid.uuid4().hex}", ids=[("email", f"{uuid.uuid4().hex}@example.com")], at=at)
+                    for at in years]
+
+        first = await reg.submit_many(batch(dec, nov, nov))
+        second = await reg.submit_many(batch(nov, dec))
+        assert [r.registration_number for r in (*first, *second)] == [  # type: ignore[union-attr]
+            "C2027/0001", "C2026/0001", "C2026/0002", "C2026/0003", "C2027/0002"]
+        newest_first = [m.registration_number for m in await reg.list_messages(limit=5)]
+        assert newest_first == ["C2027/0002", "C2026/0003", "C2026/0002", "C2026/0001", "C2027/0001"]
+    finally:
+        await reg.close()
+
+
 async def test_numbers_with_quotes_and_backslashes_are_stored_as_they_are(backend: str, tmp_path: Path, redis_url: str) -> None:
     reg = open_backend(backend, tmp_path, redis_url, number_format='N"{year}\\{seq:03d}%s')
     await reg.open()

@@ -186,7 +186,7 @@ class RedisRegistry(Registry):
         if not reg:
             return None
         messages = []
-        for complaint_id in await self._strings(self.r.lrange(key + ":messages", 0, -1)):
+        for complaint_id in await self._message_ids(key, str(reg.get("complaint_id") or "")):
             kind, body = await self.r.hmget(self.prefix + "message:" + complaint_id, ["kind", "body"])
             if body:
                 messages.append({"kind": kind, "complaint": json.loads(body)})
@@ -196,6 +196,13 @@ class RedisRegistry(Registry):
             "created_at": reg["created_at"],
             "messages": messages,
         }
+
+    async def _message_ids(self, key: str, first: str) -> list[str]:
+        """A registration's messages in order: its first (``first``, the hash's ``complaint_id``),
+        then the list of the later ones (data written by earlier versions holds the first in the
+        list too)."""
+        later = [i for i in await self._strings(self.r.lrange(key + ":messages", 0, -1)) if i != first]
+        return [first, *later] if first else later
 
     async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
         timeline = self.prefix + "timeline"
@@ -252,7 +259,7 @@ class RedisRegistry(Registry):
         if not row:
             return None
         kinds = {}
-        for complaint_id in await self._strings(self.r.lrange(key + ":messages", 0, -1)):
+        for complaint_id in await self._message_ids(key, str(row.get("complaint_id") or "")):
             kinds[complaint_id] = await self._field(self.prefix + "message:" + complaint_id, "kind")
         return {"state": row.get("state", "open"), "assigned_to": row.get("assigned_to") or None,
                 "updated_at": row.get("updated_at"), "customer_id": row["customer_id"], "kinds": kinds}

@@ -34,6 +34,22 @@ local function json_string(s)
   return '"' .. string.gsub(s, '[\\"]', '\\%0') .. '"'
 end
 
+-- Registration counters are read once per call and written back once at its end, and the
+-- timeline's positions are taken for the whole batch with one command: the script runs
+-- alone, so nothing else can take the same numbers meanwhile.
+local counters = {}
+local function next_number(name)
+  local value = counters[name]
+  if value == nil then
+    value = tonumber(redis.call('GET', P .. 'counter:' .. name) or '0')
+  end
+  value = value + 1
+  counters[name] = value
+  return value
+end
+
+local timeline_base, position = 0, 0  -- the batch's first position, and the complaint's in it
+
 local function submit(a, pieces)
   local receipt_field = a.channel .. "\n" .. a.message_id
   local previous = redis.call('HGET', P .. 'receipts', receipt_field)
@@ -127,8 +143,7 @@ local function submit(a, pieces)
     end
   end
   if kind == 'new' then
-    local seq = redis.call('INCR', P .. 'counter:' .. a.counter)
-    number = string.format(a.printf, seq)
+    number = string.format(a.printf, next_number(a.counter))
     redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
                'created_at', a.now)
     redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
@@ -155,10 +170,10 @@ local function submit(a, pieces)
 
   redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
              'body', body)
-  if number then
+  if number and kind ~= 'new' then  -- a registration's first message is its hash's complaint_id
     redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
   end
-  redis.call('ZADD', P .. 'timeline', redis.call('INCR', P .. 'timeline_seq'), a.id)
+  redis.call('ZADD', P .. 'timeline', timeline_base + position, a.id)
   if kind ~= 'automatic' then
     redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
                'complaint_id', a.id, 'complaint', body)
@@ -169,18 +184,30 @@ local function submit(a, pieces)
   return {kind, number or '', customer, added}
 end
 
-local replies = {}
+-- Every complaint's parameters are decoded before anything is written: a call that fails
+-- here has changed nothing.
+local batch = {}
 local i = 1
 while i <= #ARGV do
   local a = cjson.decode(ARGV[i])
   local pieces = {}
   for k = 1, #a.slots + 1 do pieces[k] = ARGV[i + k] end
   i = i + #a.slots + 2
-  local ok, reply = pcall(submit, a, pieces)
+  batch[#batch + 1] = {a, pieces}
+end
+
+timeline_base = redis.call('INCRBY', P .. 'timeline_seq', #batch) - #batch
+local replies = {}
+for n, item in ipairs(batch) do
+  position = n
+  local ok, reply = pcall(submit, item[1], item[2])
   if not ok then
     if type(reply) == 'table' then reply = reply.err or cjson.encode(reply) end
     reply = {'error', tostring(reply)}
   end
-  replies[#replies + 1] = reply
+  replies[n] = reply
+end
+for name, value in pairs(counters) do
+  redis.call('SET', P .. 'counter:' .. name, value)
 end
 return replies

@@ -1,0 +1,49 @@
+"""The Redis registry's submit script: what one call does when its arguments are broken."""
+from __future__ import annotations
+
+import pytest
+import redis as redis_sync
+from test_registry_contract import complaint
+
+from gateway.registry import RegistrySettings
+from gateway.registry.base import make_plan
+from gateway.registry.redis import RedisRegistry
+
+
+async def test_a_script_call_with_unreadable_parameters_writes_nothing(redis_url: str) -> None:
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        assert (await reg.submit(complaint("Нет связи"))).registration_number == "2026-000001"
+        good = reg._submit_args(make_plan(complaint("Не работает телевидение"), reg.settings, reg.number_format),
+                               "2026-03-10T09:00:00Z")
+        before = {key: await reg.r.dump(key) for key in await reg.r.keys("cgtest:*")}
+        with pytest.raises(redis_sync.ResponseError):
+            await reg.r.evalsha(reg._submit_script.sha, 1, reg.prefix, *good, "{not json", "piece")
+        assert {key: await reg.r.dump(key) for key in await reg.r.keys("cgtest:*")} == before
+        assert (await reg.submit(complaint("Не работает телевидение"))).registration_number == "2026-000002"
+    finally:
+        await reg.close()
+
+
+async def test_a_registration_written_with_its_first_message_in_the_list_reads_the_same(redis_url: str) -> None:
+    """Earlier versions listed a registration's first message in ``registration:N:messages``
+    too; now only the hash names it. Both read as one message list, in order."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        first = await reg.submit(complaint("Нет интернета с утра, роутер мигает"))
+        assert await reg.r.exists("cgtest:registration:2026-000001:messages") == 0
+        again = await reg.submit(complaint("Нет интернета с утра, роутер мигает!"))
+        assert again.status == "repeat"
+        new_layout = await reg.get_registration("2026-000001")
+        await reg.r.lpush("cgtest:registration:2026-000001:messages", first.complaint_id or "")  # as written before
+        old_layout = await reg.get_registration("2026-000001")
+        assert new_layout == old_layout
+        assert new_layout is not None
+        assert [(m["kind"], m["complaint"]["id"]) for m in new_layout["messages"]] == [
+            ("new", first.complaint_id), ("repeat", again.complaint_id)]
+        state = await reg.registration_state("2026-000001")
+        assert state is not None and list(state["kinds"].items()) == [(first.complaint_id, "new"), (again.complaint_id, "repeat")]
+    finally:
+        await reg.close()
