@@ -67,7 +67,8 @@ SCHEMA: dict[str, Any] = {
 
 _LATIN_EXTRA = str.maketrans({"ł": "l", "đ": "d", "ø": "o", "ё": "е", "’": "'", "ʼ": "'", "`": "'",
                               "−": "-", "–": "-", "—": "-"})
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|[\n;]+")
+#: Where sentences end: spaces after . ! ? … (the mark stays with its sentence), or newlines and semicolons.
+_SENTENCE_END = re.compile(r"[.!?…]\s+|[\n;]+")
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 _WORD_REF = re.compile(r"@(\w+)")
@@ -142,10 +143,16 @@ class Sentence:
 
 
 def split_sentences(text: str) -> list[Sentence]:
-    parts = [part for part in _SENTENCE_END.split(text) if part.strip()]
-    if _BEYOND_CASE.search(text.casefold()) is None:  # most texts: folding is lower case and one space
-        return [Sentence(_SPACE.sub(" ", part.casefold()).strip()) for part in parts]
-    return [Sentence.of(part) for part in parts]
+    folded = text.casefold()  # folding twice changes nothing: the sentences fold as they would alone
+    parts, start = [], 0
+    for end in _SENTENCE_END.finditer(folded):
+        cut = end.start() + 1 if folded[end.start()] in ".!?…" else end.start()
+        parts.append(folded[start:cut])
+        start = end.end()
+    parts.append(folded[start:])
+    if _BEYOND_CASE.search(folded) is None:  # most texts: folding is lower case and one space
+        return [Sentence(sentence) for part in parts if (sentence := " ".join(part.split()))]
+    return [Sentence.of(part) for part in parts if part.strip()]
 
 
 #: What lets a term's match depend on text around it: anchors, lookaround, word boundaries.
