@@ -113,9 +113,11 @@ def _serve_workers(config_path: str | None, host: str, port: int, workers: int) 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.app import adapter_classes
     from gateway.inbox.settings import enabled, load_settings
+    from gateway.registry import RegistrySettings
 
     config = _load(args)
     classes = adapter_classes(config)
+    RegistrySettings.from_config(config.registry, config.section("normalizer"))
     if enabled(config):
         load_settings(config)
     print(f"{config.source}: OK ({len(classes)} channel(s): {', '.join(f'{k} [{c.name}]' for k, c in classes.items())})")

@@ -407,6 +407,10 @@ def test_cli_schema_and_check_config(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "did you mean 'telegram'?" in out.stderr
+    for template, why in (("{year}-{seq}/{seq}", "exactly once"), ("{year}\\n{seq}", "control characters")):
+        bad.write_text(f'registry:\n  registration_number: {{format: "{template}"}}\n')
+        out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "registry.registration_number.format" in out.stderr and why in out.stderr, out.stderr
 
 
 def test_cli_replay_processes_dead_letters(tmp_path: Path) -> None:

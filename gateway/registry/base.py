@@ -7,6 +7,7 @@ interface and pass the same contract test suite.
 from __future__ import annotations
 
 import re
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.config import ConfigError
 from gateway.inbound import Receipt
 from gateway.registry.fingerprint import fingerprint, max_distance
 from normalizer.schema import Complaint
@@ -55,8 +57,13 @@ class RegistrySettings:
         repeat = registry.get("repeat") or {}
         queue = registry.get("queue") or {}
         defaults = cls()
+        number_format = (registry.get("registration_number") or {}).get("format", defaults.number_format)
+        try:
+            NumberFormat(number_format)
+        except ValueError as exc:
+            raise ConfigError(f"registry.registration_number.format {number_format!r}: {exc}") from exc
         return cls(
-            number_format=(registry.get("registration_number") or {}).get("format", defaults.number_format),
+            number_format=number_format,
             timezone=(normalizer or {}).get("timezone", defaults.timezone),
             repeat_window_days=float(repeat.get("window_days", defaults.repeat_window_days)),
             repeat_similarity=float(repeat.get("similarity", defaults.repeat_similarity)),
@@ -84,6 +91,8 @@ class NumberFormat:
         rest = _SEQ.sub("", self.template).replace("{year}", "")
         if "{" in rest or "}" in rest:
             raise ValueError("registration number format may only use {year} and {seq}")
+        if any(unicodedata.category(ch) == "Cc" for ch in rest):  # numbers go into answers and e-mail subjects
+            raise ValueError("registration number format may not contain control characters (newlines, tabs)")
 
     @property
     def yearly(self) -> bool:
