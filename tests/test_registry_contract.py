@@ -164,6 +164,34 @@ async def test_near_identical_text_in_the_window_is_a_repeat(registry: Registry)
     assert stranger.status == "new"
 
 
+async def test_a_repeat_differs_in_at_most_max_distance_bits_in_either_half(registry: Registry,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """similarity 0.9: at most 6 of the 64 SimHash bits may differ, counted over both 32-bit
+    halves (the Redis script counts them apart), the sign bits of each half included."""
+    import hashlib
+
+    import gateway.registry.base as base
+
+    simhashes: dict[str, int] = {}
+    monkeypatch.setattr(base, "fingerprint", lambda text, _: (simhashes[text], hashlib.sha1(text.encode()).hexdigest()))
+    start = 0xF0E1D2C3B4A59687
+
+    def bits(*positions: int) -> int:
+        return sum(1 << p for p in positions)
+
+    masks = {"none": (0, True), "six high": (bits(63, 62, 50, 40, 33, 32), True), "seven high": (bits(63, 62, 50, 40, 33, 32, 45), False),
+             "three and three": (bits(63, 32, 40, 31, 0, 7), True), "four and three": (bits(63, 32, 40, 41, 31, 0, 7), False),
+             "six low": (bits(31, 30, 16, 8, 1, 0), True), "seven low": (bits(31, 30, 16, 8, 1, 0, 20), False),
+             "all low": ((1 << 32) - 1, False), "all": ((1 << 64) - 1, False)}
+    for name, (mask, repeat) in masks.items():
+        first, second = f"Первая жалоба ({name})", f"Вторая жалоба ({name})"
+        simhashes[first], simhashes[second] = start, start ^ mask
+        who = [("email", f"{name.replace(' ', '.')}@example.com")]
+        a = await registry.submit(complaint(first, ids=who))
+        b = await registry.submit(complaint(second, ids=who, at=NOW + timedelta(hours=1)))
+        assert (b.status, b.registration_number == a.registration_number) == (("repeat", True) if repeat else ("new", False)), name
+
+
 async def test_only_the_customers_last_candidates_are_compared_for_repeats(backend: str, tmp_path: Path,
                                                                            redis_url: str) -> None:
     """``repeat_candidates`` = 2: a complaint like one three complaints back is new again."""

@@ -21,13 +21,14 @@ local function current(cid)
   return cid
 end
 
+-- Bits set in a 32-bit value (bit.* results are signed 32-bit numbers), counted in parallel.
+local band, bxor, rshift = bit.band, bit.bxor, bit.rshift
 local function popcount(x)
-  local n = 0
-  while x ~= 0 do
-    x = bit.band(x, x - 1)
-    n = n + 1
-  end
-  return n
+  x = x - band(rshift(x, 1), 0x55555555)
+  x = band(x, 0x33333333) + band(rshift(x, 2), 0x33333333)
+  x = band(x + rshift(x, 4), 0x0F0F0F0F)  -- a count per byte
+  x = x + rshift(x, 8)  -- (no multiplication: bit.* is exact only up to 2^51)
+  return band(x + rshift(x, 16), 0x3F)
 end
 
 local function json_string(s)
@@ -131,11 +132,18 @@ local function submit(a, pieces)
   local recent_key = P .. 'recent:' .. customer
   if kind == 'new' and #owners > 0 then  -- a customer created just now has no earlier complaint
     local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
+    -- an entry: received epoch|SimHash high half|low half|digest|number
+    local oldest, ahi, alo, limit, digest = a.received - a.window, a.hi, a.lo, a.max_distance, '|' .. a.digest .. '|'
     for _, entry in ipairs(recent) do
-      local epoch, hi, lo, digest, num = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)|(.+)$')
-      if tonumber(epoch) < a.received - a.window then break end
-      if digest == a.digest or
-         popcount(bit.bxor(tonumber(hi), a.hi)) + popcount(bit.bxor(tonumber(lo), a.lo)) <= a.max_distance then
+      local epoch, hi, lo, at = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)()')
+      if tonumber(epoch) < oldest then break end
+      local near = string.find(entry, digest, at, true) == at  -- an exact copy
+      if not near then
+        local high = popcount(bxor(tonumber(hi), ahi))
+        near = high <= limit and high + popcount(bxor(tonumber(lo), alo)) <= limit
+      end
+      if near then
+        local num = string.match(entry, '^[^|]+|(.*)$', at + 1)
         kind, number = 'repeat', num
         noted[#noted + 1] = '"repeat_of":' .. json_string(num)
         break
