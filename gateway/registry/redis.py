@@ -29,6 +29,7 @@ from normalizer.schema import Complaint
 _PLACEHOLDER = secrets.token_hex(16)
 _SLOTS = {"customer": "CGCUSTOMER" + _PLACEHOLDER, "number": "CGNUMBER" + _PLACEHOLDER,
           "in_reply_to": "CGINREPLYTO" + _PLACEHOLDER}
+_QUOTED_SLOTS = {name: f'"{token}"'.encode() for name, token in _SLOTS.items()}
 
 _LOCK = """
 local holder = redis.call('GET', KEYS[1])
@@ -130,27 +131,24 @@ class RedisRegistry(Registry):
                 results.append(Receipt(status, number or None, customer, plan.complaint.id))
         return results
 
-    def _submit_args(self, plan: SubmitPlan, now: str) -> list[str]:
-        """The script's arguments: its parameters as JSON and the complaint's JSON in pieces,
-        cut where the script puts the customer id, the registration number and, for a message
-        that names one, the number it refers to (``slots``: their names in order)."""
+    def _submit_args(self, plan: SubmitPlan, now: str) -> tuple[bytes, bytes]:
+        """The script's two arguments: its parameters as JSON, and the complaint's JSON with
+        placeholders where the script puts the customer id, the registration number and, for a
+        message that names one, the number it refers to (``slots``: their names in order;
+        ``cuts``: where each placeholder starts, in bytes, and its length). Bytes both, as the
+        client sends them: nothing is decoded to be encoded again."""
         c = plan.complaint
         saved = c.registration_number, c.customer.customer_id, c.in_reply_to
         c.customer.customer_id, c.registration_number = _SLOTS["customer"], _SLOTS["number"]
         if c.in_reply_to is not None:
             c.in_reply_to = _SLOTS["in_reply_to"]
         try:
-            body = c.to_json()
+            body = orjson.dumps(c)  # as Complaint.to_json, in UTF-8
         finally:
             c.registration_number, c.customer.customer_id, c.in_reply_to = saved
         # A JSON string value never holds an unescaped quote, so each token occurs once.
-        cuts = sorted((body.index(f'"{token}"'), name, len(token) + 2) for name, token in _SLOTS.items()
+        cuts = sorted((body.index(_QUOTED_SLOTS[name]), name, len(_QUOTED_SLOTS[name])) for name in _SLOTS
                       if name != "in_reply_to" or c.in_reply_to is not None)
-        pieces, start = [], 0
-        for position, _, length in cuts:
-            pieces.append(body[start:position])
-            start = position + length
-        pieces.append(body[start:])
         params = {
             "channel": c.channel,
             "message_id": c.channel_message_id,
@@ -171,9 +169,10 @@ class RedisRegistry(Registry):
             "printf": plan.printf,
             "counter": plan.counter,
             "slots": [name for _, name, _ in cuts],
+            "cuts": [[at, length] for at, _, length in cuts],
             "meta_empty": not c.meta,
         }
-        return [orjson.dumps(params).decode("utf-8"), *pieces]
+        return orjson.dumps(params), body
 
     # -- reading ----------------------------------------------------------------------
     async def get_message(self, complaint_id: str) -> Complaint | None:

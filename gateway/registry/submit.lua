@@ -1,10 +1,11 @@
 -- The atomic submit of the Redis registry: one server-side script, one round trip for a
--- whole batch (the intake's group commit). KEYS[1] key prefix. ARGV holds, per complaint in
--- order: its JSON parameters (see RedisRegistry._submit_args) and the complaint JSON in
--- pieces, cut where the values named in a.slots go, in that order: 'customer' (the customer
--- id), 'number' (the registration number) and, when the message names a number,
--- 'in_reply_to' (kept for a follow-up, null when refused). The stored complaint's meta gets
--- what SQLite's registry notes too: merge_suggested, in_reply_to_rejected, repeat_of.
+-- whole batch (the intake's group commit). KEYS[1] key prefix. ARGV holds two values per
+-- complaint, in order: its JSON parameters (see RedisRegistry._submit_args) and the
+-- complaint's JSON with placeholders where the values named in a.slots go, at the byte
+-- offsets and lengths in a.cuts: 'customer' (the customer id), 'number' (the registration
+-- number) and, when the message names a number, 'in_reply_to' (kept for a follow-up, null
+-- when refused). The stored complaint's meta gets what SQLite's registry notes too:
+-- merge_suggested, in_reply_to_rejected, repeat_of.
 -- Returns one reply per complaint: {status, registration number or '', customer id, the pairs
 -- added to meta or ''}; {'duplicate', the first delivery's receipt JSON} for a redelivery;
 -- or {'error', why} for a complaint that failed alone (the others are registered all the
@@ -51,7 +52,7 @@ end
 
 local timeline_base, position = 0, 0  -- the batch's first position, and the complaint's in it
 
-local function submit(a, pieces)
+local function submit(a, template)
   local receipt_field = a.channel .. "\n" .. a.message_id
   local previous = redis.call('HGET', P .. 'receipts', receipt_field)
   if previous then
@@ -163,11 +164,14 @@ local function submit(a, pieces)
   -- store, enqueue, remember the receipt -------------------------------------------------
   local values = {customer = json_string(customer), number = 'null', in_reply_to = in_reply_to}
   if number then values.number = json_string(number) end
-  local parts = {pieces[1]}
+  local parts, from = {}, 1
   for i, slot in ipairs(a.slots) do
+    local at, length = a.cuts[i][1], a.cuts[i][2]
+    parts[#parts + 1] = string.sub(template, from, at)
     parts[#parts + 1] = values[slot]
-    parts[#parts + 1] = pieces[i + 1]
+    from = at + length + 1
   end
+  parts[#parts + 1] = string.sub(template, from)
   local body = table.concat(parts)
   local added = table.concat(noted, ',')
   if added ~= '' then  -- meta is the complaint's last field: its JSON ends with '}}'
@@ -195,13 +199,8 @@ end
 -- Every complaint's parameters are decoded before anything is written: a call that fails
 -- here has changed nothing.
 local batch = {}
-local i = 1
-while i <= #ARGV do
-  local a = cjson.decode(ARGV[i])
-  local pieces = {}
-  for k = 1, #a.slots + 1 do pieces[k] = ARGV[i + k] end
-  i = i + #a.slots + 2
-  batch[#batch + 1] = {a, pieces}
+for i = 1, #ARGV, 2 do
+  batch[#batch + 1] = {cjson.decode(ARGV[i]), ARGV[i + 1]}
 end
 
 timeline_base = redis.call('INCRBY', P .. 'timeline_seq', #batch) - #batch
