@@ -44,8 +44,12 @@ def simhash_of_words(words: list[str], shingle: int = 2) -> int:
     """``simhash64`` of a text whose ``normalized_words`` are ``words``."""
     if not words:
         return 0
-    grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))]
-    digests = b"".join([hashlib.blake2b(gram.encode("utf-8"), digest_size=8).digest() for gram in grams])
+    if shingle == 2 and len(words) > 1:  # the usual case, built without slicing
+        grams = [f"{a} {b}" for a, b in zip(words, words[1:])]
+    else:
+        grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))]
+    blake2b = hashlib.blake2b
+    digests = b"".join([blake2b(gram.encode(), digest_size=8).digest() for gram in grams])
     if len(grams) <= _SLICED_MAX:
         return _majority_sliced(struct.unpack(f">{len(grams)}Q", digests))
     return _majority_by_column(digests, len(grams))
