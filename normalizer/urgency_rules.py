@@ -100,15 +100,26 @@ _EXTRA = re.compile(f"[{''.join(re.escape(chr(c)) for c in _LATIN_EXTRA)}]")
 _BEYOND_CASE = re.compile(f"[\u00c0-\u024f{_COMBINING}{''.join(re.escape(chr(c)) for c in _LATIN_EXTRA)}]")
 
 
+#: A combining mark right after a space or a mark that ends sentences. Such a mark may begin a
+#: sentence (which, folded alone, keeps it: no letter before it) or stand between the end of
+#: one and a space; a text without any is folded whole, as its sentences would be one by one.
+_MARK_AT_BREAK = re.compile(f"[\\s;.!?…][{_COMBINING}]")
+
+
 def _fold_letters(text: str) -> str:
     text = text.casefold()
     if text.isascii():
         return _SPACE.sub(" ", text)
+    return _SPACE.sub(" ", _fold_beyond_case(text))
+
+
+def _fold_beyond_case(text: str) -> str:
+    """Accents off Latin letters and the letters of ``_LATIN_EXTRA`` replaced, in a casefolded text."""
     if _ACCENTED_LATIN.search(text) or _MARKS.search(text):  # most Cyrillic text has neither
         text = unicodedata.normalize("NFC", _LATIN_ACCENTS.sub("", unicodedata.normalize("NFD", text)))
     if _EXTRA.search(text):
         text = text.translate(_LATIN_EXTRA)
-    return _SPACE.sub(" ", text)
+    return text
 
 
 def fold(text: str) -> str:
@@ -144,13 +155,16 @@ class Sentence:
 
 def split_sentences(text: str) -> list[Sentence]:
     folded = text.casefold()  # folding twice changes nothing: the sentences fold as they would alone
+    whole = _BEYOND_CASE.search(folded) is None  # most texts: folding is lower case and one space
+    if not whole and _MARK_AT_BREAK.search(folded) is None:
+        folded, whole = _fold_beyond_case(folded), True
     parts, start = [], 0
     for end in _SENTENCE_END.finditer(folded):
         cut = end.start() + 1 if folded[end.start()] in ".!?…" else end.start()
         parts.append(folded[start:cut])
         start = end.end()
     parts.append(folded[start:])
-    if _BEYOND_CASE.search(folded) is None:  # most texts: folding is lower case and one space
+    if whole:
         return [Sentence(sentence) for part in parts if (sentence := " ".join(part.split()))]
     return [Sentence.of(part) for part in parts if part.strip()]
 
