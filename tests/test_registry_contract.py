@@ -213,6 +213,21 @@ async def test_only_the_customers_last_candidates_are_compared_for_repeats(backe
         await registry.close()
 
 
+async def test_no_candidates_means_no_repeats(backend: str, tmp_path: Path, redis_url: str) -> None:
+    """``repeat_candidates`` = 0: nothing is compared, not even an exact copy, and Redis keeps no list."""
+    registry = open_backend(backend, tmp_path, redis_url, repeat_candidates=0)
+    await registry.open()
+    try:
+        text = "Третий день нет интернета в доме на Ленина 5, роутер мигает красным"
+        first = await registry.submit(complaint(text))
+        again = await registry.submit(complaint(text, at=NOW + timedelta(hours=1)))
+        assert (first.status, again.status) == ("new", "new") and first.registration_number != again.registration_number
+        if isinstance(registry, RedisRegistry):
+            assert await registry.r.exists(registry.prefix + "recent:" + (again.customer_id or "")) == 0
+    finally:
+        await registry.close()
+
+
 async def test_a_batch_is_registered_in_order_as_if_submitted_one_by_one(registry: Registry) -> None:
     first = complaint("Нет интернета с утра, роутер мигает", message_id="batch-1")
     batch = [

@@ -131,7 +131,8 @@ local function submit(a, template)
   end
 
   local recent_key = P .. 'recent:' .. customer
-  if kind == 'new' and #owners > 0 then  -- a customer created just now has no earlier complaint
+  -- a customer created just now has no earlier complaint; 0 candidates: none is compared
+  if kind == 'new' and #owners > 0 and a.candidates > 0 then
     local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
     -- an entry: received epoch|SimHash high half|low half|digest|number
     local oldest, ahi, alo, limit, digest = a.received - a.window, a.hi, a.lo, a.max_distance, '|' .. a.digest .. '|'
@@ -156,7 +157,8 @@ local function submit(a, template)
     redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
                'created_at', a.now)
     redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
-    if redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|')) > a.candidates then
+    if a.candidates > 0 and
+       redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|')) > a.candidates then
       redis.call('LTRIM', recent_key, 0, a.candidates - 1)
     end
   end
