@@ -210,14 +210,15 @@ class Contender:
 
 
 def compare(contenders: list[Contender], repeats: int = REPEATS) -> None:
-    """Measure every contender ``repeats`` times, in turns (A B C A B C ...), so that a
-    neighbour's load on this shared machine hits every side alike."""
+    """Measure every contender ``repeats`` times, in turns, so that a neighbour's load on
+    this shared machine hits every side alike; each turn starts one further along (A B C,
+    B C A, C A B ...), so that no side is always measured right after the same one."""
     for contender in contenders:
         if contender.warm_up is not None:
             contender.warm_up()
             settle(contender.pid)
-    for _ in range(repeats):
-        for contender in contenders:
+    for turn in range(repeats):
+        for contender in contenders[turn % len(contenders):] + contenders[:turn % len(contenders)]:
             contender.run_once()
 
 
