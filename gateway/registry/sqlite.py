@@ -101,6 +101,14 @@ class _Counters:
             self.db.execute("INSERT INTO counters(name, value) VALUES (?, ?)"
                             " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
 
+    @classmethod
+    def around(cls, db: sqlite3.Connection, work: Callable[[_Counters], T]) -> T:
+        """``work(counters)``, then the counters it drew written back."""
+        counters = cls(db)
+        result = work(counters)
+        counters.write()
+        return result
+
 
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
@@ -177,13 +185,8 @@ class SqliteRegistry(Registry):
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
-        def one(db: sqlite3.Connection) -> Receipt:
-            counters = _Counters(db)
-            receipt = self._submit_tx(db, plan, iso(utcnow()), counters)
-            counters.write()
-            return receipt
-
-        return await self._run(self._tx, one)
+        return await self._run(self._tx, lambda db: _Counters.around(
+            db, lambda counters: self._submit_tx(db, plan, iso(utcnow()), counters)))
 
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         """One transaction, one commit (one flush to disk) for the batch. The submits run
@@ -204,9 +207,8 @@ class SqliteRegistry(Registry):
                 before = [_submit_fields(plan.complaint) for plan in plans]
                 db.execute("SAVEPOINT batch")
                 try:
-                    counters = _Counters(db)
-                    receipts: list[Receipt | Exception] = [self._submit_tx(db, plan, now, counters) for plan in plans]
-                    counters.write()
+                    receipts: list[Receipt | Exception] = _Counters.around(
+                        db, lambda counters: [self._submit_tx(db, plan, now, counters) for plan in plans])
                 except sqlite3.Error:
                     db.execute("ROLLBACK TO batch")
                     for plan, fields in zip(plans, before):
@@ -215,10 +217,7 @@ class SqliteRegistry(Registry):
                     db.execute("RELEASE batch")
                     return receipts
                 db.execute("RELEASE batch")
-            counters = _Counters(db)
-            receipts = [self._submit_savepoint(db, plan, now, counters) for plan in plans]
-            counters.write()
-            return receipts
+            return _Counters.around(db, lambda counters: [self._submit_savepoint(db, plan, now, counters) for plan in plans])
 
         waited_until = time.monotonic() + self.write_lock_poll_ms / 1000
         while True:

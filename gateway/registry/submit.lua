@@ -37,8 +37,8 @@ local function json_string(s)
 end
 
 -- Registration counters are read once per call and written back once at its end, and the
--- timeline's positions are taken for the whole batch with one command: the script runs
--- alone, so nothing else can take the same numbers meanwhile.
+-- timeline's positions are taken for the whole batch with one command (see below): the
+-- script runs alone, so nothing else can take the same numbers meanwhile.
 local counters = {}
 local function next_number(name)
   local value = counters[name]
@@ -50,9 +50,8 @@ local function next_number(name)
   return value
 end
 
-local timeline_base, position = 0, 0  -- the batch's first position, and the complaint's in it
-
-local function submit(a, template)
+-- position: the complaint's place in the timeline
+local function submit(a, template, position)
   local receipt_field = a.channel .. "\n" .. a.message_id
   local previous = redis.call('HGET', P .. 'receipts', receipt_field)
   if previous then
@@ -187,7 +186,7 @@ local function submit(a, template)
   if number and kind ~= 'new' then  -- a registration's first message is its hash's complaint_id
     redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
   end
-  redis.call('ZADD', P .. 'timeline', timeline_base + position, a.id)
+  redis.call('ZADD', P .. 'timeline', position, a.id)
   if kind ~= 'automatic' then
     redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
                'complaint_id', a.id, 'complaint', body)
@@ -205,11 +204,10 @@ for i = 1, #ARGV, 2 do
   batch[#batch + 1] = {cjson.decode(ARGV[i]), ARGV[i + 1]}
 end
 
-timeline_base = redis.call('INCRBY', P .. 'timeline_seq', #batch) - #batch
+local timeline_base = redis.call('INCRBY', P .. 'timeline_seq', #batch) - #batch
 local replies = {}
 for n, item in ipairs(batch) do
-  position = n
-  local ok, reply = pcall(submit, item[1], item[2])
+  local ok, reply = pcall(submit, item[1], item[2], timeline_base + n)
   if not ok then
     if type(reply) == 'table' then reply = reply.err or cjson.encode(reply) end
     reply = {'error', tostring(reply)}
