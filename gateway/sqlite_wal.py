@@ -17,16 +17,19 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+#: How long a statement waits for another connection's lock before it fails.
+BUSY_TIMEOUT_MS = 60_000
+
 
 def connect_wal(path: str | Path, synchronous: str, schema: str = "", *, attempts: int = 500,
                 cache_mb: int | None = None) -> sqlite3.Connection:
     """A connection (autocommit, usable from any thread) to ``path`` in WAL mode with
-    ``synchronous`` and a 60 s busy timeout; ``schema`` (``CREATE ... IF NOT EXISTS``
+    ``synchronous`` and a busy timeout of ``BUSY_TIMEOUT_MS``; ``schema`` (``CREATE ... IF NOT EXISTS``
     statements) is run in one transaction. ``cache_mb``: the connection's page cache
     (SQLite's default is 2 MB)."""
-    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     try:
-        db.execute("PRAGMA busy_timeout=60000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         for attempt in range(attempts):
             try:
                 if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -75,8 +78,7 @@ def _begin_and_run(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
     rolled back if ``fn`` raises."""
     if wait:
         db.execute("BEGIN IMMEDIATE")
-    else:
-        timeout = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    else:  # a connection of ``connect_wal``: its busy timeout is put back afterwards
         db.execute("PRAGMA busy_timeout=0")
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -85,7 +87,7 @@ def _begin_and_run(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
                 raise
             raise WriteLockBusy(str(exc)) from exc
         finally:
-            db.execute(f"PRAGMA busy_timeout={int(timeout)}")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     try:
         return fn(db)
     except BaseException:

@@ -198,18 +198,20 @@ async def test_three_processes_each_customers_events_in_one_partition_in_order_e
     client = SyncRedisCluster.from_url(redis_url, decode_responses=True)
     try:
         per_customer: dict[str, list[tuple[int, str, int]]] = {}
+        kinds: dict[str, list[tuple[str, str, str, dict[str, object]]]] = {}  # shown when an assertion fails
         for n, key in enumerate(cluster_registry.partition_keys):
-            for _, fields in client.xrange(key):
-                text = Complaint.from_json(fields["complaint"]).text
+            for stream_id, fields in client.xrange(key):
+                sent = Complaint.from_json(fields["complaint"])
                 per_customer.setdefault(fields["customer_id"], []).append(
-                    (n, fields["registration_number"], int(text.split(" ", 1)[0][1:])))
+                    (n, fields["registration_number"], int(sent.text.split(" ", 1)[0][1:])))
+                kinds.setdefault(fields["customer_id"], []).append((stream_id, fields["event"], sent.text, sent.meta))
     finally:
         client.close()
     assert len(per_customer) == CUSTOMERS
     for customer_id, rows in per_customer.items():
         assert {n for n, _, _ in rows} == {cluster_registry.partition_of(customer_id)}
         numbers = [number for _, number, _ in rows]
-        assert numbers == sorted(numbers) and len(set(numbers)) == MESSAGES  # the order the registry committed
+        assert numbers == sorted(numbers) and len(set(numbers)) == MESSAGES, kinds[customer_id]  # the order committed
         for w in range(PROCESSES):  # and each process's messages in the order it sent them
             sent = [i for _, _, i in rows if i % PROCESSES == w]
             assert sent == list(range(w, MESSAGES, PROCESSES))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
+from gateway.inbound import Receipt
 from gateway.registry import Registry, RegistrySettings
 from gateway.registry.base import NumberFormat, RegistryError, make_plan
 from gateway.registry.redis import RedisRegistry
@@ -79,6 +80,27 @@ async def test_same_channel_message_id_is_a_duplicate_with_the_same_receipt(regi
     assert await registry.queue_length() == 1
     other_channel = await registry.submit(complaint(text="Совсем другая жалоба на счёт", channel="vk", message_id="tg-1001"))
     assert other_channel.status == "new"
+
+
+async def test_a_duplicate_of_a_follow_up_or_an_automatic_message_gets_its_receipt(registry: Registry) -> None:
+    first = await registry.submit(complaint(message_id="m-1"))
+    follow = await registry.submit(complaint(text="Всё ещё нет связи", message_id="m-2", in_reply_to=first.registration_number))
+    auto = await registry.submit(complaint(text="Out of office", message_id="m-3", auto=True))
+    for receipt, message_id in ((follow, "m-2"), (auto, "m-3")):
+        again = await registry.submit_many([complaint(text="again", message_id=message_id)])
+        assert again == [Receipt("duplicate", receipt.registration_number, receipt.customer_id, receipt.complaint_id)]
+    assert (follow.status, follow.registration_number, auto.status, auto.registration_number) == (
+        "follow_up", first.registration_number, "automatic", None)
+
+
+async def test_a_customers_name_is_filled_in_once_and_never_overwritten(registry: Registry) -> None:
+    ids = [("email", "nameless@example.com")]
+    first = await registry.submit(complaint(name=None, ids=ids))
+    assert (await registry.get_customer(first.customer_id or ""))["name"] is None  # type: ignore[index]
+    await registry.submit(complaint(text="Счёт пришёл дважды", name="Анна", ids=ids))
+    await registry.submit(complaint(text="Роутер снова мигает", name=None, ids=ids))
+    await registry.submit(complaint(text="Телевидение не показывает", name="Борис", ids=ids))
+    assert (await registry.get_customer(first.customer_id or ""))["name"] == "Анна"  # type: ignore[index]
 
 
 async def test_identities_arriving_together_link_one_customer_across_doors(registry: Registry) -> None:

@@ -17,8 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
@@ -55,8 +53,7 @@ CREATE TABLE IF NOT EXISTS messages (
     received_epoch REAL NOT NULL, simhash INTEGER NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_number ON messages(number);
 CREATE INDEX IF NOT EXISTS messages_recent ON messages(customer_id, kind, received_epoch);
-CREATE TABLE IF NOT EXISTS receipts (
-    channel TEXT NOT NULL, message_id TEXT NOT NULL, receipt TEXT NOT NULL, PRIMARY KEY (channel, message_id));
+CREATE UNIQUE INDEX IF NOT EXISTS messages_delivery ON messages(channel, channel_message_id);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, number TEXT, customer_id TEXT,
     complaint_id TEXT, payload TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -249,12 +246,10 @@ class SqliteRegistry(Registry):
         """``now``: the time of registration (one for a batch); ``counters``: the
         transaction's registration counters, written by the caller."""
         c = plan.complaint
-        row = db.execute(
-            "SELECT receipt FROM receipts WHERE channel=? AND message_id=?", (c.channel, c.channel_message_id)
-        ).fetchone()
-        if row:
-            previous = Receipt.from_dict(orjson.loads(row[0]))
-            return Receipt("duplicate", previous.registration_number, previous.customer_id, previous.complaint_id)
+        row = db.execute("SELECT number, customer_id, id FROM messages WHERE channel=? AND channel_message_id=?",
+                         (c.channel, c.channel_message_id)).fetchone()
+        if row:  # delivered before: the receipt of its registration
+            return Receipt("duplicate", row[0], row[1], row[2])
 
         customer_id, new_customer = self._resolve_customer(db, plan, now)
         c.customer.customer_id = customer_id
@@ -293,12 +288,7 @@ class SqliteRegistry(Registry):
                 "INSERT INTO events(kind, number, customer_id, complaint_id, payload, created_at) VALUES (?,?,?,?,?,?)",
                 (kind, number, customer_id, c.id, '{"complaint":' + body + "}", now),
             )
-        receipt = Receipt(kind, number, customer_id, c.id)  # type: ignore[arg-type]
-        db.execute(
-            "INSERT INTO receipts(channel, message_id, receipt) VALUES (?,?,?)",
-            (c.channel, c.channel_message_id, orjson.dumps(receipt.to_dict()).decode("utf-8")),
-        )
-        return receipt
+        return Receipt(kind, number, customer_id, c.id)  # type: ignore[arg-type]
 
     def _resolve_customer(self, db: sqlite3.Connection, plan: SubmitPlan, now: str) -> tuple[str, bool]:
         """The customer's id, and whether the customer was created just now."""
@@ -315,7 +305,8 @@ class SqliteRegistry(Registry):
         name = plan.complaint.customer.name
         if owners:
             customer_id = owners[0]
-            db.execute("UPDATE customers SET name=? WHERE customer_id=? AND name IS NULL", (name, customer_id))
+            if name is not None:  # a name only fills in one not known yet
+                db.execute("UPDATE customers SET name=? WHERE customer_id=? AND name IS NULL", (name, customer_id))
         else:
             customer_id = new_id()
             db.execute("INSERT INTO customers(customer_id, name, created_at) VALUES (?,?,?)", (customer_id, name, now))
