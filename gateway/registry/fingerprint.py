@@ -9,8 +9,21 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from collections.abc import Callable
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _compiled() -> Callable[[list[str]], int] | None:
+    try:
+        from gateway.registry._simhash import simhash_of_word_pairs as compiled
+    except ImportError:  # no compiler where the gateway was installed: the values come from Python
+        return None
+    return compiled
+
+
+#: The SimHash of word pairs compiled (``_simhash.c``, the same values): None where it was not built.
+simhash_of_word_pairs = _compiled()
 
 
 def normalized_words(text: str) -> list[str]:
@@ -42,6 +55,13 @@ def simhash64(text: str, shingle: int = 2) -> int:
 
 def simhash_of_words(words: list[str], shingle: int = 2) -> int:
     """``simhash64`` of a text whose ``normalized_words`` are ``words``."""
+    if shingle == 2 and simhash_of_word_pairs is not None:
+        return simhash_of_word_pairs(words)
+    return simhash_in_python(words, shingle)
+
+
+def simhash_in_python(words: list[str], shingle: int = 2) -> int:
+    """``simhash_of_words`` computed in Python: one BLAKE2b object per word pair."""
     if not words:
         return 0
     if shingle == 2 and len(words) > 1:  # the usual case, built without slicing
