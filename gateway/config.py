@@ -46,7 +46,8 @@ CORE_SCHEMA: dict[str, Any] = {
                     "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]},
                     "cache_mb": {"type": "integer", "minimum": 1}, "write_lock_poll_ms": {"type": "integer", "minimum": 0}}},
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
-                    "url": {"type": "string"}, "prefix": {"type": "string"}}},
+                    "url": {"type": "string"}, "prefix": {"type": "string"},
+                    "socket_timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}},
                 "redis_cluster": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"},
                     "startup_nodes": {"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}},
@@ -54,7 +55,8 @@ CORE_SCHEMA: dict[str, Any] = {
                     "partitions": {"type": "integer", "minimum": 1, "maximum": 1024},
                     "relay_batch": {"type": "integer", "minimum": 1},
                     "relay_lock_seconds": {"type": "number", "exclusiveMinimum": 0},
-                    "outbox_keep_seconds": _LIMIT}},
+                    "outbox_keep_seconds": _LIMIT,
+                    "socket_timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}},
                 "registration_number": {"type": "object", "additionalProperties": False, "properties": {
                     "format": {"type": "string"}}},
                 "repeat": {"type": "object", "additionalProperties": False, "properties": {

@@ -271,6 +271,16 @@ def test_a_prefix_without_hash_tag_is_refused_at_start_up(redis_url: str, tmp_pa
                                                        "redis_cluster": {"url": redis_url, "partitions": 0}}))
 
 
+def test_the_socket_timeout_is_a_setting_of_both_redis_backends(redis_url: str, tmp_path: Path) -> None:
+    plain = build_registry({"backend": "redis", "redis": {"url": "redis://127.0.0.1:6379/15", "socket_timeout_seconds": 2.5}})
+    cluster = build_registry({"backend": "redis_cluster", "redis_cluster": {"url": redis_url, "socket_timeout_seconds": 7}})
+    default = build_registry({"backend": "redis", "redis": {}})
+    assert (plain.socket_timeout, cluster.socket_timeout, default.socket_timeout) == (2.5, 7, 5.0)  # type: ignore[attr-defined]
+    assert plain._client().connection_pool.connection_kwargs["socket_timeout"] == 2.5  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="socket_timeout_seconds"):
+        from_dict(base_config(tmp_path, registry={"backend": "redis", "redis": {"socket_timeout_seconds": 0}}))
+
+
 async def test_an_unreachable_cluster_is_a_registry_error_at_open() -> None:
     [port] = _free_ports(1)
     reg = RedisClusterRegistry(RegistrySettings(), f"redis://127.0.0.1:{port}", prefix=PREFIX)

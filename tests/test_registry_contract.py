@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -366,6 +367,32 @@ async def test_blocking_read_returns_an_event_submitted_meanwhile(registry: Regi
     events = await registry.read_events("crm", "w", block_ms=3000)
     await task
     assert [e.event for e in events] == ["new"]
+
+
+async def test_a_blocking_read_longer_than_the_socket_timeout_waits_it_out_and_wakes(
+        backend: str, tmp_path: Path, redis_url: str) -> None:
+    registry = open_backend(backend, tmp_path, redis_url)
+    if isinstance(registry, RedisRegistry):
+        registry.socket_timeout = 0.5  # the client gives up on any answer after 0.5 s
+    await registry.open()
+    try:
+        if type(registry) is RedisRegistry:
+            assert registry.r.connection_pool.connection_kwargs["socket_timeout"] == 0.5
+        await registry.create_group("crm", at_end=True)
+        started = time.monotonic()
+        assert await registry.read_events("crm", "reader", block_ms=1500) == []
+        assert time.monotonic() - started >= 1.4
+
+        async def submit_later() -> Receipt:
+            await asyncio.sleep(0.8)
+            return await registry.submit(complaint())
+
+        submitting = asyncio.create_task(submit_later())
+        events = await registry.read_events("crm", "reader", block_ms=3000)
+        receipt = await submitting
+        assert [(e.event, e.registration_number) for e in events] == [("new", receipt.registration_number)]
+    finally:
+        await registry.close()
 
 
 async def test_dead_letters_are_kept_listed_and_resolved(registry: Registry) -> None:

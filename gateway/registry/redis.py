@@ -43,13 +43,19 @@ return 0
 """
 
 
+#: How long the client waits for any reply before it gives up (``registry.redis.socket_timeout_seconds``).
+DEFAULT_SOCKET_TIMEOUT_SECONDS = 5.0
+
+
 class RedisRegistry(Registry):
     backend = "redis"
 
-    def __init__(self, settings: RegistrySettings, url: str, prefix: str = "cg:") -> None:
+    def __init__(self, settings: RegistrySettings, url: str, prefix: str = "cg:", *,
+                 socket_timeout_seconds: float = DEFAULT_SOCKET_TIMEOUT_SECONDS) -> None:
         super().__init__(settings)
         self.url = url
         self.prefix = prefix
+        self.socket_timeout = socket_timeout_seconds
         self.stream = prefix + "events"
         self._redis: aioredis.Redis | None = None
         self._groups: set[str] = set()
@@ -62,7 +68,13 @@ class RedisRegistry(Registry):
 
     def _client(self) -> aioredis.Redis:
         """A client for ``self.url``; the cluster backend returns a cluster client instead."""
-        return aioredis.Redis.from_url(self.url, decode_responses=True)
+        return aioredis.Redis.from_url(self.url, decode_responses=True, socket_timeout=self.socket_timeout)
+
+    def _block_slice_ms(self, remaining_ms: float) -> int:
+        """How long one blocking read may wait: at most half the socket timeout, so that the
+        server's empty answer arrives before the client gives up on it; longer waits are
+        made of several such reads."""
+        return max(1, int(min(remaining_ms, self.socket_timeout * 500)))
 
     async def open(self) -> None:
         self._redis = self._client()
@@ -398,19 +410,23 @@ class RedisRegistry(Registry):
     async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Event]:
         await self._ensure_group(group)
         idle_ms = int(self.settings.visibility_timeout_seconds * 1000)
-        _, claimed, _ = await self.r.xautoclaim(self.stream, group, consumer, idle_ms, "0-0", count=count)
-        events = [self._event(i, f) for i, f in claimed if f]
-        if events:
-            counts = {p["message_id"]: p["times_delivered"] for p in await self.r.xpending_range(
-                self.stream, group, min=events[0].id, max=events[-1].id, count=len(events) * 2)}
-            for event in events:
-                event.deliveries = int(counts.get(event.id, 1))
-        if len(events) < count:
-            fresh = await self.r.xreadgroup(group, consumer, {self.stream: ">"}, count=count - len(events),
-                                            block=block_ms if not events and block_ms > 0 else None)
-            for _, entries in cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]", fresh or []):
-                events.extend(self._event(i, f) for i, f in entries)
-        return events
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            _, claimed, _ = await self.r.xautoclaim(self.stream, group, consumer, idle_ms, "0-0", count=count)
+            events = [self._event(i, f) for i, f in claimed if f]
+            if events:
+                counts = {p["message_id"]: p["times_delivered"] for p in await self.r.xpending_range(
+                    self.stream, group, min=events[0].id, max=events[-1].id, count=len(events) * 2)}
+                for event in events:
+                    event.deliveries = int(counts.get(event.id, 1))
+            remaining_ms = (deadline - time.monotonic()) * 1000
+            if len(events) < count:
+                block = self._block_slice_ms(remaining_ms) if not events and remaining_ms > 0 else None
+                fresh = await self.r.xreadgroup(group, consumer, {self.stream: ">"}, count=count - len(events), block=block)
+                for _, entries in cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]", fresh or []):
+                    events.extend(self._event(i, f) for i, f in entries)
+            if events or time.monotonic() >= deadline:
+                return events
 
     @staticmethod
     def _event(event_id: str, fields: dict[str, str]) -> Event:

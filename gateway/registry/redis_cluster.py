@@ -25,7 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from gateway.ids import new_id
 from gateway.registry.base import Event, RegistryError, RegistrySettings
-from gateway.registry.redis import RedisRegistry
+from gateway.registry.redis import DEFAULT_SOCKET_TIMEOUT_SECONDS, RedisRegistry
 
 log = logging.getLogger("complaint_gateway.registry.cluster")
 
@@ -109,7 +109,8 @@ class RedisClusterRegistry(RedisRegistry):
 
     def __init__(self, settings: RegistrySettings, url: str | None = None, prefix: str = "{cg}:", *,
                  startup_nodes: Sequence[str] = (), partitions: int = 16, relay_batch: int = 500,
-                 relay_lock_seconds: float = 10.0, outbox_keep_seconds: float = 60.0) -> None:
+                 relay_lock_seconds: float = 10.0, outbox_keep_seconds: float = 60.0,
+                 socket_timeout_seconds: float = DEFAULT_SOCKET_TIMEOUT_SECONDS) -> None:
         if not url and not startup_nodes:
             raise RegistryError("registry.redis_cluster: give url or startup_nodes")
         if hash_tag(prefix) is None:
@@ -117,7 +118,7 @@ class RedisClusterRegistry(RedisRegistry):
                                 "so that every registry key lives on one slot")
         if not 1 <= partitions <= 1024:
             raise RegistryError("registry.redis_cluster.partitions must be between 1 and 1024")
-        super().__init__(settings, url or "", prefix)
+        super().__init__(settings, url or "", prefix, socket_timeout_seconds=socket_timeout_seconds)
         self.startup_nodes = list(startup_nodes)
         self.partitions = partitions
         self.relay_batch = relay_batch
@@ -132,7 +133,7 @@ class RedisClusterRegistry(RedisRegistry):
     @classmethod
     def from_config(cls, settings: RegistrySettings, section: dict[str, Any]) -> RedisClusterRegistry:
         """From ``registry.redis_cluster`` in config.yaml."""
-        limits = ("partitions", "relay_batch", "relay_lock_seconds", "outbox_keep_seconds")
+        limits = ("partitions", "relay_batch", "relay_lock_seconds", "outbox_keep_seconds", "socket_timeout_seconds")
         return cls(settings, section.get("url"), section.get("prefix", "{cg}:"),
                    startup_nodes=section.get("startup_nodes") or (), **{k: section[k] for k in limits if k in section})
 
@@ -147,9 +148,10 @@ class RedisClusterRegistry(RedisRegistry):
             host, _, port = node.rpartition(":")
             nodes.append(ClusterNode(host.strip("[]"), int(port)))
         if self.url:
-            client = RedisCluster.from_url(self.url, startup_nodes=nodes or None, decode_responses=True)
+            client = RedisCluster.from_url(self.url, startup_nodes=nodes or None, decode_responses=True,
+                                           socket_timeout=self.socket_timeout)
         else:
-            client = RedisCluster(startup_nodes=nodes, decode_responses=True)
+            client = RedisCluster(startup_nodes=nodes, decode_responses=True, socket_timeout=self.socket_timeout)
         # the cluster client speaks the same commands; only the connection handling differs
         return cast(aioredis.Redis, client)
 
@@ -207,7 +209,7 @@ class RedisClusterRegistry(RedisRegistry):
             try:
                 if await self.acquire_lock("relay", self._owner, ttl):
                     cursor = await self.relay()
-                    await self.r.xread({self.stream: cursor}, count=1, block=max(1, int(ttl * 1000 / 3)))
+                    await self.r.xread({self.stream: cursor}, count=1, block=self._block_slice_ms(ttl * 1000 / 3))
                 else:
                     await asyncio.sleep(ttl / 3)
                 backoff = 0.1
@@ -261,7 +263,7 @@ class RedisClusterRegistry(RedisRegistry):
             if events or remaining <= 0:
                 return sorted(events, key=_stream_order)
             # anything submitted after the relay above is in the outbox past ``cursor``
-            await self.r.xread({self.stream: cursor}, count=1, block=max(1, int(remaining * 1000)))
+            await self.r.xread({self.stream: cursor}, count=1, block=self._block_slice_ms(remaining * 1000))
 
     async def _claim_stale(self, group: str, consumer: str, count: int, order: list[int]) -> list[Event]:
         """Events another consumer read longer than the visibility timeout ago, now ours."""
