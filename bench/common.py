@@ -45,7 +45,9 @@ def wait_http(url: str, timeout: float = 30) -> None:
 def flush_redis() -> None:
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    # a database the runs before filled with millions of keys takes longer than the client's
+    # default 5 s to empty
+    redis.Redis.from_url(REDIS_URL, socket_timeout=600).flushdb()
 
 
 def gateway_config(tmp: Path, backend: str, port: int, channels: dict[str, Any] | None = None,
