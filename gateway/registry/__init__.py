@@ -20,11 +20,9 @@ def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None =
                               int(sqlite.get("cache_mb", DEFAULT_CACHE_MB)),
                               int(sqlite.get("write_lock_poll_ms", DEFAULT_WRITE_LOCK_POLL_MS)))
     if backend == "redis":
-        from gateway.registry.redis import DEFAULT_SOCKET_TIMEOUT_SECONDS, RedisRegistry
+        from gateway.registry.redis import RedisRegistry
 
-        redis = registry.get("redis") or {}
-        return RedisRegistry(settings, redis.get("url", "redis://127.0.0.1:6379/0"), redis.get("prefix", "cg:"),
-                             socket_timeout_seconds=float(redis.get("socket_timeout_seconds", DEFAULT_SOCKET_TIMEOUT_SECONDS)))
+        return RedisRegistry.from_config(settings, registry.get("redis") or {})
     if backend == "redis_cluster":
         from gateway.registry.redis_cluster import RedisClusterRegistry
 

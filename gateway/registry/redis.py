@@ -60,6 +60,12 @@ class RedisRegistry(Registry):
         self._redis: aioredis.Redis | None = None
         self._groups: set[str] = set()
 
+    @classmethod
+    def from_config(cls, settings: RegistrySettings, section: dict[str, Any]) -> RedisRegistry:
+        """From ``registry.redis`` in config.yaml."""
+        return cls(settings, section.get("url", "redis://127.0.0.1:6379/0"), section.get("prefix", "cg:"),
+                   socket_timeout_seconds=float(section.get("socket_timeout_seconds", DEFAULT_SOCKET_TIMEOUT_SECONDS)))
+
     @property
     def r(self) -> aioredis.Redis:
         if self._redis is None:
