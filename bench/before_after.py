@@ -38,6 +38,8 @@ def main() -> int:
                        capture_output=True)
         stack.callback(subprocess.run, ["git", "worktree", "remove", "--force", str(before)], cwd=ROOT,
                        capture_output=True)
+        if (before / "setup.py").exists():  # its compiled modules, as the install builds them in this checkout
+            subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=before, capture_output=True)
         bare = contender("http: bare aiohttp + XADD", bare_server(stack), args.seconds, 32)
         sides = [contender(f"http: web form, {backend}, {processes}, {name}",
                            stack.enter_context(gateway(backend, args.workers, flush=False, source=source)), args.seconds, 32)

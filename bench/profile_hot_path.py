@@ -33,18 +33,19 @@ FRAME = re.compile(r" \((.*?):\d+\)")
 
 
 def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45) -> str:
-    """Inclusive and self shares of the main thread's samples, from py-spy's raw output."""
+    """Inclusive and self shares of the main threads' samples (of every worker), from py-spy's raw output."""
     inclusive: collections.Counter[str] = collections.Counter()
     own_self: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if "MainThread" not in frames[0]:
+        thread = next((i for i, frame in enumerate(frames) if frame.startswith("thread (")), 0)  # after "process ..." frames
+        if "MainThread" not in frames[thread]:
             continue
         n = int(count)
         total += n
-        names = [FRAME.sub(r" (\1)", f) for f in frames[1:]]
+        names = [FRAME.sub(r" (\1)", f) for f in frames[thread + 1:]]
         for name in set(names):
             inclusive[name] += n
         if names:
@@ -68,6 +69,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections, as in make bench")
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes (the multi-process mode): all are sampled")
     parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -83,7 +85,7 @@ def main() -> int:
             stack.enter_context(process([sys.executable, "bench/webhook_intake.py", "fakes", str(telegram_port), str(vk_port)],
                                         ready=lambda: wait_port(telegram_port, vk_port)))
             doors = channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}")
-        server = stack.enter_context(gateway(args.backend, channels=doors))
+        server = stack.enter_context(gateway(args.backend, args.workers, channels=doors))
         if args.door == "smtp":
             wait_smtp(smtp_port)
             smtp = Server(smtp_port, server.pid)
@@ -101,7 +103,8 @@ def main() -> int:
         settle(server.pid)
         raw = args.raw or tmp / "profile.raw"
         sampler = subprocess.Popen([spy, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
-                                    "--output", str(raw), "--nonblocking", "--threads"],
+                                    "--output", str(raw), "--nonblocking", "--threads",
+                                    *(["--subprocesses"] if args.workers > 1 else [])],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before, began = cpu_seconds(server.pid), time.monotonic()
         figures: dict[str, float] = {}

@@ -94,7 +94,8 @@ async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
 
 
 async def test_a_complaint_that_fails_inside_the_batch_transaction_is_undone_alone(registry: SqliteRegistry) -> None:
-    """The batch's one savepoint is undone and the batch runs again, a savepoint per submit."""
+    """The batch's transaction is rolled back and the batch runs again, a savepoint per submit."""
+    statements = trace(registry)
     registry.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.channel_message_id = 'broken'"
                         " BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END")
     same_customer = [("email", "anna@example.com")]
@@ -113,6 +114,44 @@ async def test_a_complaint_that_fails_inside_the_batch_transaction_is_undone_alo
     assert batch[3].customer.customer_id == fourth.customer_id != first.customer_id
     assert await registry.queue_length() == 3
     assert (await registry.get_message(third.complaint_id or "")).meta["repeat_of"] == "2026-000001"  # type: ignore[union-attr]
+    assert statements.count("SAVEPOINT submit") == 4 and statements.count("ROLLBACK") == 1
+
+
+def trace(registry: SqliteRegistry) -> list[str]:
+    """The statements the registry's connection runs from now on."""
+    statements: list[str] = []
+    registry.db.set_trace_callback(statements.append)
+    return statements
+
+
+async def test_a_batch_that_does_not_fail_runs_without_a_savepoint(registry: SqliteRegistry) -> None:
+    """A savepoint makes SQLite copy every page changed after it; a batch that needs none has none."""
+    statements = trace(registry)
+    receipts = await registry.submit_many([complaint(ids=[("phone", f"+7916000000{i}")]) for i in range(3)])
+    assert [r.registration_number for r in receipts] == ["2026-000001", "2026-000002", "2026-000003"]  # type: ignore[union-attr]
+    assert statements.count("BEGIN IMMEDIATE") == 1 and statements[-1] == "COMMIT"
+    assert not [s for s in statements if "SAVEPOINT" in s.upper() or "ROLLBACK" in s.upper()]
+
+
+async def test_a_failing_batch_run_in_the_thread_is_undone_alone_too(registry: SqliteRegistry, tmp_path: Path) -> None:
+    """While another process writes the batch runs in the executor's thread; a submit that
+    fails there is undone alone as on the loop."""
+    registry.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.channel_message_id = 'broken'"
+                        " BEGIN SELECT RAISE(ABORT, 'refused on purpose'); END")
+    other = connect_wal(tmp_path / "registry.sqlite3", "NORMAL")
+    other.execute("BEGIN IMMEDIATE")
+    submitting = asyncio.create_task(registry.submit_many([
+        complaint(ids=[("phone", "+79160000001")], message_id="first"),
+        complaint(ids=[("phone", "+79160000002")], message_id="broken"),
+        complaint(ids=[("phone", "+79160000003")], message_id="third")]))
+    await asyncio.sleep(0.2)  # past write_lock_poll_ms: the batch waits in the thread
+    assert not submitting.done()
+    other.execute("COMMIT")
+    other.close()
+    first, broken, third = await asyncio.wait_for(submitting, 10)
+    assert isinstance(broken, RegistryError) and "refused on purpose" in str(broken)
+    assert [first.registration_number, third.registration_number] == ["2026-000001", "2026-000002"]  # type: ignore[union-attr]
+    assert await registry.queue_length() == 2
 
 
 async def test_a_batch_is_committed_in_a_thread_of_its_own_while_the_loop_goes_on(registry: SqliteRegistry,

@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class _OneByOne(Exception):
+    """A batch's transaction failed and was rolled back: it is to run again, a savepoint per submit."""
+
+
 class _Counters:
     """The registration counters of one write transaction: each read once, counted in memory
     and written back once (``write``) before the commit. The transaction holds the file's
@@ -187,9 +191,11 @@ class SqliteRegistry(Registry):
 
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         """One transaction, one commit (one flush to disk) for the batch. The submits run
-        one after the other in one savepoint; if one of them fails, the savepoint is undone
-        and the batch runs again with a savepoint for each submit, so that the one that
-        fails is undone alone (two statements per submit saved while nothing fails).
+        one after the other without a savepoint; if one of them fails, the transaction is
+        rolled back and the batch runs again in a new one with a savepoint for each submit,
+        so that the one that fails is undone alone. A savepoint makes SQLite copy every page
+        the statements after it change (into a temporary file, made and deleted per batch,
+        once the copies pass 64 KB), so only a batch that needs one has one.
 
         The batch's statements run on the event loop's own thread when the connection and
         the file's write lock are free at that moment, and its commit (the flush to disk) in
@@ -198,35 +204,38 @@ class SqliteRegistry(Registry):
         for ``write_lock_poll_ms``: a batch in a thread competes with the busy loop for the
         interpreter lock. After that the whole batch runs in the executor's thread, which
         waits for the lock."""
+        one_by_one = False
+
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
             now = iso(utcnow())  # the batch is registered in one transaction
-            if len(plans) > 1:
+            if not one_by_one:
                 before = [_submit_fields(plan.complaint) for plan in plans]
-                db.execute("SAVEPOINT batch")
                 try:
-                    receipts: list[Receipt | Exception] = _Counters.around(
-                        db, lambda counters: [self._submit_tx(db, plan, now, counters) for plan in plans])
-                except sqlite3.Error:
-                    db.execute("ROLLBACK TO batch")
+                    return _Counters.around(db, lambda counters: [self._submit_tx(db, plan, now, counters) for plan in plans])
+                except sqlite3.Error as exc:
                     for plan, fields in zip(plans, before):
                         _restore_submit_fields(plan.complaint, fields)
-                else:
-                    db.execute("RELEASE batch")
-                    return receipts
-                db.execute("RELEASE batch")
+                    raise _OneByOne from exc  # the transaction is rolled back
             return _Counters.around(db, lambda counters: [self._submit_savepoint(db, plan, now, counters) for plan in plans])
 
         waited_until = time.monotonic() + self.write_lock_poll_ms / 1000
         while True:
             try:
                 return await write_transaction_flushed_aside(self._db_lock, lambda: self.db, batch, self._committer)
+            except _OneByOne:
+                one_by_one = True
+                continue
             except WriteLockBusy:  # the connection is in use or another process is writing
                 if time.monotonic() >= waited_until:
                     break
             except sqlite3.Error as exc:
                 raise RegistryError(f"sqlite: {exc}") from exc
             await asyncio.sleep(0.001)  # the loop goes on meanwhile
-        return await self._run(self._tx, batch)
+        try:
+            return await self._run(self._tx, batch)
+        except _OneByOne:
+            one_by_one = True
+            return await self._run(self._tx, batch)
 
     def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan, now: str,
                           counters: _Counters) -> Receipt | Exception:
