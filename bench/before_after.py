@@ -10,8 +10,10 @@ this way). Figures only.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, compare, flush_redis, gateway, row
 from http_intake import bare_server, contender
 from run import print_table
+
+
+def build_compiled_modules(tree: Path) -> None:
+    """The C modules of ``tree`` (``gateway/**/_*.c``, declared in its setup.py), compiled in
+    place as the install compiles this checkout's, so that REF does not measure its Python
+    fallbacks. With Python's own compiler and flags; a module that does not compile is left
+    to its fallback, as a machine without a compiler would."""
+    include, suffix = sysconfig.get_paths()["include"], sysconfig.get_config_var("EXT_SUFFIX")
+    flags = [*shlex.split(sysconfig.get_config_var("LDSHARED")), *shlex.split(sysconfig.get_config_var("CFLAGS")),
+             *shlex.split(sysconfig.get_config_var("CCSHARED")), f"-I{include}"]
+    for source in tree.glob("gateway/**/_*.c"):
+        built = subprocess.run([*flags, str(source), "-o", str(source.with_name(source.stem + suffix))], capture_output=True)
+        print(f"{source.relative_to(tree)}: {'compiled' if built.returncode == 0 else 'not compiled, its fallback is measured'}")
 
 
 def main() -> int:
@@ -38,8 +53,7 @@ def main() -> int:
                        capture_output=True)
         stack.callback(subprocess.run, ["git", "worktree", "remove", "--force", str(before)], cwd=ROOT,
                        capture_output=True)
-        if (before / "setup.py").exists():  # its compiled modules, as the install builds them in this checkout
-            subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=before, capture_output=True)
+        build_compiled_modules(before)
         bare = contender("http: bare aiohttp + XADD", bare_server(stack), args.seconds, 32)
         sides = [contender(f"http: web form, {backend}, {processes}, {name}",
                            stack.enter_context(gateway(backend, args.workers, flush=False, source=source)), args.seconds, 32)
