@@ -348,6 +348,9 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             raise ValueError("the complaint has no Telegram chat to answer in")
 
 
+_FORM_URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
 class AiohttpBotRequest(BaseRequest):
     """python-telegram-bot's calls to the Bot API over aiohttp, the gateway's own HTTP
     client, instead of httpx. Measured against the fake Bot API: 0.56 against 2.65 ms of
@@ -384,18 +387,18 @@ class AiohttpBotRequest(BaseRequest):
         timeout = aiohttp.ClientTimeout(total=None, connect=given(pool_timeout), sock_connect=given(connect_timeout),
                                         sock_read=given(read_timeout))
         data: Any = None
-        if request_data is not None:
-            data = request_data.json_parameters
-            if request_data.contains_files:
-                form = aiohttp.FormData()
-                for name, value in data.items():
-                    form.add_field(name, value)
-                for name, (filename, content, content_type) in request_data.multipart_data.items():
-                    form.add_field(name, content if isinstance(content, bytes) else content.read(),
-                                   filename=filename, content_type=content_type)
-                data = form
+        headers: dict[str, str] | None = None
+        if request_data is not None and request_data.contains_files:
+            data = aiohttp.FormData()
+            for name, value in request_data.json_parameters.items():
+                data.add_field(name, value)
+            for name, (filename, content, content_type) in request_data.multipart_data.items():
+                data.add_field(name, content if isinstance(content, bytes) else content.read(),
+                               filename=filename, content_type=content_type)
+        elif request_data is not None:  # the form aiohttp would make of the dict, without its payload classes (50 µs)
+            data, headers = request_data.url_encoded_parameters().encode("ascii"), _FORM_URLENCODED
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as response:
+            async with self._session.request(method, url, data=data, headers=headers, timeout=timeout) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut(f"the Bot API did not answer in time: {exc!r}") from exc
