@@ -249,3 +249,32 @@ async def test_with_no_polling_a_busy_write_lock_is_waited_for_in_the_thread(tmp
         assert threads and threading.get_ident() not in threads
     finally:
         await reg.close()
+
+
+async def test_taking_a_lock_does_not_wait_for_a_batch_being_flushed(registry: SqliteRegistry,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locks have a connection and a thread of their own: the e-mail door takes one for
+    every mail, and a slow disk flushing the registry must not hold it up."""
+    import gateway.sqlite_wal as sqlite_wal
+
+    flushing = threading.Event()
+    commit = sqlite_wal._commit_and_release
+
+    def slow_commit(db: sqlite3.Connection, lock: threading.Lock) -> None:
+        flushing.wait(10)  # a slow disk
+        commit(db, lock)
+
+    monkeypatch.setattr(sqlite_wal, "_commit_and_release", slow_commit)
+    submitting = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000001")])]))
+    await asyncio.sleep(0.05)
+    assert registry._db_lock.locked() and not submitting.done()
+    try:
+        assert await asyncio.wait_for(registry.acquire_lock("mail-received:<a@b>", "door-1", 60), 2) is True
+        assert await asyncio.wait_for(registry.acquire_lock("mail-received:<a@b>", "door-2", 60), 2) is False
+        await asyncio.wait_for(registry.release_lock("mail-received:<a@b>", "door-1"), 2)
+        assert await asyncio.wait_for(registry.acquire_lock("mail-received:<a@b>", "door-2", 60), 2) is True
+        assert not submitting.done()
+    finally:
+        flushing.set()
+    receipt = (await submitting)[0]
+    assert receipt.registration_number == "2026-000001"  # type: ignore[union-attr]

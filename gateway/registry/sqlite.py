@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+async def _in_thread(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    except sqlite3.Error as exc:
+        raise RegistryError(f"sqlite: {exc}") from exc
+
+
 class _OneByOne(Exception):
     """A batch's transaction failed and was rolled back: it is to run again, a savepoint per submit."""
 
@@ -136,17 +143,16 @@ class SqliteRegistry(Registry):
         #: Commits a batch of submits run on the event loop (``_submit_many``): a thread of its
         #: own, because the executor's thread may be waiting for ``_db_lock``.
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
-        #: Held by whoever uses the connections: the executor's thread or, for a batch of
+        #: Held by whoever uses the connection: the executor's thread or, for a batch of
         #: submits, the event loop's own thread (``_submit_many``).
         self._db_lock = threading.Lock()
+        #: The locks' file has a connection and a thread of its own: a door taking a lock (the
+        #: e-mail door, for every mail) does not wait for a batch of submits and its flush.
+        self._locks_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-locks")
 
     # -- plumbing ---------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._locked, fn, *args)
-        except sqlite3.Error as exc:
-            raise RegistryError(f"sqlite: {exc}") from exc
+        return await _in_thread(self._executor, self._locked, fn, *args)
 
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._db_lock:
@@ -173,10 +179,11 @@ class SqliteRegistry(Registry):
             await self._run(self._db.close)
             self._db = None
         if self._locks_db is not None:
-            await self._run(self._locks_db.close)
+            await _in_thread(self._locks_executor, self._locks_db.close)
             self._locks_db = None
         self._executor.shutdown(wait=True)
         self._committer.shutdown(wait=True)
+        self._locks_executor.shutdown(wait=True)
 
     async def healthy(self) -> bool:
         try:
@@ -691,8 +698,8 @@ class SqliteRegistry(Registry):
                                          " (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);")
         return self._locks_db
 
-    def _in_locks(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return write_transaction(self._locks(), fn)
+    async def _locks_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await _in_thread(self._locks_executor, lambda: write_transaction(self._locks(), fn))
 
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         def take(db: sqlite3.Connection) -> bool:
@@ -707,10 +714,10 @@ class SqliteRegistry(Registry):
                        " owner=excluded.owner, expires=excluded.expires", (name, owner, now + ttl_seconds))
             return True
 
-        return await self._run(self._in_locks, take)
+        return await self._locks_transaction(take)
 
     async def release_lock(self, name: str, owner: str) -> None:
-        await self._run(self._in_locks, lambda db: db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner)))
+        await self._locks_transaction(lambda db: db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner)))
 
 
 _SubmitFields = tuple[str | None, str | None, str | None, dict[str, Any]]
