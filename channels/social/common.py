@@ -140,6 +140,8 @@ class AttachmentFetcher:
 
     async def fetch_all(self, wanted: list[WantedFile]) -> tuple[list[InboundAttachment], list[dict[str, Any]]]:
         """The fetched attachments, and a record of every file that was not fetched."""
+        if not wanted:  # most messages: no tasks to make
+            return [], []
         skipped = [_skip(w, "too_many_attachments") for w in wanted[self.max_count:]]
         results = await asyncio.gather(*(self._fetch_one(w) for w in wanted[: self.max_count]))
         attachments = []

@@ -209,7 +209,11 @@ class VkAdapter(PushAdapter, PullAdapter):
 
     async def _inbound(self, event: VkEvent, key: str, raw: bytes, retry: str | None) -> Inbound:
         _, fetcher = self.http()
-        (attachments, skipped), name = await asyncio.gather(fetcher.fetch_all(event.files), self.user_name(event.user_id))
+        if event.files:  # fetched while the name is asked for
+            (attachments, skipped), name = await asyncio.gather(fetcher.fetch_all(event.files),
+                                                                self.user_name(event.user_id))
+        else:  # without the two tasks gather makes
+            attachments, skipped, name = [], [], await self.user_name(event.user_id)
         meta = dict(event.meta, vk_public=event.public)
         if skipped:
             meta["attachments_not_fetched"] = skipped
