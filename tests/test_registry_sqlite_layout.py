@@ -1,8 +1,12 @@
 """The SQLite registry's file: a delivery is stored once, as its message row, and a file
-written by an earlier version (receipts in a table of their own) is read the same."""
+written by an earlier version (receipts in a table of their own) is read the same; the
+queue's pending deliveries read with the events they name."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -12,8 +16,8 @@ from gateway.registry.sqlite import SqliteRegistry
 from tests.test_registry_contract import complaint
 
 
-def open_registry(path: Path) -> SqliteRegistry:
-    return SqliteRegistry(RegistrySettings(timezone="Europe/Moscow"), path, synchronous="NORMAL")
+def open_registry(path: Path, **settings: float) -> SqliteRegistry:
+    return SqliteRegistry(RegistrySettings(timezone="Europe/Moscow", **settings), path, synchronous="NORMAL")  # type: ignore[arg-type]
 
 
 async def test_a_second_message_row_for_one_delivery_is_refused_by_the_file_itself(tmp_path: Path) -> None:
@@ -57,3 +61,47 @@ async def test_a_file_of_the_earlier_layout_recognises_its_deliveries(tmp_path: 
         assert registry.db.execute("SELECT COUNT(*) FROM receipts").fetchone() == (1,)  # left as it was
     finally:
         await registry.close()
+
+
+@asynccontextmanager
+async def queue_of(path: Path, visibility_timeout_seconds: float, complaints: int) -> AsyncIterator[SqliteRegistry]:
+    """An open registry whose queue holds ``complaints`` new complaints' events."""
+    registry = open_registry(path, visibility_timeout_seconds=visibility_timeout_seconds)
+    await registry.open()
+    try:
+        await submit_numbered(registry, range(complaints))
+        yield registry
+    finally:
+        await registry.close()
+
+
+async def submit_numbered(registry: SqliteRegistry, numbers: range) -> None:
+    for n in numbers:
+        await registry.submit(complaint(f"Жалоба номер {n}", ids=[("email", f"c{n}@example.com")]))
+
+
+async def test_one_read_gives_expired_deliveries_first_then_new_events(tmp_path: Path) -> None:
+    async with queue_of(tmp_path / "registry.sqlite3", 0.2, 3) as registry:
+        first = await registry.read_events("crm", "w1", count=2)
+        assert [e.deliveries for e in first] == [1, 1]
+        await asyncio.sleep(0.3)  # both past the visibility timeout
+        await submit_numbered(registry, range(3, 5))
+        again = await registry.read_events("crm", "w2", count=4)
+        assert [e.id for e in again[:2]] == [e.id for e in first]  # the expired ones first, in order
+        assert [e.deliveries for e in again] == [2, 2, 1, 1]
+        assert [e.payload["complaint"]["text"] for e in again] == [f"Жалоба номер {n}" for n in (0, 1, 2, 3)]
+        assert registry.db.execute("SELECT consumer, deliveries FROM pending ORDER BY seq").fetchall() == [("w2", 2)] * 2 + [("w2", 1)] * 2
+        assert await registry.ack_events("crm", [e.id for e in again] + ["999"]) == 4
+        assert [e.payload["complaint"]["text"] for e in await registry.read_events("crm", "w2")] == ["Жалоба номер 4"]
+
+
+async def test_a_pending_delivery_of_an_event_no_longer_stored_is_dropped(tmp_path: Path) -> None:
+    """Purging deletes an event's pending deliveries with it; a file where one was left behind
+    (written otherwise) delivers the rest and forgets that one."""
+    async with queue_of(tmp_path / "registry.sqlite3", 0.1, 2) as registry:
+        first = await registry.read_events("crm", "w1", count=2)
+        registry.db.execute("DELETE FROM events WHERE seq=?", (int(first[0].id),))
+        await asyncio.sleep(0.2)
+        again = await registry.read_events("crm", "w1", count=2)
+        assert [(e.id, e.deliveries) for e in again] == [(first[1].id, 2)]
+        assert registry.db.execute("SELECT seq FROM pending").fetchall() == [(int(first[1].id),)]

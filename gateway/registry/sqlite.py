@@ -585,40 +585,38 @@ class SqliteRegistry(Registry):
         await self._run(self._tx, drop)
 
     def _read_tx(self, db: sqlite3.Connection, group: str, consumer: str, count: int) -> list[Event]:
+        """Events whose delivery expired first (delivered again, to this consumer), then new
+        ones: a statement per kind of work, not per event."""
         now = time.time()
         db.execute("INSERT OR IGNORE INTO consumer_groups(name, last_seq) VALUES (?, 0)", (group,))
-        expired = [r[0] for r in db.execute(
-            "SELECT seq FROM pending WHERE group_name=? AND delivered_at<=? ORDER BY seq LIMIT ?",
-            (group, now - self.settings.visibility_timeout_seconds, count))]
-        for seq in expired:
-            db.execute("UPDATE pending SET consumer=?, delivered_at=?, deliveries=deliveries+1 WHERE group_name=? AND seq=?",
-                       (consumer, now, group, seq))
-        fresh: list[int] = []
-        if len(expired) < count:
+        deliveries = {seq: n + 1 for seq, n in db.execute(
+            "SELECT seq, deliveries FROM pending WHERE group_name=? AND delivered_at<=? ORDER BY seq LIMIT ?",
+            (group, now - self.settings.visibility_timeout_seconds, count))}
+        rows: list[tuple[Any, ...]] = []
+        if deliveries:
+            db.executemany("UPDATE pending SET consumer=?, delivered_at=?, deliveries=deliveries+1 WHERE group_name=? AND seq=?",
+                           [(consumer, now, group, seq) for seq in deliveries])
+            found = {row[0]: row for row in db.execute(
+                "SELECT seq, kind, number, customer_id, complaint_id, payload FROM events"
+                f" WHERE seq IN ({','.join('?' * len(deliveries))})", list(deliveries))}
+            gone = [seq for seq in deliveries if seq not in found]  # purged since: nothing to deliver again
+            db.executemany("DELETE FROM pending WHERE group_name=? AND seq=?", [(group, seq) for seq in gone])
+            rows = [found[seq] for seq in deliveries if seq in found]
+        if len(deliveries) < count:
             last = db.execute("SELECT last_seq FROM consumer_groups WHERE name=?", (group,)).fetchone()[0]
-            fresh = [r[0] for r in db.execute(
-                "SELECT seq FROM events WHERE seq>? ORDER BY seq LIMIT ?", (last, count - len(expired)))]
-            for seq in fresh:
-                db.execute("INSERT INTO pending(group_name, seq, consumer, delivered_at, deliveries) VALUES (?,?,?,?,1)",
-                           (group, seq, consumer, now))
+            fresh = db.execute("SELECT seq, kind, number, customer_id, complaint_id, payload FROM events"
+                               " WHERE seq>? ORDER BY seq LIMIT ?", (last, count - len(deliveries))).fetchall()
             if fresh:
-                db.execute("UPDATE consumer_groups SET last_seq=? WHERE name=?", (fresh[-1], group))
-        events = []
-        for seq in expired + fresh:
-            kind, number, customer, complaint_id, payload = db.execute(
-                "SELECT kind, number, customer_id, complaint_id, payload FROM events WHERE seq=?", (seq,)).fetchone()
-            deliveries = db.execute("SELECT deliveries FROM pending WHERE group_name=? AND seq=?", (group, seq)).fetchone()[0]
-            events.append(Event(str(seq), kind, number, customer, complaint_id, json.loads(payload), deliveries))
-        return events
+                db.executemany("INSERT INTO pending(group_name, seq, consumer, delivered_at, deliveries) VALUES (?,?,?,?,1)",
+                               [(group, row[0], consumer, now) for row in fresh])
+                db.execute("UPDATE consumer_groups SET last_seq=? WHERE name=?", (fresh[-1][0], group))
+            rows += fresh
+        return [Event(str(seq), kind, number, customer, complaint_id, json.loads(payload), deliveries.get(seq, 1))
+                for seq, kind, number, customer, complaint_id, payload in rows]
 
     async def ack_events(self, group: str, ids: list[str]) -> int:
-        def ack(db: sqlite3.Connection) -> int:
-            done = 0
-            for event_id in ids:
-                done += db.execute("DELETE FROM pending WHERE group_name=? AND seq=?", (group, int(event_id))).rowcount
-            return done
-
-        return await self._run(self._tx, ack)
+        return await self._run(self._tx, lambda db: db.executemany(
+            "DELETE FROM pending WHERE group_name=? AND seq=?", [(group, int(event_id)) for event_id in ids]).rowcount)
 
     async def queue_length(self) -> int:
         return await self._run(lambda: int(self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
