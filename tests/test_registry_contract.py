@@ -3,6 +3,8 @@ tests/test_registry_cluster.py, against a Redis Cluster)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import multiprocessing
 import time
 import uuid
@@ -14,7 +16,7 @@ import redis as redis_sync
 
 from gateway.inbound import Receipt
 from gateway.registry import Registry, RegistrySettings
-from gateway.registry.base import NumberFormat, RegistryError, make_plan
+from gateway.registry.base import NumberFormat, RegistryError, make_plan, stored_json
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
@@ -341,6 +343,18 @@ async def test_numbers_with_quotes_and_backslashes_are_stored_as_they_are(backen
         assert event.payload["complaint"]["registration_number"] == receipt.registration_number
     finally:
         await reg.close()
+
+
+def test_stored_json_reads_what_json_reads_including_what_orjson_refuses() -> None:
+    """Event payloads are read with orjson; a value an earlier version's json.dumps wrote
+    (NaN, Infinity) still reads, as json reads it."""
+    body = complaint("Нет связи — «роутер» мигает \u2028 😀").to_json()
+    assert stored_json(body) == stored_json(body.encode("utf-8")) == json.loads(body)
+    old = json.dumps({"meta": {"score": float("nan"), "limit": float("inf")}, "text": "x"})
+    read = stored_json(old)
+    assert math.isnan(read["meta"]["score"]) and read["meta"]["limit"] == float("inf") and read["text"] == "x"
+    with pytest.raises(ValueError):
+        stored_json("{not json")
 
 
 async def test_unacknowledged_events_are_redelivered_and_acked_ones_are_not(registry: Registry) -> None:

@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchErro
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, stored_json, utcnow
 from normalizer.schema import Complaint
 
 #: Where the script puts the customer id, the registration number and the number the message
@@ -436,7 +436,7 @@ class RedisRegistry(Registry):
 
     @staticmethod
     def _event(event_id: str, fields: dict[str, str]) -> Event:
-        payload: dict[str, Any] = {name: json.loads(fields[name]) for name in ("complaint", "action", "merge") if name in fields}
+        payload: dict[str, Any] = {name: stored_json(fields[name]) for name in ("complaint", "action", "merge") if name in fields}
         return Event(event_id, fields["event"], fields.get("registration_number") or None,
                      fields.get("customer_id") or None, fields.get("complaint_id") or None, payload)
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, utcnow
+from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, stored_json, utcnow
 from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_flushed_aside
 from normalizer.schema import Complaint
 
@@ -611,7 +611,7 @@ class SqliteRegistry(Registry):
                                [(group, row[0], consumer, now) for row in fresh])
                 db.execute("UPDATE consumer_groups SET last_seq=? WHERE name=?", (fresh[-1][0], group))
             rows += fresh
-        return [Event(str(seq), kind, number, customer, complaint_id, json.loads(payload), deliveries.get(seq, 1))
+        return [Event(str(seq), kind, number, customer, complaint_id, stored_json(payload), deliveries.get(seq, 1))
                 for seq, kind, number, customer, complaint_id, payload in rows]
 
     async def ack_events(self, group: str, ids: list[str]) -> int:
