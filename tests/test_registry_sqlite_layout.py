@@ -105,3 +105,14 @@ async def test_a_pending_delivery_of_an_event_no_longer_stored_is_dropped(tmp_pa
         again = await registry.read_events("crm", "w1", count=2)
         assert [(e.id, e.deliveries) for e in again] == [(first[1].id, 2)]
         assert registry.db.execute("SELECT seq FROM pending").fetchall() == [(int(first[1].id),)]
+
+
+async def test_a_read_of_more_expired_deliveries_than_one_statement_takes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expired deliveries' events are read in chunks (SQLite caps a statement's parameters)."""
+    monkeypatch.setattr("gateway.registry.sqlite._IN_CHUNK", 2)
+    async with queue_of(tmp_path / "registry.sqlite3", 0.1, 5) as registry:
+        first = await registry.read_events("crm", "w1", count=5)
+        await asyncio.sleep(0.2)
+        again = await registry.read_events("crm", "w1", count=5)
+        assert [(e.id, e.deliveries) for e in again] == [(e.id, 2) for e in first]
+        assert [e.payload["complaint"]["text"] for e in again] == [f"Жалоба номер {n}" for n in range(5)]

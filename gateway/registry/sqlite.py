@@ -31,6 +31,8 @@ DEFAULT_CACHE_MB = 64
 #: How long a batch of submits tries again on the event loop, every millisecond, while another
 #: process writes, before it waits in the executor's thread (``registry.sqlite.write_lock_poll_ms``).
 DEFAULT_WRITE_LOCK_POLL_MS = 50
+#: Values per ``IN (...)`` list: SQLite allows 32 766 parameters in a statement.
+_IN_CHUNK = 500
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -596,9 +598,10 @@ class SqliteRegistry(Registry):
         if deliveries:
             db.executemany("UPDATE pending SET consumer=?, delivered_at=?, deliveries=deliveries+1 WHERE group_name=? AND seq=?",
                            [(consumer, now, group, seq) for seq in deliveries])
-            found = {row[0]: row for row in db.execute(
+            seqs = list(deliveries)
+            found = {row[0]: row for start in range(0, len(seqs), _IN_CHUNK) for row in db.execute(
                 "SELECT seq, kind, number, customer_id, complaint_id, payload FROM events"
-                f" WHERE seq IN ({','.join('?' * len(deliveries))})", list(deliveries))}
+                f" WHERE seq IN ({','.join('?' * len(seqs[start:start + _IN_CHUNK]))})", seqs[start:start + _IN_CHUNK])}
             gone = [seq for seq in deliveries if seq not in found]  # purged since: nothing to deliver again
             db.executemany("DELETE FROM pending WHERE group_name=? AND seq=?", [(group, seq) for seq in gone])
             rows = [found[seq] for seq in deliveries if seq in found]
