@@ -85,6 +85,19 @@ async def _in_thread(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
         raise RegistryError(f"sqlite: {exc}") from exc
 
 
+_EVENT_ROWS = "SELECT seq, kind, number, customer_id, complaint_id, payload FROM events"
+
+
+def _events_by_seq(db: sqlite3.Connection, seqs: list[int]) -> dict[int, tuple[Any, ...]]:
+    """The rows of the events ``seqs`` that are still stored (``_EVENT_ROWS``), by seq; read
+    ``_IN_CHUNK`` at a time."""
+    found: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(seqs), _IN_CHUNK):
+        chunk = seqs[start:start + _IN_CHUNK]
+        found.update((row[0], row) for row in db.execute(_EVENT_ROWS + f" WHERE seq IN ({','.join('?' * len(chunk))})", chunk))
+    return found
+
+
 class _OneByOne(Exception):
     """A batch's transaction failed and was rolled back: it is to run again, a savepoint per submit."""
 
@@ -204,15 +217,8 @@ class SqliteRegistry(Registry):
         rolled back and the batch runs again in a new one with a savepoint for each submit,
         so that the one that fails is undone alone. A savepoint makes SQLite copy every page
         the statements after it change (into a temporary file, made and deleted per batch,
-        once the copies pass 64 KB), so only a batch that needs one has one.
-
-        The batch's statements run on the event loop's own thread when the connection and
-        the file's write lock are free at that moment, and its commit (the flush to disk) in
-        the committer's thread while the loop goes on (``write_transaction_flushed_aside``).
-        While another process writes, the batch is tried again every millisecond on the loop
-        for ``write_lock_poll_ms``: a batch in a thread competes with the busy loop for the
-        interpreter lock. After that the whole batch runs in the executor's thread, which
-        waits for the lock."""
+        once the copies pass 64 KB), so only a batch that needs one has one. Either run is
+        written by ``_write_now_or_in_thread``."""
         one_by_one = False
 
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
@@ -227,24 +233,31 @@ class SqliteRegistry(Registry):
                     raise _OneByOne from exc  # the transaction is rolled back
             return _Counters.around(db, lambda counters: [self._submit_savepoint(db, plan, now, counters) for plan in plans])
 
+        while True:
+            try:
+                return await self._write_now_or_in_thread(batch)
+            except _OneByOne:
+                one_by_one = True
+
+    async def _write_now_or_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a write transaction: its statements on the event loop's own thread when
+        the connection and the file's write lock are free at that moment, and its commit (the
+        flush to disk) in the committer's thread while the loop goes on
+        (``write_transaction_flushed_aside``). While another process writes, it is tried
+        again every millisecond on the loop for ``write_lock_poll_ms`` (a transaction in a
+        thread competes with the busy loop for the interpreter lock); after that it runs in
+        the executor's thread, which waits for the lock."""
         waited_until = time.monotonic() + self.write_lock_poll_ms / 1000
         while True:
             try:
-                return await write_transaction_flushed_aside(self._db_lock, lambda: self.db, batch, self._committer)
-            except _OneByOne:
-                one_by_one = True
-                continue
+                return await write_transaction_flushed_aside(self._db_lock, lambda: self.db, fn, self._committer)
             except WriteLockBusy:  # the connection is in use or another process is writing
                 if time.monotonic() >= waited_until:
                     break
             except sqlite3.Error as exc:
                 raise RegistryError(f"sqlite: {exc}") from exc
             await asyncio.sleep(0.001)  # the loop goes on meanwhile
-        try:
-            return await self._run(self._tx, batch)
-        except _OneByOne:
-            one_by_one = True
-            return await self._run(self._tx, batch)
+        return await self._run(self._tx, fn)
 
     def _submit_savepoint(self, db: sqlite3.Connection, plan: SubmitPlan, now: str,
                           counters: _Counters) -> Receipt | Exception:
@@ -598,17 +611,13 @@ class SqliteRegistry(Registry):
         if deliveries:
             db.executemany("UPDATE pending SET consumer=?, delivered_at=?, deliveries=deliveries+1 WHERE group_name=? AND seq=?",
                            [(consumer, now, group, seq) for seq in deliveries])
-            seqs = list(deliveries)
-            found = {row[0]: row for start in range(0, len(seqs), _IN_CHUNK) for row in db.execute(
-                "SELECT seq, kind, number, customer_id, complaint_id, payload FROM events"
-                f" WHERE seq IN ({','.join('?' * len(seqs[start:start + _IN_CHUNK]))})", seqs[start:start + _IN_CHUNK])}
+            found = _events_by_seq(db, list(deliveries))
             gone = [seq for seq in deliveries if seq not in found]  # purged since: nothing to deliver again
             db.executemany("DELETE FROM pending WHERE group_name=? AND seq=?", [(group, seq) for seq in gone])
             rows = [found[seq] for seq in deliveries if seq in found]
         if len(deliveries) < count:
             last = db.execute("SELECT last_seq FROM consumer_groups WHERE name=?", (group,)).fetchone()[0]
-            fresh = db.execute("SELECT seq, kind, number, customer_id, complaint_id, payload FROM events"
-                               " WHERE seq>? ORDER BY seq LIMIT ?", (last, count - len(deliveries))).fetchall()
+            fresh = db.execute(_EVENT_ROWS + " WHERE seq>? ORDER BY seq LIMIT ?", (last, count - len(deliveries))).fetchall()
             if fresh:
                 db.executemany("INSERT INTO pending(group_name, seq, consumer, delivered_at, deliveries) VALUES (?,?,?,?,1)",
                                [(group, row[0], consumer, now) for row in fresh])
