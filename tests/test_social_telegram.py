@@ -2,15 +2,18 @@
 loopback, with python-telegram-bot pointed at it."""
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from telegram import Update
 
 from channels.social.fakes import telegram as tg
 from channels.social.fakes.telegram import FakeTelegram
 from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric, wait_until
-from channels.social.telegram import SECRET_HEADER
+from channels.social.telegram import SECRET_HEADER, plain_private_text
 from gateway.app import ADAPTERS
 from tests.conftest import registry_of
 
@@ -76,6 +79,96 @@ async def test_redelivered_update_adds_nothing(fake, make_config, start_gateway,
     assert (again.receipt.status, again.receipt.registration_number) == ("duplicate", new.registration_number)
     await adapter.drain()
     assert len(fake.calls_of("sendMessage")) == 1
+
+
+def _plain_updates(number: str) -> list[dict[str, Any]]:
+    """Private text messages in the shapes the Bot API gives them."""
+    no_last = tg.user(5001, "Ольга", None, language_code="ru")
+    no_language = tg.user(5002, "Piotr", "Wiśniewski", language_code=None, username="piotr_w")
+    no_first = tg.user(5003, "", "Brown", language_code="pt-br")
+    premium = {**tg.user(5004, "Emma", "Brown", language_code="en"), "is_premium": True}
+    return [
+        tg.message_update(9101, ANNA, text="My internet has been down since Monday morning.", message_id=3),
+        tg.message_update(9102, no_last, text=f"Снова нет света, см. обращение {number}. Позвоните +7 912 345-67-89", message_id=4,
+                          entities=[{"offset": 40, "length": 16, "type": "phone_number"}]),
+        tg.message_update(9103, no_language, text="", message_id=5, link_preview_options={"is_disabled": True}),
+        tg.message_update(9104, no_first, text="no signal\n\nat all", message_id=6),
+        tg.message_update(9105, premium, text="see https://example.com/outage", message_id=7,
+                          entities=[{"offset": 4, "length": 26, "type": "url"}]),
+    ]
+
+
+async def test_plain_private_text_is_read_from_the_json_as_python_telegram_bot_reads_it(client):
+    adapter = client.server.app[ADAPTERS]["telegram"]
+    [number] = await _registered_numbers(client, 1)
+    for update in _plain_updates(number):
+        raw = json.dumps(update).encode()
+        message = plain_private_text(update)
+        assert message is update["message"]
+        by_ptb = await adapter._inbound(Update.de_json(update, adapter.bot).message, str(update["update_id"]), raw)
+        by_json = adapter._plain_inbound(message, str(update["update_id"]), raw)
+        assert replace(by_json, received_at=by_ptb.received_at) == by_ptb
+    assert adapter._plain_inbound(_plain_updates(number)[1]["message"], "9102", b"{}").in_reply_to == number
+
+
+async def _registered_numbers(client: Any, count: int) -> list[str]:
+    for i in range(count):
+        update = tg.message_update(9100 - i, ANNA, text=f"complaint {i}")
+        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    return [event.registration_number for event in await registry_of(client).read_events("test", "c1")]
+
+
+@pytest.mark.parametrize("change", [
+    "photo", "caption", "reply", "contact", "command", "group", "bot", "no sender", "edited", "two in one",
+    "id as text", "no date", "name as number", "no is_bot",
+])
+def test_any_other_update_is_left_to_python_telegram_bot(change):
+    update = tg.message_update(9200, ANNA, text="internet down", message_id=9)
+    message = update["message"]
+    if change == "photo":
+        message["photo"] = tg.photo_sizes("p", [(90, 90, 1000)])
+    elif change == "caption":
+        message["caption"] = "the bill"
+    elif change == "reply":
+        message["reply_to_message"] = {"message_id": 8, "date": 1, "chat": message["chat"], "text": "earlier"}
+    elif change == "contact":
+        message["contact"] = tg.contact("+48601234567", "Anna", user_id=ANNA["id"])
+    elif change == "command":
+        message["text"] = "/start"
+    elif change == "group":
+        message["chat"] = {"id": -100123, "type": "group", "title": "Neighbours"}
+    elif change == "bot":
+        message["from"] = {**ANNA, "is_bot": True}
+    elif change == "no sender":
+        del message["from"]
+    elif change == "edited":
+        update["edited_message"] = update.pop("message")
+    elif change == "two in one":
+        update["edited_message"] = message
+    elif change == "id as text":
+        message["from"] = {**ANNA, "id": "424242"}
+    elif change == "no date":
+        del message["date"]
+    elif change == "name as number":
+        message["from"] = {**ANNA, "last_name": 7}
+    elif change == "no is_bot":
+        message["from"] = {k: v for k, v in ANNA.items() if k != "is_bot"}
+    assert plain_private_text(update) is None
+
+
+async def test_plain_private_text_is_registered_without_python_telegram_bot_objects(fake, client, monkeypatch):
+    def refuse(*args: Any) -> None:
+        raise AssertionError("Update.de_json called")
+
+    monkeypatch.setattr(Update, "de_json", refuse)
+    update = tg.message_update(9301, ANNA, text="The landline crackles on every call.", message_id=12)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert new.payload["complaint"]["text"] == "The landline crackles on every call."
+    assert new.payload["complaint"]["customer"]["name"] == "Anna Nowak"
+    [sent] = await fake.wait_for("sendMessage")
+    assert sent.params["text"] == expected_acknowledgement(client.server.app, new)
+    assert int(sent.params["reply_parameters"]["message_id"]) == 12
 
 
 @pytest.mark.parametrize(("headers", "status", "reason"), [

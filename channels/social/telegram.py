@@ -34,7 +34,7 @@ from channels.social.common import (
 )
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
-from gateway.inbound import Inbound, Receipt
+from gateway.inbound import Inbound, InboundAttachment, Receipt
 from normalizer.schema import Complaint
 
 # getUpdates is called raw (each update parsed on its own, so one odd update cannot block
@@ -203,6 +203,9 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         """Deliver one update (raises ``TemporaryFailure``); skip what is no complaint;
         keep an update we cannot read as a dead letter."""
         key = str(data["update_id"])
+        plain = plain_private_text(data)
+        if plain is not None:  # most complaints: read without building python-telegram-bot's objects
+            return await self.deliver(self._plain_inbound(plain, key, raw))
         try:
             update = Update.de_json(data, self.bot)
             message = update.message or (update.channel_post if self.accept_channels else None)
@@ -246,24 +249,40 @@ class TelegramAdapter(PushAdapter, PullAdapter):
 
     async def _inbound(self, message: Message, key: str, raw: bytes) -> Inbound:
         user, chat = message.from_user, message.chat
-        identity = str(user.id if user is not None else chat.id)
-        text = message.text or message.caption or ""
         wanted, unsupported = self._files(message)
         attachments, skipped = await self.fetcher.fetch_all(wanted)  # files come through the Bot API client
         quoted = message.reply_to_message
         quoted_text = quoted.text if quoted is not None and quoted.from_user is not None and quoted.from_user.is_bot else None
-        meta: dict[str, Any] = {"telegram_chat_id": chat.id, "telegram_message_id": message.message_id,
-                                "telegram_chat_type": chat.type}
+        meta: dict[str, Any] = {}
         if skipped:
             meta["attachments_not_fetched"] = skipped
         if unsupported:
             meta["telegram_unsupported_attachments"] = unsupported
+        return self._message_inbound(
+            key, raw, identity=str(user.id if user is not None else chat.id),
+            name=(user.full_name if user is not None else chat.title) or None,
+            language=user.language_code if user is not None else None, text=message.text or message.caption or "",
+            quoted_text=quoted_text, chat_id=chat.id, chat_type=chat.type, message_id=message.message_id,
+            attachments=attachments, meta=meta)
+
+    def _plain_inbound(self, message: dict[str, Any], key: str, raw: bytes) -> Inbound:
+        """``_inbound`` for what ``plain_private_text`` found: the same complaint."""
+        user, chat = message["from"], message["chat"]
+        first, last = user["first_name"], user.get("last_name")
+        return self._message_inbound(
+            key, raw, identity=str(user["id"]), name=None if not first else f"{first} {last}" if last else first,
+            language=user.get("language_code"), text=message["text"], quoted_text=None,
+            chat_id=chat["id"], chat_type=chat["type"], message_id=message["message_id"])
+
+    def _message_inbound(self, key: str, raw: bytes, *, identity: str, name: str | None, language: str | None,
+                         text: str, quoted_text: str | None, chat_id: int, chat_type: str, message_id: int,
+                         attachments: list[InboundAttachment] | None = None, meta: dict[str, Any] | None = None) -> Inbound:
         return Inbound(
-            channel=self.instance, message_id=key, identities=[("telegram", identity)],
-            name=(user.full_name if user is not None else chat.title) or None, text=text, attachments=attachments,
-            raw=raw, raw_content_type="application/json", reply_to=("telegram", identity),
-            in_reply_to=first_number(self.context.number_pattern, text, quoted_text),
-            language=user.language_code if user is not None else None, meta=meta)
+            channel=self.instance, message_id=key, identities=[("telegram", identity)], name=name, text=text,
+            attachments=attachments or [], raw=raw, raw_content_type="application/json", reply_to=("telegram", identity),
+            in_reply_to=first_number(self.context.number_pattern, text, quoted_text), language=language,
+            meta={"telegram_chat_id": chat_id, "telegram_message_id": message_id, "telegram_chat_type": chat_type,
+                  **(meta or {})})
 
     def _files(self, message: Message) -> tuple[list[WantedFile], list[str]]:
         wanted: list[WantedFile] = []
@@ -346,6 +365,33 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             await self.bot.send_message(int(complaint.reply_to.value), text)
         else:
             raise ValueError("the complaint has no Telegram chat to answer in")
+
+
+#: The fields of a message ``plain_private_text`` reads or may leave unread (``entities`` marks
+#: links, phone numbers and the like in the text, which the text itself keeps).
+_PLAIN_MESSAGE_FIELDS = frozenset({"message_id", "from", "chat", "date", "text", "entities", "link_preview_options"})
+
+
+def plain_private_text(update: dict[str, Any]) -> dict[str, Any] | None:
+    """The message of an update that is a person's text in a private chat and nothing else,
+    no command, no reply, no file (most complaints), with every field read of the type the Bot
+    API gives; None for any other update, which python-telegram-bot reads. Its
+    ``Update.de_json`` sets some 200 attributes on five objects for such a message (about
+    80 µs here, half of what the web form's whole request costs); the seven fields the
+    complaint needs are read from the JSON as they are."""
+    message = update.get("message")
+    if len(update) != 2 or type(message) is not dict or not message.keys() <= _PLAIN_MESSAGE_FIELDS:
+        return None
+    user, chat, text = message.get("from"), message.get("chat"), message.get("text")
+    if type(user) is not dict or type(chat) is not dict or type(text) is not str or text.startswith("/"):
+        return None
+    if chat.get("type") != "private" or user.get("is_bot") is not False or type(user.get("first_name")) is not str:
+        return None
+    if not all(type(value) is int for value in (user.get("id"), chat.get("id"), message.get("message_id"), message.get("date"))):
+        return None
+    if not all(value is None or type(value) is str for value in (user.get("last_name"), user.get("language_code"))):
+        return None
+    return message
 
 
 _FORM_URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
