@@ -14,7 +14,8 @@ from channels.social.fakes.telegram import FakeTelegram
 from channels.social.fakes.vk import FakeVk
 from gateway.testing.conformance import Delivery, Expect, PullAdapterConformance, PushAdapterConformance
 
-pytestmark = pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning"),
+              pytest.mark.filterwarnings("ignore:Please use 'Bot.sendMessage':telegram.warnings.PTBUserWarning")]
 
 JSON = {"Content-Type": "application/json"}
 

@@ -18,7 +18,8 @@ from gateway.app import ADAPTERS
 from tests.conftest import registry_of
 
 # the adapter silences this advice itself; pytest resets warning filters for each test
-pytestmark = pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning"),
+              pytest.mark.filterwarnings("ignore:Please use 'Bot.sendMessage':telegram.warnings.PTBUserWarning")]
 
 SECRET = "tg-Webhook_secret-42"
 PATH = "/channels/telegram/telegram"
