@@ -484,8 +484,8 @@ def _word_start_search(scan: re.Pattern[str], text: str) -> re.Match[str] | None
     possible first letters only in a pattern that does not begin with a lookbehind. At the
     same start both patterns try the same alternatives in the same order, so the match is
     the term's, end included."""
-    pos = 0
-    while (m := scan.search(text, pos)) is not None:
+    pos, end = 0, len(text)
+    while pos <= end and (m := scan.search(text, pos)) is not None:  # past the end, search starts at the end again
         if not m.start() or not _WORD_CHAR.match(text, m.start() - 1):
             return m
         pos = m.start() + 1
@@ -523,6 +523,9 @@ class Pattern:
                 terms.append(re.compile(rf"(?<!\w)(?:{term})(?!\w)"))
             except re.error as exc:
                 raise ConfigError(f"{where}: pattern {source!r} is not a valid regular expression: {exc}") from exc
+            if re_parser.parse(term).getwidth()[0] == 0:  # such a term matches only between two non-word characters
+                raise ConfigError(f"{where}: pattern {source!r}: the term '{raw.strip()}' can match no word at all; "
+                                  "write the pattern with and without it instead")
         return cls(source, tuple(terms), window, tuple(re.compile(t.pattern.removeprefix(r"(?<!\w)")) for t in terms),
                    tuple(_found_in_joined_text(t) for t in terms))
 

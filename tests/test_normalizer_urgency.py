@@ -43,6 +43,9 @@ def test_smell_of_gas_in_any_word_form_is_immediate(text: str) -> None:
     ("Из розетки летят искры", "electrical_danger"),
     ("Gniazdko iskrzy", "electrical_danger"),
     ("Bare wires hanging in the hallway", "electrical_danger"),
+    ("Kopnęło mnie przy lodówce", "electrical_danger"),
+    ("Porazilo mnie", "electrical_danger"),
+    ("Lodówka kopie prądem", "electrical_danger"),
     ("Нет отопления, на улице минус 25", "no_heating_vulnerable_or_frost"),
     ("Brak ogrzewania, w domu niemowlę", "no_heating_vulnerable_or_frost"),
     ("No heating. My 85-year-old father lives alone.", "no_heating_vulnerable_or_frost"),
@@ -64,6 +67,9 @@ def test_other_dangers_are_immediate(text: str, rule: str) -> None:
     "Газ оплачен вовремя. Пахнет сыростью в подвале.",  # gas and smell in different sentences
     "Запах газа устранили, спасибо, но верните деньги за вызов",
     "The gas smell has been fixed, thanks",
+    "Przesyłam kopie faktur.",  # copies of bills, not a shock
+    "Przesyłam kopie faktur, proszę o korektę.",
+    "Porażenie mózgowe syna, proszę o ulgę",
 ])
 def test_hard_negatives_stay_normal(text: str) -> None:
     assert classify(text)[0] == "normal"

@@ -3,9 +3,22 @@ once over all sentences joined) decide exactly as searching each sentence with e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from normalizer.urgency_rules import Pattern, Sentence, SentenceIndex, UrgencyRules, _gates_of, _words_of_alternatives, split_sentences
+import pytest
+
+from gateway.config import ConfigError
+from normalizer.urgency_rules import (
+    Pattern,
+    Sentence,
+    SentenceIndex,
+    UrgencyRules,
+    _gates_of,
+    _word_start_search,
+    _words_of_alternatives,
+    split_sentences,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "bench" / "data"
 
@@ -162,3 +175,24 @@ def test_sentences_are_folded_as_each_sentence_alone() -> None:
     for text in samples:
         expected = [fold(part) for part in sentence_end.split(text) if part.strip()]
         assert [s.text for s in split_sentences(text)] == expected, repr(text)
+
+
+def test_a_term_that_can_match_nothing_ends_its_search_at_the_end_of_the_text() -> None:
+    # a term that may match nothing ("(prad\w*)?", once in the packaged Polish rules) sent the
+    # quick search past the end of a text ending in a word, where re starts again at the
+    # end: "Porazilo mnie" hung the gateway's loop forever. Such terms are refused now, and
+    # the search stops at the end whatever the term.
+    rules = UrgencyRules.default()
+    for text in ("Porazilo mnie", "Kopnęło!", "porazilo", "Kopnęło mnie w kuchni. Prąd jest"):
+        assert decided(rules, text) == slow_classify(rules, text), text
+    scan, term = re.compile(r"(?:(prad\w*)?)(?!\w)"), re.compile(r"(?<!\w)(?:(prad\w*)?)(?!\w)")
+    for text in ("porazilo", "porazilo mnie", "", "a ", " prad", "pradem"):
+        found, expected = _word_start_search(scan, text), term.search(text)
+        assert (found and found.span()) == (expected and expected.span()), text
+
+
+def test_a_term_that_can_match_no_word_is_refused() -> None:
+    with pytest.raises(ConfigError, match=re.escape(r"the term '(prad\w*)?' can match no word")):
+        UrgencyRules.from_config({"rules": [{"name": "shock", "level": "immediate", "patterns": {"pl": [r"porazil\w* + (prad\w*)?"]}}]})
+    with pytest.raises(ConfigError, match="can match no word"):
+        UrgencyRules.from_config({"rules": [{"name": "empty", "level": "high", "patterns": {"en": ["(power)?( outage)?"]}}]})
