@@ -196,3 +196,25 @@ def test_a_term_that_can_match_no_word_is_refused() -> None:
         UrgencyRules.from_config({"rules": [{"name": "shock", "level": "immediate", "patterns": {"pl": [r"porazil\w* + (prad\w*)?"]}}]})
     with pytest.raises(ConfigError, match="can match no word"):
         UrgencyRules.from_config({"rules": [{"name": "empty", "level": "high", "patterns": {"en": ["(power)?( outage)?"]}}]})
+
+
+def test_random_texts_of_the_rules_own_words_decide_as_the_sentence_by_sentence_search() -> None:
+    # texts made of the stems and words the packaged rules name, joined by spaces and
+    # punctuation, ending in a word or a mark: what a real complaint looks like to the rules
+    import random
+
+    source = (Path(__file__).resolve().parent.parent / "normalizer" / "urgency_rules.yaml").read_text(encoding="utf-8")
+    vocabulary = sorted({word for word in re.findall(r"[^\W\d_]{2,}", source.split("rules:", 1)[1])
+                         if word not in {"name", "level", "description", "patterns", "unless", "requires", "window"}})
+    rules, rnd = UrgencyRules.default(), random.Random(5)
+    joints = [" ", " ", " ", ", ", ". ", "! ", "\n", " - ", "; "]
+    texts = []
+    for _ in range(1500):
+        words = [rnd.choice(vocabulary) for _ in range(rnd.randint(1, 7))]
+        text = "".join(word + rnd.choice(joints) for word in words[:-1]) + words[-1] + rnd.choice(["", "", ".", "!", "?", " "])
+        texts.append(text)
+    fired = 0
+    for text in texts:
+        assert decided(rules, text) == slow_classify(rules, text), text
+        fired += decided(rules, text) is not None
+    assert fired > 150
