@@ -278,3 +278,43 @@ async def test_taking_a_lock_does_not_wait_for_a_batch_being_flushed(registry: S
         flushing.set()
     receipt = (await submitting)[0]
     assert receipt.registration_number == "2026-000001"  # type: ignore[union-attr]
+
+
+async def test_reads_do_not_wait_for_a_batch_being_flushed(registry: SqliteRegistry,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox's and the command line's reads have a connection and a thread of their own:
+    while a batch is flushed to a slow disk they answer at once, with what was committed."""
+    import gateway.sqlite_wal as sqlite_wal
+
+    [first] = await registry.submit_many([complaint(ids=[("phone", "+79160000001")])])
+    flushing = threading.Event()
+    commit = sqlite_wal._commit_and_release
+
+    def slow_commit(db: sqlite3.Connection, lock: threading.Lock) -> None:
+        flushing.wait(10)  # a slow disk
+        commit(db, lock)
+
+    monkeypatch.setattr(sqlite_wal, "_commit_and_release", slow_commit)
+    submitting = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000002")])]))
+    await asyncio.sleep(0.05)
+    assert registry._db_lock.locked() and not submitting.done()
+    try:
+        listed = await asyncio.wait_for(registry.list_messages(), 2)
+        assert [m.registration_number for m in listed] == [first.registration_number]  # type: ignore[union-attr]
+        registration = await asyncio.wait_for(registry.get_registration(first.registration_number), 2)  # type: ignore[union-attr]
+        assert registration is not None and len(registration["messages"]) == 1
+        assert await asyncio.wait_for(registry.queue_length(), 2) == 1
+        assert not submitting.done()
+    finally:
+        flushing.set()
+    [second] = await submitting
+    assert second.registration_number == "2026-000002"  # type: ignore[union-attr]
+    assert [m.registration_number for m in await registry.list_messages()] == ["2026-000002", "2026-000001"]
+    assert await registry.queue_length() == 2
+
+
+async def test_the_reading_connection_cannot_write(registry: SqliteRegistry) -> None:
+    await registry.submit_many([complaint(ids=[("phone", "+79160000001")])])
+    with pytest.raises(RegistryError, match="readonly"):
+        await registry._read(lambda db: db.execute("DELETE FROM events"))
+    assert await registry.queue_length() == 1

@@ -164,6 +164,11 @@ class SqliteRegistry(Registry):
         #: The locks' file has a connection and a thread of its own: a door taking a lock (the
         #: e-mail door, for every mail) does not wait for a batch of submits and its flush.
         self._locks_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-locks")
+        #: Reads (the inbox, the command line) have a connection and a thread of their own too:
+        #: in WAL mode they read the last committed state while a batch of submits is being
+        #: written and flushed, instead of waiting for the registry's connection.
+        self._reader_db: sqlite3.Connection | None = None
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
 
     # -- plumbing ---------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -172,6 +177,23 @@ class SqliteRegistry(Registry):
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
         with self._db_lock:
             return fn(*args)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on the reading connection, in one read transaction (one snapshot of the file)."""
+        return await _in_thread(self._read_executor, self._read_snapshot, fn)
+
+    def _read_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise RegistryError("registry is not open")
+        if self._reader_db is None:  # the registry's connection made the schema
+            self._reader_db = connect_wal(self.path, self.synchronous, cache_mb=self.cache_mb)
+            self._reader_db.execute("PRAGMA query_only=ON")
+        db = self._reader_db
+        db.execute("BEGIN")
+        try:
+            return fn(db)
+        finally:
+            db.execute("COMMIT")
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -196,9 +218,13 @@ class SqliteRegistry(Registry):
         if self._locks_db is not None:
             await _in_thread(self._locks_executor, self._locks_db.close)
             self._locks_db = None
+        if self._reader_db is not None:
+            await _in_thread(self._read_executor, self._reader_db.close)
+            self._reader_db = None
         self._executor.shutdown(wait=True)
         self._committer.shutdown(wait=True)
         self._locks_executor.shutdown(wait=True)
+        self._read_executor.shutdown(wait=True)
 
     async def healthy(self) -> bool:
         try:
@@ -377,17 +403,17 @@ class SqliteRegistry(Registry):
 
     # -- reading ----------------------------------------------------------------------
     async def get_message(self, complaint_id: str) -> Complaint | None:
-        row = await self._run(lambda: self.db.execute("SELECT body FROM messages WHERE id=?", (complaint_id,)).fetchone())
+        row = await self._read(lambda db: db.execute("SELECT body FROM messages WHERE id=?", (complaint_id,)).fetchone())
         return Complaint.from_json(row[0]) if row else None
 
     async def get_registration(self, registration_number: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            reg = self.db.execute(
+        def read(db: sqlite3.Connection) -> dict[str, Any] | None:
+            reg = db.execute(
                 "SELECT customer_id, complaint_id, created_at FROM registrations WHERE number=?", (registration_number,)
             ).fetchone()
             if reg is None:
                 return None
-            rows = self.db.execute(
+            rows = db.execute(
                 "SELECT kind, body FROM messages WHERE number=? ORDER BY rowid", (registration_number,)
             ).fetchall()
             return {
@@ -397,37 +423,37 @@ class SqliteRegistry(Registry):
                 "messages": [{"kind": k, "complaint": json.loads(b)} for k, b in rows],
             }
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
-        def read() -> list[Complaint]:
+        def read(db: sqlite3.Connection) -> list[Complaint]:
             if before:
-                rows = self.db.execute(
+                rows = db.execute(
                     "SELECT body FROM messages WHERE rowid < (SELECT rowid FROM messages WHERE id=?)"
                     " ORDER BY rowid DESC LIMIT ?", (before, limit)).fetchall()
             else:
-                rows = self.db.execute("SELECT body FROM messages ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+                rows = db.execute("SELECT body FROM messages ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
             return [Complaint.from_json(r[0]) for r in rows]
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            row = self.db.execute(
+        def read(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(
                 "SELECT customer_id, name, created_at, merged_into FROM customers WHERE customer_id=?", (customer_id,)
             ).fetchone()
             if row is None:
                 return None
             members, frontier = [customer_id], [customer_id]
             while frontier:
-                found = [r[0] for r in self.db.execute(
+                found = [r[0] for r in db.execute(
                     f"SELECT customer_id FROM customers WHERE merged_into IN ({','.join('?' * len(frontier))})", frontier)]
                 frontier = [f for f in found if f not in members]
                 members += frontier
             marks = ",".join("?" * len(members))
-            keys = [r[0] for r in self.db.execute(
+            keys = [r[0] for r in db.execute(
                 f"SELECT key FROM identities WHERE customer_id IN ({marks}) ORDER BY created_at, key", members)]
-            numbers = [r[0] for r in self.db.execute(
+            numbers = [r[0] for r in db.execute(
                 f"SELECT number FROM registrations WHERE customer_id IN ({marks}) ORDER BY created_at, number", members)]
             return {
                 "customer_id": row[0],
@@ -439,29 +465,29 @@ class SqliteRegistry(Registry):
                 "registrations": numbers,
             }
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def merge_suggestions(self) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
-            rows = self.db.execute(
+        def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
                 "SELECT id, customer_a, customer_b, identity, complaint_id, created_at FROM merge_suggestions"
                 " WHERE state='open' ORDER BY created_at").fetchall()
             return [dict(zip(("id", "customer_a", "customer_b", "identities", "complaint_id", "created_at"), r))
                     for r in rows]
 
-        return await self._run(read)
+        return await self._read(read)
 
     # -- operators' actions -----------------------------------------------------------
     async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
-        def read() -> dict[str, Any] | None:
-            row = self.db.execute("SELECT state, assigned_to, updated_at, customer_id FROM registrations WHERE number=?",
+        def read(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute("SELECT state, assigned_to, updated_at, customer_id FROM registrations WHERE number=?",
                                   (registration_number,)).fetchone()
             if row is None:
                 return None
-            kinds = dict(self.db.execute("SELECT id, kind FROM messages WHERE number=?", (registration_number,)).fetchall())
+            kinds = dict(db.execute("SELECT id, kind FROM messages WHERE number=?", (registration_number,)).fetchall())
             return {"state": row[0], "assigned_to": row[1], "updated_at": row[2], "customer_id": row[3], "kinds": kinds}
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def apply_action(self, registration_number: str, action: str, operator: str,
                            details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -494,7 +520,7 @@ class SqliteRegistry(Registry):
                     json.dumps(record, ensure_ascii=False)))
 
     async def actions(self, registration_number: str) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self.db.execute(
+        rows = await self._read(lambda db: db.execute(
             "SELECT details FROM audit WHERE registration_number=? ORDER BY seq", (registration_number,)).fetchall())
         return [json.loads(r[0]) for r in rows]
 
@@ -554,14 +580,14 @@ class SqliteRegistry(Registry):
         await self._run(self._tx, reject)
 
     async def merges(self, customer_id: str) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self.db.execute(
+        rows = await self._read(lambda db: db.execute(
             "SELECT id, source, target, operator, suggestion_id, created_at, undone_at, undone_by FROM merges"
             " WHERE source=? OR target=? ORDER BY created_at", (customer_id, customer_id)).fetchall())
         keys = ("id", "source", "target", "operator", "suggestion_id", "created_at", "undone_at", "undone_by")
         return [dict(zip(keys, r)) for r in rows]
 
     async def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._run(lambda: self.db.execute(
+        rows = await self._read(lambda db: db.execute(
             "SELECT details FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall())
         return [json.loads(r[0]) for r in rows]
 
@@ -631,7 +657,7 @@ class SqliteRegistry(Registry):
             "DELETE FROM pending WHERE group_name=? AND seq=?", [(group, int(event_id)) for event_id in ids]).rowcount)
 
     async def queue_length(self) -> int:
-        return await self._run(lambda: int(self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
+        return await self._read(lambda db: int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
 
     # -- dead letters -----------------------------------------------------------------
     async def add_dead_letter(self, record: dict[str, Any], reason: str) -> str:
@@ -642,15 +668,15 @@ class SqliteRegistry(Registry):
         return dead_letter_id
 
     async def list_dead_letters(self, include_resolved: bool = False) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
+        def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
             where = "" if include_resolved else "WHERE resolved_at IS NULL"
-            rows = self.db.execute(
+            rows = db.execute(
                 f"SELECT id, channel, reason, record, created_at, resolved_at, receipt FROM dead_letters {where}"
                 " ORDER BY created_at").fetchall()
             return [{"id": r[0], "channel": r[1], "reason": r[2], "record": json.loads(r[3]), "created_at": r[4],
                      "resolved_at": r[5], "receipt": json.loads(r[6]) if r[6] else None} for r in rows]
 
-        return await self._run(read)
+        return await self._read(read)
 
     async def resolve_dead_letter(self, dead_letter_id: str, receipt: Receipt) -> None:
         await self._run(self._tx, lambda db: db.execute(
