@@ -37,6 +37,21 @@ def record_threads(registry: SqliteRegistry, monkeypatch: pytest.MonkeyPatch) ->
     return threads
 
 
+def hold_up_commits(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Every commit (the flush to disk) waits, as on a slow disk, until the event is set."""
+    import gateway.sqlite_wal as sqlite_wal
+
+    flushing = threading.Event()
+    commit = sqlite_wal._commit_and_release
+
+    def slow_commit(db: sqlite3.Connection, lock: threading.Lock) -> None:
+        flushing.wait(10)
+        commit(db, lock)
+
+    monkeypatch.setattr(sqlite_wal, "_commit_and_release", slow_commit)
+    return flushing
+
+
 async def test_a_batch_runs_on_the_loop_thread_when_the_write_lock_is_free(registry: SqliteRegistry,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     threads = record_threads(registry, monkeypatch)
@@ -255,16 +270,7 @@ async def test_taking_a_lock_does_not_wait_for_a_batch_being_flushed(registry: S
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The locks have a connection and a thread of their own: the e-mail door takes one for
     every mail, and a slow disk flushing the registry must not hold it up."""
-    import gateway.sqlite_wal as sqlite_wal
-
-    flushing = threading.Event()
-    commit = sqlite_wal._commit_and_release
-
-    def slow_commit(db: sqlite3.Connection, lock: threading.Lock) -> None:
-        flushing.wait(10)  # a slow disk
-        commit(db, lock)
-
-    monkeypatch.setattr(sqlite_wal, "_commit_and_release", slow_commit)
+    flushing = hold_up_commits(monkeypatch)
     submitting = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000001")])]))
     await asyncio.sleep(0.05)
     assert registry._db_lock.locked() and not submitting.done()
@@ -284,17 +290,8 @@ async def test_reads_do_not_wait_for_a_batch_being_flushed(registry: SqliteRegis
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The inbox's and the command line's reads have a connection and a thread of their own:
     while a batch is flushed to a slow disk they answer at once, with what was committed."""
-    import gateway.sqlite_wal as sqlite_wal
-
     [first] = await registry.submit_many([complaint(ids=[("phone", "+79160000001")])])
-    flushing = threading.Event()
-    commit = sqlite_wal._commit_and_release
-
-    def slow_commit(db: sqlite3.Connection, lock: threading.Lock) -> None:
-        flushing.wait(10)  # a slow disk
-        commit(db, lock)
-
-    monkeypatch.setattr(sqlite_wal, "_commit_and_release", slow_commit)
+    flushing = hold_up_commits(monkeypatch)
     submitting = asyncio.create_task(registry.submit_many([complaint(ids=[("phone", "+79160000002")])]))
     await asyncio.sleep(0.05)
     assert registry._db_lock.locked() and not submitting.done()
