@@ -412,8 +412,11 @@ async def test_bot_api_calls_over_aiohttp_carry_files_and_fail_as_python_telegra
     async def method(request: web.Request) -> web.Response:
         if request.match_info["method"] == "slowMethod":
             await asyncio.sleep(2)
-        form = await request.post()
-        received.append({k: (v.filename, v.file.read()) if hasattr(v, "filename") else v for k, v in form.items()})
+        if request.content_type == "application/json":  # every call without files
+            received.append(await request.json())
+        else:
+            form = await request.post()
+            received.append({k: (v.filename, v.file.read()) if hasattr(v, "filename") else v for k, v in form.items()})
         return web.json_response({"ok": True, "result": True})
 
     app = web.Application()
@@ -429,6 +432,11 @@ async def test_bot_api_calls_over_aiohttp_carry_files_and_fail_as_python_telegra
             "chat_id": 7, "document": InputFile(b"%PDF scan of the bill", filename="bill.pdf")})
         assert result is True
         assert received == [{"chat_id": "7", "document": ("bill.pdf", b"%PDF scan of the bill")}]
+        assert await bot.do_api_request("sendMessage", api_kwargs={
+            "chat_id": 7, "text": "Ваша жалоба № 2026-000001 зарегистрирована & принята",
+            "reply_parameters": {"message_id": 3, "allow_sending_without_reply": True}}) is True
+        assert received[1] == {"chat_id": 7, "text": "Ваша жалоба № 2026-000001 зарегистрирована & принята",
+                               "reply_parameters": {"message_id": 3, "allow_sending_without_reply": True}}
         with pytest.raises(TimedOut):
             await bot.do_api_request("slowMethod", api_kwargs={"chat_id": 7})
     finally:

@@ -15,6 +15,7 @@ import warnings
 from typing import Any, ClassVar
 
 import aiohttp
+import orjson
 from aiohttp import web
 from telegram import Bot, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove, Update
 from telegram.error import NetworkError, TimedOut
@@ -402,7 +403,7 @@ def plain_private_text(update: dict[str, Any]) -> dict[str, Any] | None:
     return message
 
 
-_FORM_URLENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
+_JSON = {"Content-Type": "application/json"}
 
 
 class AiohttpBotRequest(BaseRequest):
@@ -449,8 +450,8 @@ class AiohttpBotRequest(BaseRequest):
             for name, (filename, content, content_type) in request_data.multipart_data.items():
                 data.add_field(name, content if isinstance(content, bytes) else content.read(),
                                filename=filename, content_type=content_type)
-        elif request_data is not None:  # the form aiohttp would make of the dict, without its payload classes (50 µs)
-            data, headers = request_data.url_encoded_parameters().encode("ascii"), _FORM_URLENCODED
+        elif request_data is not None:  # JSON, which the Bot API takes for every call without files: orjson
+            data, headers = orjson.dumps(request_data.parameters), _JSON  # writes it in 1 µs, a form took 30-80
         try:
             async with self._session.request(method, url, data=data, headers=headers, timeout=timeout) as response:
                 return response.status, await response.read()
