@@ -14,6 +14,7 @@ from normalizer.urgency_rules import (
     Sentence,
     SentenceIndex,
     UrgencyRules,
+    _first_within,
     _gates_of,
     _word_start_search,
     _words_of_alternatives,
@@ -218,3 +219,36 @@ def test_random_texts_of_the_rules_own_words_decide_as_the_sentence_by_sentence_
         assert decided(rules, text) == slow_classify(rules, text), text
         fired += decided(rules, text) is not None
     assert fired > 150
+
+
+def test_the_first_combination_within_the_window_is_the_products_first() -> None:
+    import itertools
+    import random
+
+    def product_first(positions: list[list[tuple[int, int, int]]], window: int) -> list[tuple[int, int, int]] | None:
+        for combination in itertools.product(*positions):
+            numbers = [p[0] for p in combination]
+            if max(numbers) - min(numbers) <= window:
+                return list(combination)
+        return None
+
+    rnd = random.Random(3)
+    found = 0
+    for _ in range(4000):
+        window = rnd.randint(0, 6)
+        positions = [[(w, 10 * w, 10 * w + 5) for w in sorted(rnd.sample(range(40), rnd.randint(1, 6)))]
+                     for _ in range(rnd.randint(2, 4))]
+        assert _first_within(positions, window) == product_first(positions, window), (positions, window)
+        found += product_first(positions, window) is not None
+    assert 500 < found < 3500
+
+
+def test_many_matches_of_many_terms_far_apart_are_ruled_out_without_trying_every_combination() -> None:
+    # an operator's pattern of four terms, each matching 32 words, never within the window:
+    # a million combinations, which took half a second of the event loop for this one sentence
+    rules = UrgencyRules.from_config({"rules_file": None, "rules": [
+        {"name": "four", "level": "immediate", "window": 4, "patterns": {"en": ["alpha + bravo + charlie + delta"]}}]})
+    far = " x x x x x x x x ".join(" ".join([word] * 32) for word in ("alpha", "bravo", "charlie", "delta"))
+    assert decided(rules, far) is None
+    both = far + ". Then alpha bravo x charlie delta"
+    assert decided(rules, both) == ("four", "immediate", "alpha bravo x charlie delta") == slow_classify(rules, both)
