@@ -252,3 +252,17 @@ def test_many_matches_of_many_terms_far_apart_are_ruled_out_without_trying_every
     assert decided(rules, far) is None
     both = far + ". Then alpha bravo x charlie delta"
     assert decided(rules, both) == ("four", "immediate", "alpha bravo x charlie delta") == slow_classify(rules, both)
+
+
+@pytest.mark.parametrize("term", [r"(\w+\s?)+газ", r"(не|нет)* (a|b+)*", r"(x{2,} ?)+"])
+def test_a_term_that_repeats_a_repeated_part_is_refused(term: str) -> None:
+    # (\w+\s?)+газ on words without газ tries every way of cutting them into pieces: 0.15 s
+    # of the event loop for five words, 16 times more for each word after
+    with pytest.raises(ConfigError, match="repeats a part that repeats itself"):
+        UrgencyRules.from_config({"rules": [{"name": "nested", "level": "high", "patterns": {"ru": [f"запах + {term}"]}}]})
+
+
+def test_terms_with_one_level_of_repeats_are_accepted() -> None:
+    rules = UrgencyRules.from_config({"rules_file": None, "rules": [{"name": "flat", "level": "high", "patterns": {
+        "ru": [r"(не (топят|греют))+ + батаре\w*", r"x{2,}", r"газ(а|у)?"]}}]})
+    assert decided(rules, "Не топят не греют батареи") == ("flat", "high", "не топят не греют батареи")
