@@ -4,12 +4,15 @@ multi-page TIFF via Pillow) on pages this test renders itself."""
 from __future__ import annotations
 
 import io
+import re
 
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from channels.email.convert import mail_to_inbound
 from channels.email.fax import FaxSettings, mark_fax, read_pages
 from gateway import ocr as gateway_ocr
+from gateway.config import ConfigError
 from tests.conftest import registry_of
 from tests.test_email_support import adapter_of, make_mail, relay_fixture, smtp_channel, smtp_send  # noqa: F401
 
@@ -73,6 +76,15 @@ def test_mail_not_matching_a_rule_stays_an_email():
     inbound = mail_to_inbound(make_mail(subject="Fax from +48 22 123 45 67", sender="someone@example.pl"), "email")
     assert mark_fax(inbound, settings) is False
     assert inbound.meta["door"] == "email" and inbound.identities == [("email", "someone@example.pl")]
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    (r"Fax from (\+?[\d ]+", "not a valid regular expression"),
+    (r"Fax from (\d+\s?)+ pages", "repeats a part that repeats itself"),  # exponential on a long subject
+])
+def test_a_subject_pattern_that_cannot_be_used_safely_is_a_config_error(pattern, why):
+    with pytest.raises(ConfigError, match=re.escape("fax rule 1 subject_pattern") + ".*" + why):
+        FaxSettings.from_settings({"rules": [{"from_domains": ["faxgw.example"], "subject_pattern": pattern}]})
 
 
 def test_rule_needs_pages_unless_told_otherwise():

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config import compile_pattern
 from gateway.inbound import Inbound, InboundAttachment
 from gateway.ocr import ocr_unavailable_reason, page_images
 
@@ -56,7 +57,8 @@ class FaxRule:
         return cls(name=rule.get("name") or f"rule{index + 1}",
                    from_addresses=frozenset(a.lower() for a in rule.get("from_addresses") or []),
                    from_domains=frozenset(d.lower().lstrip("@") for d in rule.get("from_domains") or []),
-                   subject_pattern=re.compile(pattern, re.IGNORECASE) if pattern else None,
+                   subject_pattern=compile_pattern(pattern, f"fax rule {index + 1} subject_pattern", re.IGNORECASE)
+                   if pattern else None,
                    require_pages=bool(rule.get("require_pages", True)))
 
     def match(self, sender: str, subject: str, attachments: list[InboundAttachment]) -> re.Match[str] | bool:
