@@ -114,10 +114,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from gateway.app import adapter_classes
     from gateway.inbox.settings import enabled, load_settings
     from gateway.registry import RegistrySettings
+    from normalizer.pipeline import NormalizerSettings
 
     config = _load(args)
     classes = adapter_classes(config)
     RegistrySettings.from_config(config.registry, config.section("normalizer"))
+    NormalizerSettings.from_config(config.section("normalizer"))  # urgency rules compiled, deadlines read
     if enabled(config):
         load_settings(config)
     print(f"{config.source}: OK ({len(classes)} channel(s): {', '.join(f'{k} [{c.name}]' for k, c in classes.items())})")

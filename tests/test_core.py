@@ -411,6 +411,11 @@ def test_cli_schema_and_check_config(tmp_path: Path) -> None:
         bad.write_text(f'registry:\n  registration_number: {{format: "{template}"}}\n')
         out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "registry.registration_number.format" in out.stderr and why in out.stderr, out.stderr
+    for term, why in (("газ(", "not a valid regular expression"), (r"(\\w+\\s?)+газ", "repeats a part that repeats itself"),
+                      ("@nowhere", "not in words")):  # urgency rules are compiled as `run` compiles them
+        bad.write_text(f'normalizer:\n  urgency:\n    rules:\n      - {{name: odd, level: high, patterns: {{ru: ["{term}"]}}}}\n')
+        out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "normalizer.urgency rule 'odd'" in out.stderr and why in out.stderr, out.stderr
 
 
 def test_cli_replay_processes_dead_letters(tmp_path: Path) -> None:
