@@ -92,6 +92,12 @@ class Adapter:
     #: JSON Schema of the adapter's settings (its section under ``channels:``).
     settings_schema: ClassVar[dict[str, Any]] = {"type": "object"}
 
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any], where: str) -> None:
+        """Checks the JSON Schema cannot make (a regular expression that compiles, say), run
+        by ``check-config`` and at start after the schema; raise ``ConfigError`` naming
+        ``where`` (``channels.<instance>``) and the key."""
+
     def __init__(self, context: AdapterContext) -> None:
         self.context = context
         self.instance = context.instance

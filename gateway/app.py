@@ -41,6 +41,7 @@ def adapter_classes(config: GatewayConfig) -> dict[str, type[Adapter]]:
             raise ConfigError(f"channels.{instance}.adapter: {exc}") from exc
         settings = {k: v for k, v in section.items() if k not in ("adapter", "enabled")}
         validate(settings, cls.settings_schema, prefix=f"channels.{instance}")
+        cls.check_settings(settings, f"channels.{instance}")
         classes[instance] = cls
     return classes
 

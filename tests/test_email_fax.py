@@ -83,8 +83,8 @@ def test_mail_not_matching_a_rule_stays_an_email():
     (r"Fax from (\d+\s?)+ pages", "repeats a part that repeats itself"),  # exponential on a long subject
 ])
 def test_a_subject_pattern_that_cannot_be_used_safely_is_a_config_error(pattern, why):
-    with pytest.raises(ConfigError, match=re.escape("fax rule 1 subject_pattern") + ".*" + why):
-        FaxSettings.from_settings({"rules": [{"from_domains": ["faxgw.example"], "subject_pattern": pattern}]})
+    with pytest.raises(ConfigError, match=re.escape("channels.mail.fax.rules[0].subject_pattern") + ".*" + why):
+        FaxSettings.from_settings({"rules": [{"from_domains": ["faxgw.example"], "subject_pattern": pattern}]}, "channels.mail")
 
 
 def test_rule_needs_pages_unless_told_otherwise():

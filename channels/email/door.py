@@ -40,6 +40,10 @@ class MailDoor(Adapter):
 
     capabilities = frozenset({"acknowledge", "reply", "attachments"})
 
+    @classmethod
+    def check_settings(cls, settings: dict[str, Any], where: str) -> None:
+        FaxSettings.from_settings(settings.get("fax"), where)
+
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         s = self.settings
@@ -50,7 +54,7 @@ class MailDoor(Adapter):
                                  float(s.get("ack_rate_limit_per_hour", 5)))
         self.options = ConvertOptions(limits=MailLimits.from_settings(s), number_pattern=context.number_pattern,
                                       ack_domains={domain.lower()})
-        self.fax = FaxSettings.from_settings(s.get("fax"))
+        self.fax = FaxSettings.from_settings(s.get("fax"), f"channels.{self.instance}")
         self.other_mailbox_window = float(s.get("other_mailbox_window_hours", 72)) * 3600
 
     async def read_mail(self, raw: bytes, envelope: dict[str, Any] | None = None) -> Inbound:

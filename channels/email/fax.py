@@ -52,12 +52,12 @@ class FaxRule:
     require_pages: bool = True
 
     @classmethod
-    def from_settings(cls, index: int, rule: dict[str, Any]) -> FaxRule:
+    def from_settings(cls, index: int, rule: dict[str, Any], where: str = "fax.rules") -> FaxRule:
         pattern = rule.get("subject_pattern")
         return cls(name=rule.get("name") or f"rule{index + 1}",
                    from_addresses=frozenset(a.lower() for a in rule.get("from_addresses") or []),
                    from_domains=frozenset(d.lower().lstrip("@") for d in rule.get("from_domains") or []),
-                   subject_pattern=compile_pattern(pattern, f"fax rule {index + 1} subject_pattern", re.IGNORECASE)
+                   subject_pattern=compile_pattern(pattern, f"{where}[{index}].subject_pattern", re.IGNORECASE)
                    if pattern else None,
                    require_pages=bool(rule.get("require_pages", True)))
 
@@ -84,9 +84,9 @@ class FaxSettings:
     timeout: float = 120.0
 
     @classmethod
-    def from_settings(cls, fax: dict[str, Any] | None) -> FaxSettings:
+    def from_settings(cls, fax: dict[str, Any] | None, where: str = "channel") -> FaxSettings:
         fax = fax or {}
-        return cls(rules=[FaxRule.from_settings(i, r) for i, r in enumerate(fax.get("rules") or [])],
+        return cls(rules=[FaxRule.from_settings(i, r, f"{where}.fax.rules") for i, r in enumerate(fax.get("rules") or [])],
                    ocr=bool(fax.get("ocr", True)), languages=fax.get("ocr_languages", "rus+pol+eng"),
                    max_pages=int(fax.get("ocr_max_pages", 20)), dpi=int(fax.get("ocr_dpi", 300)),
                    timeout=float(fax.get("ocr_timeout_seconds", 120)))
