@@ -15,12 +15,13 @@ from gateway.adapters import (
     Submitted,
     TemporaryFailure,
 )
+from gateway.config import ConfigError, compile_pattern
 from gateway.http import MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
 from gateway.ocr import OcrResult, is_scan, ocr_document, ocr_unavailable_reason
 from normalizer.schema import Attachment, Complaint, Customer, Identity
 
-SDK_VERSION = "1.0"
+SDK_VERSION = "1.1"  # 1.1: ConfigError, compile_pattern and Adapter.check_settings
 
 __all__ = [
     "SDK_VERSION",
@@ -28,6 +29,7 @@ __all__ = [
     "AdapterContext",
     "Attachment",
     "Complaint",
+    "ConfigError",
     "Customer",
     "Identity",
     "Inbound",
@@ -41,6 +43,7 @@ __all__ = [
     "Submitted",
     "TemporaryFailure",
     "client_address",
+    "compile_pattern",
     "is_scan",
     "json_error",
     "ocr_document",
