@@ -7,10 +7,11 @@ neighbour's load on the machine hits every side alike; each figure is the best o
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from common import REDIS_URL, Contender, Server, compare, flush_redis, free_port, gateway, process, row, wrk
+from common import REDIS_URL, Contender, Server, compare, flush_redis, free_port, gateway, process, redis_cpu_seconds, row, wrk
 
 URL = "http://127.0.0.1:{port}/web/complaints"
 
@@ -24,10 +25,11 @@ def bare_server(stack: ExitStack) -> Server:
 
 
 def contender(name: str, server: Server, seconds: float, connections: int, url: str = URL, warm_up: float = 2,
-              **wrk_options: Any) -> Contender:
+              helpers: Callable[[], float] = redis_cpu_seconds, **wrk_options: Any) -> Contender:
     target = url.format(port=server.port)
     return Contender(name, server.pid, lambda: wrk(target, seconds, connections, **wrk_options),
-                     warm_up=lambda: wrk(target, warm_up, connections, **wrk_options))  # imports, caches, connections
+                     warm_up=lambda: wrk(target, warm_up, connections, **wrk_options),  # imports, caches, connections
+                     helpers=helpers)
 
 
 def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from common import ROOT, Contender, compare, flush_redis, free_port, gateway, process, row
+from common import ROOT, Contender, compare, cpu_seconds, flush_redis, free_port, gateway, process, redis_cpu_seconds, row
 from http_intake import bare_server, contender
 
 TELEGRAM_TOKEN = "7000000001:AAH-fake-token_for-tests"  # the fake's default token
@@ -83,31 +83,35 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
     telegram_port, vk_port = free_port(), free_port()
     returning = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)}
     with ExitStack() as stack:
-        stack.enter_context(process([sys.executable, __file__, "fakes", str(telegram_port), str(vk_port)],
-                                    ready=lambda: wait_port(telegram_port, vk_port)))
+        fake_apis = stack.enter_context(process([sys.executable, __file__, "fakes", str(telegram_port), str(vk_port)],
+                                                ready=lambda: wait_port(telegram_port, vk_port)))
+
+        def helpers() -> float:  # Redis and the fake APIs, which the doors call
+            return redis_cpu_seconds() + cpu_seconds(fake_apis.pid)
+
         doors = channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}")
         bare = bare_server(stack)
         path = "http://127.0.0.1:{port}/channels/"
         bares = {"telegram": contender("webhook: bare aiohttp + XADD, telegram updates", bare, seconds, connections,
-                                       path + "telegram/telegram", script=TELEGRAM_SCRIPT),
+                                       path + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers),
                  "vk": contender("webhook: bare aiohttp + XADD, vk events", bare, seconds, connections,
-                                 path + "vk/vk", script=VK_SCRIPT, env=returning)}
+                                 path + "vk/vk", script=VK_SCRIPT, env=returning, helpers=helpers)}
         sides: list[tuple[str, Contender]] = []
         for backend in ("redis", "sqlite"):
             server = stack.enter_context(gateway(backend, channels=doors, flush=False))
             sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process", server, seconds, connections,
-                                                path + "telegram/telegram", script=TELEGRAM_SCRIPT)))
+                                                path + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers)))
             if backend == "redis":
                 sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, no acknowledgement", server,
                                                     seconds, connections, path + "telegram/telegram_quiet",
-                                                    script=TELEGRAM_SCRIPT)))
+                                                    script=TELEGRAM_SCRIPT, helpers=helpers)))
             # the warm-up looks up the returning users' names (users.get, 20 calls/s at most)
             sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, {RETURNING_VK_USERS} returning users", server,
                                           seconds, connections, path + "vk/vk", script=VK_SCRIPT, env=returning,
-                                          warm_up=RETURNING_VK_USERS / 20 * 1.5)))
+                                          warm_up=RETURNING_VK_USERS / 20 * 1.5, helpers=helpers)))
             if backend == "redis":
                 sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, a new user every event", server,
-                                              seconds, connections, path + "vk/vk", script=VK_SCRIPT)))
+                                              seconds, connections, path + "vk/vk", script=VK_SCRIPT, helpers=helpers)))
         compare([*bares.values(), *(side for _, side in sides)])
     rows = [row(b.name, b.best()) for b in bares.values()]
     for door, side in sides:
