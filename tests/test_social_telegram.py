@@ -449,3 +449,26 @@ async def test_bot_api_calls_over_aiohttp_carry_files_and_fail_as_python_telegra
             await bot.send_message(chat_id=7, text="Ваша жалоба зарегистрирована")
     finally:
         await unreachable.shutdown()
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"ok":true,"result":[{"update_id":1,"message":{"text":"\u041d\u0435\u0442 \u0441\u0432\u0435\u0442\u0430"}}]}',
+    '{"ok":true,"result":{"text":"Нет света с утра ⚡"}}'.encode(),
+    b'{"ok":true,"result":{"text":"a lone surrogate \ud800 in a name"}}',  # orjson refuses it, json reads it
+    b'{"ok":true,"result":{"text":"not UTF-8: \xff\xfe"}}',  # replaced, as python-telegram-bot does
+])
+def test_bot_api_answers_are_read_as_python_telegram_bot_reads_them(payload: bytes) -> None:
+    from telegram.request import BaseRequest
+
+    from channels.social.telegram import AiohttpBotRequest
+
+    assert AiohttpBotRequest.parse_json_payload(payload) == BaseRequest.parse_json_payload(payload)
+
+
+def test_a_bot_api_answer_that_is_no_json_is_python_telegram_bots_error() -> None:
+    from telegram.error import TelegramError
+
+    from channels.social.telegram import AiohttpBotRequest
+
+    with pytest.raises(TelegramError, match="Invalid server response"):
+        AiohttpBotRequest.parse_json_payload(b"<html>502 Bad Gateway</html>")
