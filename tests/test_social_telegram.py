@@ -452,9 +452,9 @@ async def test_bot_api_calls_over_aiohttp_carry_files_and_fail_as_python_telegra
 
 
 @pytest.mark.parametrize("payload", [
-    b'{"ok":true,"result":[{"update_id":1,"message":{"text":"\u041d\u0435\u0442 \u0441\u0432\u0435\u0442\u0430"}}]}',
+    rb'{"ok":true,"result":[{"update_id":1,"message":{"text":"\u041d\u0435\u0442 \u0441\u0432\u0435\u0442\u0430"}}]}',
     '{"ok":true,"result":{"text":"Нет света с утра ⚡"}}'.encode(),
-    b'{"ok":true,"result":{"text":"a lone surrogate \ud800 in a name"}}',  # orjson refuses it, json reads it
+    rb'{"ok":true,"result":{"text":"a lone surrogate \ud800 in a name"}}',  # orjson refuses it, json reads it
     b'{"ok":true,"result":{"text":"not UTF-8: \xff\xfe"}}',  # replaced, as python-telegram-bot does
 ])
 def test_bot_api_answers_are_read_as_python_telegram_bot_reads_them(payload: bytes) -> None:
