@@ -286,6 +286,26 @@ async def test_taking_a_lock_does_not_wait_for_a_batch_being_flushed(registry: S
     assert receipt.registration_number == "2026-000001"  # type: ignore[union-attr]
 
 
+async def test_a_lock_is_taken_on_the_loop_thread_while_the_locks_file_is_free(registry: SqliteRegistry,
+                                                                              tmp_path: Path) -> None:
+    """A lock's transaction waits for no disk (the locks' file is never flushed): on the
+    loop's own thread it costs a fraction of a hand-over to the locks' thread. While another
+    process writes that file, the lock is taken in the thread, and the loop goes on."""
+    assert await registry.acquire_lock("mail-received:<a@b>", "door-1", 60) is True  # opens the file, in the thread
+    assert await registry._locks_transaction(lambda db: threading.get_ident()) == threading.get_ident()
+    other = connect_wal(f"{tmp_path / 'registry.sqlite3'}-locks", "OFF")
+    other.execute("BEGIN IMMEDIATE")  # another gateway process taking a lock
+    taking = asyncio.create_task(registry.acquire_lock("mail-received:<c@d>", "door-1", 60))
+    for _ in range(20):  # the loop keeps running while the lock waits in the thread
+        await asyncio.sleep(0.01)
+    assert not taking.done()
+    other.execute("ROLLBACK")
+    other.close()
+    assert await asyncio.wait_for(taking, 5) is True
+    assert await registry.acquire_lock("mail-received:<c@d>", "door-2", 60) is False
+    assert await registry._locks_transaction(lambda db: threading.get_ident()) == threading.get_ident()
+
+
 async def test_reads_do_not_wait_for_a_batch_being_flushed(registry: SqliteRegistry,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The inbox's and the command line's reads have a connection and a thread of their own:
