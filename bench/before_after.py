@@ -1,11 +1,12 @@
-"""The web form of an earlier commit against this checkout, side by side in one run.
+"""The web form (or the SMTP door) of an earlier commit against this checkout, side by side in one run.
 
-``python bench/before_after.py REF [--seconds 10] [--workers 2] [--backends sqlite]`` checks
-REF out into a temporary git worktree and measures in turns, best of BENCH_REPEATS runs each
-(as ``make bench`` does): the bare server, and the web form of REF and of this checkout on
-Redis and on SQLite (``--backends``), one process each or ``--workers`` each. Both run with
-this checkout's virtual environment (a REF that needs other dependencies cannot be measured
-this way). Figures only.
+``python bench/before_after.py REF [--seconds 10] [--workers 2] [--backends sqlite] [--door smtp]``
+checks REF out into a temporary git worktree and measures in turns, best of BENCH_REPEATS
+runs each (as ``make bench`` does): the bare server, and the door of REF and of this
+checkout on Redis and on SQLite (``--backends``). The web form runs in one process each or
+``--workers`` each; the SMTP door (``--door smtp``) against the bare aiosmtpd server, with
+the load of ``make bench``. Both run with this checkout's virtual environment (a REF that
+needs other dependencies cannot be measured this way). Figures only.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, compare, flush_redis, gateway, row
+import smtp_intake
+from common import ROOT, Contender, Server, compare, flush_redis, free_port, gateway, process, row
 from http_intake import bare_server, contender
 from run import print_table
 
@@ -44,6 +46,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1, help="gateway processes per side (the multi-process mode)")
     parser.add_argument("--backends", default="redis,sqlite", help="which registries to measure (default both)")
+    parser.add_argument("--door", choices=("web", "smtp"), default="web", help="the web form (default) or the SMTP door")
     args = parser.parse_args()
     processes = "1 process" if args.workers == 1 else f"{args.workers} processes"
     flush_redis()
@@ -54,14 +57,40 @@ def main() -> int:
         stack.callback(subprocess.run, ["git", "worktree", "remove", "--force", str(before)], cwd=ROOT,
                        capture_output=True)
         build_compiled_modules(before)
-        bare = contender("http: bare aiohttp + XADD", bare_server(stack), args.seconds, 32)
-        sides = [contender(f"http: web form, {backend}, {processes}, {name}",
-                           stack.enter_context(gateway(backend, args.workers, flush=False, source=source)), args.seconds, 32)
-                 for backend in args.backends.split(",") for name, source in ((args.ref, before), ("this checkout", ROOT))]
+        trees = ((args.ref, before), ("this checkout", ROOT))
+        if args.door == "smtp":
+            bare, sides = smtp_sides(stack, args.backends.split(","), trees)
+        else:
+            bare = contender("http: bare aiohttp + XADD", bare_server(stack), args.seconds, 32)
+            sides = [contender(f"http: web form, {backend}, {processes}, {name}",
+                               stack.enter_context(gateway(backend, args.workers, flush=False, source=source)), args.seconds, 32)
+                     for backend in args.backends.split(",") for name, source in trees]
         compare([bare, *sides])
     base = bare.best()
-    print_table([row(bare.name, base)] + [row(c.name, {**c.best(), "ratio": c.best()["rps"] / base["rps"]}) for c in sides])
+    rows = [row(bare.name, base)] + [row(c.name, {**c.best(), "ratio": c.best()["rps"] / base["rps"]}) for c in sides]
+    if args.door == "smtp":  # mails per second, not requests
+        rows = [{k: v for k, v in r.items() if k != "rps"} for r in rows]
+    print_table(rows)
     return 0
+
+
+def smtp_sides(stack: ExitStack, backends: list[str], trees: tuple[tuple[str, Path], ...],
+               connections: int = 16, per_connection: int = 60) -> tuple[Contender, list[Contender]]:
+    """The bare aiosmtpd server and each tree's SMTP door, loaded as ``make bench`` loads them."""
+    port = free_port()
+    proc = stack.enter_context(process([sys.executable, smtp_intake.__file__, "bare", str(port)],
+                                       ready=lambda: smtp_intake.wait_smtp(port)))
+    bare = smtp_intake.contender("smtp: bare aiosmtpd + stdlib parse", Server(port, proc.pid), connections, per_connection)
+    sides = []
+    for backend in backends:
+        for name, source in trees:
+            smtp_port = free_port()
+            server = stack.enter_context(gateway(backend, channels=smtp_intake.smtp_channel(smtp_port), flush=False,
+                                                 source=source))
+            smtp_intake.wait_smtp(smtp_port)
+            sides.append(smtp_intake.contender(f"smtp: door, {backend}, {name}", Server(smtp_port, server.pid),
+                                               connections, per_connection))
+    return bare, sides
 
 
 if __name__ == "__main__":
