@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import smtp_intake
-from common import ROOT, Contender, Server, compare, flush_redis, free_port, gateway, process, row
+from common import ROOT, Contender, compare, flush_redis, gateway, row
 from http_intake import bare_server, contender
 from run import print_table
 
@@ -74,23 +74,10 @@ def main() -> int:
     return 0
 
 
-def smtp_sides(stack: ExitStack, backends: list[str], trees: tuple[tuple[str, Path], ...],
-               connections: int = 16, per_connection: int = 60) -> tuple[Contender, list[Contender]]:
+def smtp_sides(stack: ExitStack, backends: list[str], trees: tuple[tuple[str, Path], ...]) -> tuple[Contender, list[Contender]]:
     """The bare aiosmtpd server and each tree's SMTP door, loaded as ``make bench`` loads them."""
-    port = free_port()
-    proc = stack.enter_context(process([sys.executable, smtp_intake.__file__, "bare", str(port)],
-                                       ready=lambda: smtp_intake.wait_smtp(port)))
-    bare = smtp_intake.contender("smtp: bare aiosmtpd + stdlib parse", Server(port, proc.pid), connections, per_connection)
-    sides = []
-    for backend in backends:
-        for name, source in trees:
-            smtp_port = free_port()
-            server = stack.enter_context(gateway(backend, channels=smtp_intake.smtp_channel(smtp_port), flush=False,
-                                                 source=source))
-            smtp_intake.wait_smtp(smtp_port)
-            sides.append(smtp_intake.contender(f"smtp: door, {backend}, {name}", Server(smtp_port, server.pid),
-                                               connections, per_connection))
-    return bare, sides
+    return smtp_intake.bare_side(stack), [smtp_intake.door_side(stack, f"smtp: door, {backend}, {name}", backend, source=source)
+                                          for backend in backends for name, source in trees]
 
 
 if __name__ == "__main__":

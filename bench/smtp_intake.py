@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr
+from pathlib import Path
 from typing import Any
 
 from common import ROOT, Contender, Server, compare, free_port, gateway, process, row
@@ -177,21 +178,31 @@ def smtp_channel(port: int) -> dict[str, Any]:
                       "hostname": "mail.example.com"}}
 
 
+def bare_side(stack: ExitStack, connections: int = 16, per_connection: int = 60) -> Contender:
+    """The bare aiosmtpd server (its own process until ``stack`` closes), loaded as ``make bench`` loads it."""
+    port = free_port()
+    proc = stack.enter_context(process([sys.executable, __file__, "bare", str(port)], ready=lambda: wait_smtp(port)))
+    return contender("smtp: bare aiosmtpd + stdlib parse", Server(port, proc.pid), connections, per_connection)
+
+
+def door_side(stack: ExitStack, name: str, backend: str, connections: int = 16, per_connection: int = 60,
+              flush: bool = False, source: Path = ROOT) -> Contender:
+    """A gateway with the SMTP door, run from the code in ``source``, loaded as ``make bench`` loads it."""
+    smtp_port = free_port()
+    server = stack.enter_context(gateway(backend, channels=smtp_channel(smtp_port), flush=flush, source=source))
+    wait_smtp(smtp_port)
+    return contender(name, Server(smtp_port, server.pid), connections, per_connection)
+
+
 def run(connections: int = 16, per_connection: int = 60) -> list[dict[str, Any]]:
     with ExitStack() as stack:
-        port = free_port()
-        proc = stack.enter_context(process([sys.executable, __file__, "bare", str(port)], ready=lambda: wait_smtp(port)))
-        bare_side = contender("smtp: bare aiosmtpd + stdlib parse", Server(port, proc.pid), connections, per_connection)
-        sides = [bare_side]
-        for backend in ("redis", "sqlite"):
-            smtp_port = free_port()
-            server = stack.enter_context(gateway(backend, channels=smtp_channel(smtp_port), flush=backend == "redis"))
-            wait_smtp(smtp_port)
-            sides.append(contender(f"smtp: gateway smtp door, {backend}, 1 process", Server(smtp_port, server.pid),
-                                   connections, per_connection))
+        sides = [bare_side(stack, connections, per_connection)]
+        sides += [door_side(stack, f"smtp: gateway smtp door, {backend}, 1 process", backend, connections, per_connection,
+                            flush=backend == "redis") for backend in ("redis", "sqlite")]
         compare(sides)
-    base = bare_side.best()
-    return [_row(bare_side.name, base)] + [_row(s.name, {**s.best(), "ratio": s.best()["rps"] / base["rps"]}) for s in sides[1:]]
+    bare, doors = sides[0], sides[1:]
+    base = bare.best()
+    return [_row(bare.name, base)] + [_row(s.name, {**s.best(), "ratio": s.best()["rps"] / base["rps"]}) for s in doors]
 
 
 def _row(name: str, figures: dict[str, float]) -> dict[str, Any]:
