@@ -745,7 +745,7 @@ class SqliteRegistry(Registry):
         if self._locks_db is not None:  # opened (and its schema made) in the thread, the first time
             try:
                 return write_transaction_now(self._locks_db_lock, self._locks, fn)
-            except WriteLockBusy:
+            except WriteLockBusy:  # another process is writing the locks' file: wait for it in the thread, below
                 pass
             except sqlite3.Error as exc:
                 raise RegistryError(f"sqlite: {exc}") from exc
