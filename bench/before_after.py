@@ -1,11 +1,12 @@
-"""The web form (or the SMTP door) of an earlier commit against this checkout, side by side in one run.
+"""The web form (or the SMTP or VK door) of an earlier commit against this checkout, side by side in one run.
 
-``python bench/before_after.py REF [--seconds 10] [--workers 2] [--backends sqlite] [--door smtp]``
+``python bench/before_after.py REF [--seconds 10] [--workers 2] [--backends sqlite] [--door smtp|vk]``
 checks REF out into a temporary git worktree and measures in turns, best of BENCH_REPEATS
 runs each (as ``make bench`` does): the bare server, and the door of REF and of this
 checkout on Redis and on SQLite (``--backends``). The web form runs in one process each or
 ``--workers`` each; the SMTP door (``--door smtp``) against the bare aiosmtpd server, with
-the load of ``make bench``. Both run with this checkout's virtual environment (a REF that
+the load of ``make bench``; the VK door (``--door vk``) with ``make bench``'s returning VK
+users, against the bare server, the fake VK API in a process of its own. Both run with this checkout's virtual environment (a REF that
 needs other dependencies cannot be measured this way). Figures only.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import smtp_intake
+import webhook_intake
 from common import ROOT, Contender, compare, flush_redis, gateway, row
 from http_intake import bare_server, contender
 from run import print_table
@@ -46,7 +48,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=1, help="gateway processes per side (the multi-process mode)")
     parser.add_argument("--backends", default="redis,sqlite", help="which registries to measure (default both)")
-    parser.add_argument("--door", choices=("web", "smtp"), default="web", help="the web form (default) or the SMTP door")
+    parser.add_argument("--door", choices=("web", "smtp", "vk"), default="web", help="the web form (default), the SMTP or the VK door")
     args = parser.parse_args()
     processes = "1 process" if args.workers == 1 else f"{args.workers} processes"
     flush_redis()
@@ -60,6 +62,8 @@ def main() -> int:
         trees = ((args.ref, before), ("this checkout", ROOT))
         if args.door == "smtp":
             bare, sides = smtp_sides(stack, args.backends.split(","), trees)
+        elif args.door == "vk":
+            bare, sides = vk_sides(stack, args.backends.split(","), trees, args.seconds)
         else:
             bare = contender("http: bare aiohttp + XADD", bare_server(stack), args.seconds, 32)
             sides = [contender(f"http: web form, {backend}, {processes}, {name}",
@@ -78,6 +82,17 @@ def smtp_sides(stack: ExitStack, backends: list[str], trees: tuple[tuple[str, Pa
     """The bare aiosmtpd server and each tree's SMTP door, loaded as ``make bench`` loads them."""
     return smtp_intake.bare_side(stack), [smtp_intake.door_side(stack, f"smtp: door, {backend}, {name}", backend, source=source)
                                           for backend in backends for name, source in trees]
+
+
+def vk_sides(stack: ExitStack, backends: list[str], trees: tuple[tuple[str, Path], ...],
+             seconds: float) -> tuple[Contender, list[Contender]]:
+    """The bare server and each tree's VK door (one process), loaded by ``make bench``'s returning VK users."""
+    doors, helpers = webhook_intake.fake_apis(stack)
+    bare = webhook_intake.vk_returning("webhook: bare aiohttp + XADD, vk events", bare_server(stack), seconds, 32, helpers)
+    return bare, [webhook_intake.vk_returning(f"webhook: vk, {backend}, {name}",
+                                              stack.enter_context(gateway(backend, channels=doors, flush=False, source=source)),
+                                              seconds, 32, helpers)
+                  for backend in backends for name, source in trees]
 
 
 if __name__ == "__main__":

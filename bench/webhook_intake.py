@@ -17,10 +17,11 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from common import ROOT, Contender, compare, cpu_seconds, flush_redis, free_port, gateway, process, redis_cpu_seconds, row
+from common import ROOT, Contender, Server, compare, cpu_seconds, flush_redis, free_port, gateway, process, redis_cpu_seconds, row
 from http_intake import bare_server, contender
 
 TELEGRAM_TOKEN = "7000000001:AAH-fake-token_for-tests"  # the fake's default token
@@ -78,40 +79,50 @@ def channels(telegram_api: str, vk_api: str) -> dict[str, Any]:
     return {"telegram": telegram, "telegram_quiet": {**telegram, "acknowledge": False}, "vk": vk}
 
 
+PATH = "http://127.0.0.1:{port}/channels/"
+RETURNING = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)}
+
+
+def fake_apis(stack: ExitStack) -> tuple[dict[str, Any], Callable[[], float]]:
+    """The fake APIs started in a process of their own until ``stack`` closes: the doors'
+    channels pointed at them, and the CPU seconds of Redis and the fakes, which the doors call."""
+    telegram_port, vk_port = free_port(), free_port()
+    fakes_process = stack.enter_context(process([sys.executable, __file__, "fakes", str(telegram_port), str(vk_port)],
+                                                ready=lambda: wait_port(telegram_port, vk_port)))
+    return (channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}"),
+            lambda: redis_cpu_seconds() + cpu_seconds(fakes_process.pid))
+
+
+def vk_returning(name: str, server: Server, seconds: float, connections: int, helpers: Callable[[], float]) -> Contender:
+    """VK events from the returning users, to the ``vk`` door (or the bare server)."""
+    # the warm-up looks up the returning users' names (users.get, 20 calls/s at most)
+    return contender(name, server, seconds, connections, PATH + "vk/vk", script=VK_SCRIPT, env=RETURNING,
+                     warm_up=RETURNING_VK_USERS / 20 * 1.5, helpers=helpers)
+
+
 def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
     flush_redis()
-    telegram_port, vk_port = free_port(), free_port()
-    returning = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)}
     with ExitStack() as stack:
-        fake_apis = stack.enter_context(process([sys.executable, __file__, "fakes", str(telegram_port), str(vk_port)],
-                                                ready=lambda: wait_port(telegram_port, vk_port)))
-
-        def helpers() -> float:  # Redis and the fake APIs, which the doors call
-            return redis_cpu_seconds() + cpu_seconds(fake_apis.pid)
-
-        doors = channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}")
+        doors, helpers = fake_apis(stack)
         bare = bare_server(stack)
-        path = "http://127.0.0.1:{port}/channels/"
         bares = {"telegram": contender("webhook: bare aiohttp + XADD, telegram updates", bare, seconds, connections,
-                                       path + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers),
+                                       PATH + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers),
                  "vk": contender("webhook: bare aiohttp + XADD, vk events", bare, seconds, connections,
-                                 path + "vk/vk", script=VK_SCRIPT, env=returning, helpers=helpers)}
+                                 PATH + "vk/vk", script=VK_SCRIPT, env=RETURNING, helpers=helpers)}
         sides: list[tuple[str, Contender]] = []
         for backend in ("redis", "sqlite"):
             server = stack.enter_context(gateway(backend, channels=doors, flush=False))
             sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process", server, seconds, connections,
-                                                path + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers)))
+                                                PATH + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers)))
             if backend == "redis":
                 sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, no acknowledgement", server,
-                                                    seconds, connections, path + "telegram/telegram_quiet",
+                                                    seconds, connections, PATH + "telegram/telegram_quiet",
                                                     script=TELEGRAM_SCRIPT, helpers=helpers)))
-            # the warm-up looks up the returning users' names (users.get, 20 calls/s at most)
-            sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, {RETURNING_VK_USERS} returning users", server,
-                                          seconds, connections, path + "vk/vk", script=VK_SCRIPT, env=returning,
-                                          warm_up=RETURNING_VK_USERS / 20 * 1.5, helpers=helpers)))
+            sides.append(("vk", vk_returning(f"webhook: vk, {backend}, 1 process, {RETURNING_VK_USERS} returning users",
+                                             server, seconds, connections, helpers)))
             if backend == "redis":
                 sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, a new user every event", server,
-                                              seconds, connections, path + "vk/vk", script=VK_SCRIPT, helpers=helpers)))
+                                              seconds, connections, PATH + "vk/vk", script=VK_SCRIPT, helpers=helpers)))
         compare([*bares.values(), *(side for _, side in sides)])
     rows = [row(b.name, b.best()) for b in bares.values()]
     for door, side in sides:

@@ -1,5 +1,6 @@
 """The SQLite registry's file: a delivery is stored once, as its message row, and a file
-written by an earlier version (receipts in a table of their own) is read the same; the
+written by an earlier version (receipts in a table of their own, the repeat check's earlier
+index) is read the same; the repeat check reads its candidates from an index alone; the
 queue's pending deliveries read with the events they name."""
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from gateway.registry import RegistrySettings
 from gateway.registry.sqlite import SqliteRegistry
-from tests.test_registry_contract import complaint
+from tests.test_registry_contract import NOW, complaint
 
 
 def open_registry(path: Path, **settings: float) -> SqliteRegistry:
@@ -59,6 +61,51 @@ async def test_a_file_of_the_earlier_layout_recognises_its_deliveries(tmp_path: 
         assert (later.status, later.registration_number) == ("new", "2026-000002")
         assert registry.db.execute("SELECT name FROM sqlite_master WHERE name='messages_delivery'").fetchone()
         assert registry.db.execute("SELECT COUNT(*) FROM receipts").fetchone() == (1,)  # left as it was
+    finally:
+        await registry.close()
+
+
+async def test_the_repeat_check_reads_its_candidates_from_the_index_alone(tmp_path: Path) -> None:
+    """A returning customer's complaint is compared with up to ``repeat_candidates`` recent
+    ones: their SimHashes come from the index, not from the rows of whole messages."""
+    registry = open_registry(tmp_path / "registry.sqlite3")
+    await registry.open()
+    statements: list[str] = []
+    try:
+        first = await registry.submit(complaint("Третий день нет интернета, роутер мигает красным", at=NOW))
+        await registry.submit(complaint("Прошу пересчитать абонентскую плату за февраль", at=NOW + timedelta(hours=1)))
+        registry.db.set_trace_callback(statements.append)
+        repeat = await registry.submit(complaint("Третий день нет интернета, роутер мигает красным!",
+                                                 at=NOW + timedelta(hours=2)))
+        registry.db.set_trace_callback(None)
+        assert (repeat.status, repeat.registration_number) == ("repeat", first.registration_number)
+        candidates = [s for s in statements if "simhash" in s and s.startswith("SELECT")]
+        assert len(candidates) == 1
+        plan = " ".join(row[3] for row in registry.db.execute("EXPLAIN QUERY PLAN " + candidates[0]))
+        assert "USING COVERING INDEX messages_recent_simhash" in plan, plan
+    finally:
+        await registry.close()
+
+
+async def test_a_file_with_the_earlier_repeat_index_gets_the_new_one(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    registry = open_registry(path)
+    await registry.open()
+    first = await registry.submit(complaint("Третий день нет интернета, роутер мигает красным", at=NOW))
+    await registry.close()
+    db = sqlite3.connect(path)  # the earlier layout: the candidates' index without their SimHash
+    db.executescript("DROP INDEX messages_recent_simhash;"
+                     "CREATE INDEX messages_recent ON messages(customer_id, kind, received_epoch);")
+    db.close()
+
+    registry = open_registry(path)
+    await registry.open()
+    try:
+        indexes = {row[0] for row in registry.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "messages_recent_simhash" in indexes and "messages_recent" not in indexes
+        repeat = await registry.submit(complaint("Третий день нет интернета, роутер мигает красным!!",
+                                                 at=NOW + timedelta(days=1)))
+        assert (repeat.status, repeat.registration_number) == ("repeat", first.registration_number)
     finally:
         await registry.close()
 

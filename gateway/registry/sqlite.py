@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
     customer_id TEXT, channel TEXT NOT NULL, channel_message_id TEXT NOT NULL,
     received_epoch REAL NOT NULL, simhash INTEGER NOT NULL, digest TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_number ON messages(number);
-CREATE INDEX IF NOT EXISTS messages_recent ON messages(customer_id, kind, received_epoch);
+CREATE INDEX IF NOT EXISTS messages_recent_simhash ON messages(customer_id, kind, received_epoch, simhash);
+DROP INDEX IF EXISTS messages_recent;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_delivery ON messages(channel, channel_message_id);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, number TEXT, customer_id TEXT,
@@ -394,14 +395,21 @@ class SqliteRegistry(Registry):
             seen.add(customer_id)
 
     def _find_repeat(self, db: sqlite3.Connection, plan: SubmitPlan, customer_id: str) -> str | None:
+        """The number of the customer's recent complaint whose SimHash is within
+        ``max_distance`` of this one's, if any. The candidates are read from the index
+        ``messages_recent_simhash`` alone (no message row is read but the one that matches:
+        each would be a look-up in the table of whole messages). The same words give the
+        same SimHash, so an exact copy is always within the distance: its digest need not be
+        compared (the Redis script compares it first only because a string match costs it
+        less than the bit count)."""
         rows = db.execute(
-            "SELECT number, simhash, digest FROM messages WHERE customer_id=? AND kind='new' AND received_epoch>=?"
+            "SELECT simhash, rowid FROM messages WHERE customer_id=? AND kind='new' AND received_epoch>=?"
             " ORDER BY received_epoch DESC LIMIT ?",
             (customer_id, plan.received_epoch - plan.window_seconds, plan.candidates),
         ).fetchall()
-        for number, simhash, digest in rows:
-            if digest == plan.digest or (_unsigned(simhash) ^ plan.simhash).bit_count() <= plan.max_distance:
-                return str(number)
+        for simhash, rowid in rows:
+            if (_unsigned(simhash) ^ plan.simhash).bit_count() <= plan.max_distance:
+                return str(db.execute("SELECT number FROM messages WHERE rowid=?", (rowid,)).fetchone()[0])
         return None
 
     # -- reading ----------------------------------------------------------------------
