@@ -6,20 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from gateway.inbound import Receipt
 from gateway.registry import RegistrySettings
 from gateway.registry.sqlite import SqliteRegistry
+from normalizer.schema import Complaint
 from tests.test_registry_contract import NOW, complaint
 
 
 def open_registry(path: Path, **settings: float) -> SqliteRegistry:
     return SqliteRegistry(RegistrySettings(timezone="Europe/Moscow", **settings), path, synchronous="NORMAL")  # type: ignore[arg-type]
+
+
+async def submitted_then_rewritten(path: Path, first: Complaint, earlier_layout: Callable[[Receipt], str]) -> Receipt:
+    """``first`` registered in a new file, which ``earlier_layout(receipt)`` (SQL) then turns
+    into what an earlier version wrote; the registry is closed meanwhile."""
+    registry = open_registry(path)
+    await registry.open()
+    receipt = await registry.submit(first)
+    await registry.close()
+    db = sqlite3.connect(path)
+    db.executescript(earlier_layout(receipt))
+    db.close()
+    return receipt
 
 
 async def test_a_second_message_row_for_one_delivery_is_refused_by_the_file_itself(tmp_path: Path) -> None:
@@ -37,19 +52,13 @@ async def test_a_second_message_row_for_one_delivery_is_refused_by_the_file_itse
 
 async def test_a_file_of_the_earlier_layout_recognises_its_deliveries(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite3"
-    registry = open_registry(path)
-    await registry.open()
-    first = await registry.submit(complaint(channel="vk", message_id="vk-1"))
-    await registry.close()
-    # the earlier layout: a receipts table beside the messages, no index of deliveries
-    db = sqlite3.connect(path)
-    db.executescript(
+    first = await submitted_then_rewritten(path, complaint(channel="vk", message_id="vk-1"), lambda first: (
+        # the earlier layout: a receipts table beside the messages, no index of deliveries
         "DROP INDEX messages_delivery;"
         "CREATE TABLE receipts (channel TEXT NOT NULL, message_id TEXT NOT NULL, receipt TEXT NOT NULL,"
         " PRIMARY KEY (channel, message_id));"
         f"INSERT INTO receipts VALUES ('vk', 'vk-1', '{{\"status\": \"new\", \"registration_number\":"
-        f" \"{first.registration_number}\"}}');")
-    db.close()
+        f" \"{first.registration_number}\"}}');"))
 
     registry = open_registry(path)
     await registry.open()
@@ -89,14 +98,10 @@ async def test_the_repeat_check_reads_its_candidates_from_the_index_alone(tmp_pa
 
 async def test_a_file_with_the_earlier_repeat_index_gets_the_new_one(tmp_path: Path) -> None:
     path = tmp_path / "registry.sqlite3"
-    registry = open_registry(path)
-    await registry.open()
-    first = await registry.submit(complaint("Третий день нет интернета, роутер мигает красным", at=NOW))
-    await registry.close()
-    db = sqlite3.connect(path)  # the earlier layout: the candidates' index without their SimHash
-    db.executescript("DROP INDEX messages_recent_simhash;"
-                     "CREATE INDEX messages_recent ON messages(customer_id, kind, received_epoch);")
-    db.close()
+    first = await submitted_then_rewritten(path, complaint("Третий день нет интернета, роутер мигает красным", at=NOW), lambda _: (
+        # the earlier layout: the candidates' index without their SimHash
+        "DROP INDEX messages_recent_simhash;"
+        "CREATE INDEX messages_recent ON messages(customer_id, kind, received_epoch);"))
 
     registry = open_registry(path)
     await registry.open()
