@@ -6,8 +6,9 @@ runs each (as ``make bench`` does): the bare server, and the door of REF and of 
 checkout on Redis and on SQLite (``--backends``). The web form runs in one process each or
 ``--workers`` each; the SMTP door (``--door smtp``) against the bare aiosmtpd server, with
 the load of ``make bench``; the VK door (``--door vk``) with ``make bench``'s returning VK
-users, against the bare server, the fake VK API in a process of its own. Both run with this checkout's virtual environment (a REF that
-needs other dependencies cannot be measured this way). Figures only.
+users, against the bare server, the fake VK API in a process of its own. Both run with this
+checkout's virtual environment (a REF that needs other dependencies cannot be measured this
+way). Figures only.
 """
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def fake_apis(stack: ExitStack) -> tuple[dict[str, Any], Callable[[], float]]:
     channels pointed at them, and the CPU seconds of Redis and the fakes, which the doors call."""
     telegram_port, vk_port = free_port(), free_port()
     fakes_process = stack.enter_context(process([sys.executable, __file__, "fakes", str(telegram_port), str(vk_port)],
-                                                ready=lambda: wait_port(telegram_port, vk_port)))
+                                                    ready=lambda: wait_port(telegram_port, vk_port)))
     return (channels(f"http://127.0.0.1:{telegram_port}", f"http://127.0.0.1:{vk_port}"),
             lambda: redis_cpu_seconds() + cpu_seconds(fakes_process.pid))
 
