@@ -23,10 +23,10 @@ import webhook_intake
 from common import REPEATS
 
 COLUMNS = ("rps", "msgs_per_s", "p50_ms", "p99_ms", "ratio", "spread_pct", "cpu_ms", "helper_cpu_ms", "busy_pct", "errors", "events_per_s", "vs_1e3",
-           "known_p50_ms", "new_p50_ms", "identity_index_bytes_per_customer", "bytes")
+           "known_p50_ms", "new_p50_ms", "bytes")
 HEADINGS = {"msgs_per_s": "msgs/s", "spread_pct": "spread %", "cpu_ms": "cpu ms/req", "helper_cpu_ms": "helper ms/req", "busy_pct": "busy %",
             "known_p50_ms": "p50 known", "new_p50_ms": "p50 new",
-            "identity_index_bytes_per_customer": "index B/cust", "events_per_s": "events/s", "bytes": "B/customer"}
+            "events_per_s": "events/s", "bytes": "B/customer"}
 
 
 def fmt(value: object) -> str:
