@@ -115,6 +115,40 @@ async def test_a_file_with_the_earlier_repeat_index_gets_the_new_one(tmp_path: P
         await registry.close()
 
 
+async def test_customers_are_a_table_without_rowid_also_in_a_file_of_the_earlier_layout(tmp_path: Path) -> None:
+    """A new file's customers are a WITHOUT ROWID table; an earlier file's table is rebuilt
+    when it is opened, its rows and merges kept: the same customers are found again."""
+    path = tmp_path / "registry.sqlite3"
+    anna = await submitted_then_rewritten(path, complaint("Нет интернета", ids=[("email", "anna@example.com")]), lambda _: "")
+    registry = open_registry(path)
+    await registry.open()
+    try:
+        assert "WITHOUT ROWID" in registry.db.execute("SELECT sql FROM sqlite_master WHERE name='customers'").fetchone()[0]
+        boris = await registry.submit(complaint("Счёт неверный", ids=[("email", "boris@example.com")], name="Борис"))
+        await registry.merge_customers(boris.customer_id or "", anna.customer_id or "", "operator")
+    finally:
+        await registry.close()
+    db = sqlite3.connect(path)  # the earlier layout: customers with a rowid
+    db.executescript(
+        "CREATE TABLE customers_earlier (customer_id TEXT PRIMARY KEY, name TEXT, created_at TEXT NOT NULL, merged_into TEXT);"
+        "INSERT INTO customers_earlier SELECT * FROM customers; DROP TABLE customers;"
+        "ALTER TABLE customers_earlier RENAME TO customers; CREATE INDEX customers_merged ON customers(merged_into);")
+    rows = db.execute("SELECT * FROM customers ORDER BY customer_id").fetchall()
+    db.close()
+
+    registry = open_registry(path)
+    await registry.open()
+    try:
+        db = registry.db
+        assert "WITHOUT ROWID" in db.execute("SELECT sql FROM sqlite_master WHERE name='customers'").fetchone()[0]
+        assert db.execute("SELECT * FROM customers ORDER BY customer_id").fetchall() == rows
+        assert db.execute("SELECT name FROM sqlite_master WHERE name='customers_merged'").fetchone()
+        again = await registry.submit(complaint("Опять нет интернета", ids=[("email", "boris@example.com")], at=NOW + timedelta(days=9)))
+        assert again.customer_id == anna.customer_id  # Boris was merged into Anna
+    finally:
+        await registry.close()
+
+
 @asynccontextmanager
 async def queue_of(path: Path, visibility_timeout_seconds: float, complaints: int) -> AsyncIterator[SqliteRegistry]:
     """An open registry whose queue holds ``complaints`` new complaints' events."""

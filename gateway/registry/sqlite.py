@@ -34,9 +34,11 @@ DEFAULT_WRITE_LOCK_POLL_MS = 50
 #: Values per ``IN (...)`` list: SQLite allows 32 766 parameters in a statement.
 _IN_CHUNK = 500
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS customers (
-    customer_id TEXT PRIMARY KEY, name TEXT, created_at TEXT NOT NULL, merged_into TEXT);
+#: The customers' table after its name: a ``WITHOUT ROWID`` table (see ``_customers_without_rowid``).
+_CUSTOMERS = "(customer_id TEXT PRIMARY KEY, name TEXT, created_at TEXT NOT NULL, merged_into TEXT) WITHOUT ROWID"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS customers {_CUSTOMERS};
 CREATE TABLE IF NOT EXISTS identities (
     key TEXT PRIMARY KEY, customer_id TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS identities_customer ON identities(customer_id);
@@ -77,6 +79,21 @@ CREATE TABLE IF NOT EXISTS merges (
 CREATE INDEX IF NOT EXISTS customers_merged ON customers(merged_into);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def _customers_without_rowid(db: sqlite3.Connection) -> None:
+    """A file written before customers were a ``WITHOUT ROWID`` table gets its table rebuilt
+    (in the caller's transaction: another process opening the file meanwhile waits, then
+    finds it done). A returning customer's row is then found in its key's B-tree alone, one
+    page fewer to read: in a file of a million customers that page is rarely in the cache."""
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='customers'").fetchone()[0]
+    if "WITHOUT ROWID" in sql.upper():
+        return
+    db.execute(f"CREATE TABLE customers_rebuilt {_CUSTOMERS}")
+    db.execute("INSERT INTO customers_rebuilt SELECT customer_id, name, created_at, merged_into FROM customers")
+    db.execute("DROP TABLE customers")  # and its index of merges
+    db.execute("ALTER TABLE customers_rebuilt RENAME TO customers")
+    db.execute("CREATE INDEX IF NOT EXISTS customers_merged ON customers(merged_into)")
 
 
 async def _in_thread(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
@@ -208,6 +225,7 @@ class SqliteRegistry(Registry):
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = connect_wal(self.path, self.synchronous, SCHEMA, cache_mb=self.cache_mb)
+        write_transaction(self._db, _customers_without_rowid)
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return write_transaction(self.db, fn)
