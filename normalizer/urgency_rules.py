@@ -96,9 +96,10 @@ _LATIN_ACCENTS = re.compile(f"(?<=[\\x00-\\u024f])[{_COMBINING}]+")
 _MARKS = re.compile(f"[{_COMBINING}]")
 #: Latin letters with accents, precomposed; and the letters ``_LATIN_EXTRA`` replaces.
 _ACCENTED_LATIN = re.compile("[\u00c0-\u024f]")
-_EXTRA = re.compile(f"[{''.join(re.escape(c) for c in _LATIN_EXTRA)}]")
+_EXTRA_LETTERS = "".join(re.escape(c) for c in _LATIN_EXTRA)
+_EXTRA = re.compile(f"[{_EXTRA_LETTERS}]")
 #: What folding changes beyond case and spaces (a text without any of it folds as ``_SPACE.sub(" ", text.casefold())``).
-_BEYOND_CASE = re.compile(f"[\u00c0-\u024f{_COMBINING}{''.join(re.escape(c) for c in _LATIN_EXTRA)}]")
+_BEYOND_CASE = re.compile(f"[\u00c0-\u024f{_COMBINING}{_EXTRA_LETTERS}]")
 
 
 #: A combining mark right after a space or a mark that ends sentences. Such a mark may begin a
