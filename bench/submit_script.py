@@ -3,7 +3,7 @@ no load generator and no HTTP beside it (Redis ``INFO commandstats``).
 
 ``python bench/submit_script.py [--complaints 20000] [--returning 200] [--script FILE]``
 submits web-form-like complaints in batches of 16, the first 2 000 as a warm-up: each from
-a new customer, or (``--returning N``) from N customers in turn, whose recent complaints
+a new customer (phone numbers spread over the range, as real ones are), or (``--returning N``) from N customers in turn, whose recent complaints
 are then compared. ``--script`` measures another version of ``submit.lua`` that takes the
 same arguments. Prints the script's time and that of the commands it ran. Figures only.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import redis
 from common import REDIS_URL
+from dedup_with_complaints import phone
 
 from gateway.ids import new_id
 from gateway.registry import RegistrySettings
@@ -32,7 +33,7 @@ def complaint(i: int, customers: int) -> Complaint:
     who = i % customers if customers else i
     return Complaint(id=new_id(), channel="web", channel_message_id=f"web:{new_id()}",
                      received_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                     customer=Customer(name=f"Bench {who}", identities=[Identity("phone", f"+7916{who:07d}")]),
+                     customer=Customer(name=f"Bench {who}", identities=[Identity("phone", phone(who))]),
                      text=f"Complaint {i}: no internet since morning, router light {i % 7} is red")
 
 
