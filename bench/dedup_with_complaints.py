@@ -1,6 +1,6 @@
 """Dedup at scale with a history: every known customer has complained before.
 
-``python bench/dedup_with_complaints.py [--known 1000,1000000] [--backends sqlite,redis] [--batches 300]``
+``python bench/dedup_with_complaints.py [--known 1000,1000000] [--backends sqlite,redis] [--batches 1200] [--cache-mb 256]``
 registers, through the registry itself (``submit_many``, batches of 64), one complaint for
 each of N customers with phone numbers spread over the range, for every size N (a file or
 a key prefix each); then submits batches of 16 to the sizes in turns (each first in turn,
@@ -31,7 +31,7 @@ from common import REDIS_URL, flush_redis
 from gateway.ids import new_id
 from gateway.registry import Registry, RegistrySettings
 from gateway.registry.redis import RedisRegistry
-from gateway.registry.sqlite import SqliteRegistry
+from gateway.registry.sqlite import DEFAULT_CACHE_MB, SqliteRegistry
 from normalizer.schema import Complaint, Customer, Identity
 
 #: New customers in the measured batches are numbered from here, past every preloaded one.
@@ -82,13 +82,15 @@ async def measure(registries: dict[int, Registry], batches: int) -> dict[int, di
     return figures
 
 
-async def one(backend: str, sizes: list[int], batches: int) -> tuple[dict[int, float], dict[int, dict[str, dict[str, float]]]]:
+async def one(backend: str, sizes: list[int], batches: int,
+              cache_mb: int) -> tuple[dict[int, float], dict[int, dict[str, dict[str, float]]]]:
     """Every size registered (a file or a key prefix of its own each), then measured in turns."""
     with tempfile.TemporaryDirectory(prefix="bench-dedup-history-") as tmp:
         if backend == "redis":
             flush_redis()
         registries: dict[int, Any] = {
-            known: SqliteRegistry(RegistrySettings(), Path(tmp) / f"r{known}.sqlite3", synchronous="FULL") if backend == "sqlite"
+            known: SqliteRegistry(RegistrySettings(), Path(tmp) / f"r{known}.sqlite3", synchronous="FULL", cache_mb=cache_mb)
+            if backend == "sqlite"
             else RedisRegistry(RegistrySettings(), REDIS_URL, f"bench:history:{known}:") for known in sizes}
         try:
             loaded = {}
@@ -107,11 +109,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--known", default="1000,1000000", help="customers with a complaint each, comma-separated sizes")
     parser.add_argument("--backends", default="sqlite,redis")
-    parser.add_argument("--batches", type=int, default=300, help="measured batches of 16 per kind")
+    parser.add_argument("--batches", type=int, default=1200, help="measured batches of 16 per kind")
+    parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_MB, help="SQLite's page cache (registry.sqlite.cache_mb)")
     args = parser.parse_args()
     print(f"{'backend':<8}{'known':>10}{'preload s':>11}{'known p50':>11}{'p99':>8}{'cpu us':>8}{'new p50':>9}{'p99':>8}{'cpu us':>8}")
     for backend in args.backends.split(","):
-        loaded, figures = asyncio.run(one(backend, [int(n) for n in args.known.split(",")], args.batches))
+        loaded, figures = asyncio.run(one(backend, [int(n) for n in args.known.split(",")], args.batches, args.cache_mb))
         for known, f in figures.items():
             cpu = {kind: f"{f[kind]['cpu_us']:>8.0f}" if backend == "sqlite" else f"{'-':>8}" for kind in ("known", "new")}
             print(f"{backend:<8}{known:>10,}{loaded[known]:>11.0f}{f['known']['p50_ms']:>11.2f}{f['known']['p99_ms']:>8.2f}"

@@ -96,6 +96,20 @@ async def test_a_duplicate_of_a_follow_up_or_an_automatic_message_gets_its_recei
         "follow_up", first.registration_number, "automatic", None)
 
 
+async def test_a_customers_registrations_are_listed_once_each_in_the_order_they_were_made(registry: Registry) -> None:
+    """Follow-ups, repeats and automatic messages are the customer's messages too, but no
+    registrations: each number is listed once, in the order of registration."""
+    first = await registry.submit(complaint("Нет интернета с утра, роутер мигает", message_id="r-1"))
+    await registry.submit(complaint("Всё ещё нет связи", message_id="r-2", in_reply_to=first.registration_number))
+    repeat = await registry.submit(complaint("Нет интернета с утра, роутер мигает!", message_id="r-3", at=NOW + timedelta(hours=1)))
+    await registry.submit(complaint("Out of office", message_id="r-4", auto=True))
+    second = await registry.submit(complaint("Счёт за март выставлен дважды", message_id="r-5"))
+    assert (repeat.status, second.status) == ("repeat", "new")
+    customer = await registry.get_customer(first.customer_id or "")
+    assert customer is not None
+    assert customer["registrations"] == [first.registration_number, second.registration_number] == ["2026-000001", "2026-000002"]
+
+
 async def test_a_customers_name_is_filled_in_once_and_never_overwritten(registry: Registry) -> None:
     ids = [("email", "nameless@example.com")]
     first = await registry.submit(complaint(name=None, ids=ids))

@@ -1,6 +1,6 @@
 """The SQLite registry's file: a delivery is stored once, as its message row, and a file
 written by an earlier version (receipts in a table of their own, the repeat check's earlier
-index) is read the same; the repeat check reads its candidates from an index alone; the
+index, an index of registrations by customer) is read the same; the repeat check reads its candidates from an index alone; the
 queue's pending deliveries read with the events they name."""
 from __future__ import annotations
 
@@ -111,6 +111,27 @@ async def test_a_file_with_the_earlier_repeat_index_gets_the_new_one(tmp_path: P
         repeat = await registry.submit(complaint("Третий день нет интернета, роутер мигает красным!!",
                                                  at=NOW + timedelta(days=1)))
         assert (repeat.status, repeat.registration_number) == ("repeat", first.registration_number)
+    finally:
+        await registry.close()
+
+
+async def test_a_customers_registrations_are_read_from_their_messages_also_in_a_file_of_the_earlier_layout(tmp_path: Path) -> None:
+    """No index of registrations by customer is kept (a returning customer's complaint would
+    write a page of it anywhere in the file): a customer's registrations are found through
+    the index of their messages. An earlier file's index is dropped when it is opened, and
+    a merged customer's registrations are still listed with the customer's own."""
+    path = tmp_path / "registry.sqlite3"
+    anna = await submitted_then_rewritten(path, complaint("Нет интернета", ids=[("email", "anna@example.com")]), lambda _: (
+        "CREATE INDEX registrations_customer ON registrations(customer_id);"))  # the earlier layout
+    registry = open_registry(path)
+    await registry.open()
+    try:
+        assert registry.db.execute("SELECT name FROM sqlite_master WHERE name='registrations_customer'").fetchone() is None
+        boris = await registry.submit(complaint("Счёт неверный", ids=[("email", "boris@example.com")], name="Борис"))
+        await registry.merge_customers(boris.customer_id or "", anna.customer_id or "", "operator")
+        customer = await registry.get_customer(anna.customer_id or "")
+        assert customer is not None
+        assert customer["registrations"] == [anna.registration_number, boris.registration_number]
     finally:
         await registry.close()
 

@@ -103,7 +103,7 @@ async def test_the_page_cache_is_the_configured_size(tmp_path: Path) -> None:
     default = SqliteRegistry(RegistrySettings(), tmp_path / "d.sqlite3")
     await default.open()
     try:
-        assert default.db.execute("PRAGMA cache_size").fetchone()[0] == -64 * 1024
+        assert default.db.execute("PRAGMA cache_size").fetchone()[0] == -256 * 1024
     finally:
         await default.close()
 
