@@ -3,9 +3,10 @@ no load generator and no HTTP beside it (Redis ``INFO commandstats``).
 
 ``python bench/submit_script.py [--complaints 20000] [--returning 200] [--script FILE]``
 submits web-form-like complaints in batches of 16, the first 2 000 as a warm-up: each from
-a new customer (phone numbers spread over the range, as real ones are), or (``--returning N``) from N customers in turn, whose recent complaints
-are then compared. ``--script`` measures another version of ``submit.lua`` that takes the
-same arguments. Prints the script's time and that of the commands it ran. Figures only.
+a new customer (phone numbers spread over the range, as real ones are), or (``--returning
+N``) from N customers in turn, whose recent complaints are then compared. ``--script``
+measures another version of ``submit.lua`` that takes the same arguments. Prints the
+script's time and that of the commands it ran. Figures only.
 """
 from __future__ import annotations
 

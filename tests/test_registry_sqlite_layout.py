@@ -1,7 +1,8 @@
 """The SQLite registry's file: a delivery is stored once, as its message row, and a file
 written by an earlier version (receipts in a table of their own, the repeat check's earlier
-index, an index of registrations by customer) is read the same; the repeat check reads its candidates from an index alone; the
-queue's pending deliveries read with the events they name."""
+index, an index of registrations by customer) is read the same; the repeat check reads its
+candidates from an index alone; the queue's pending deliveries read with the events they
+name."""
 from __future__ import annotations
 
 import asyncio
