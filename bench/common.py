@@ -151,6 +151,13 @@ def redis_cpu_seconds() -> float:
 
 
 WRK_SCRIPT = ROOT / "bench" / "wrk_complaint.lua"
+
+
+def phone(n: int) -> str:
+    """Customer n's number: distinct for n below 10^7, spread over the range as real ones are
+    (the numbering of ``WRK_SCRIPT``)."""
+    return f"+7916{n % 10_000_000 * 7654321 % 10_000_000:07d}"
+
 _LATENCY = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import REDIS_URL, flush_redis, row
-from dedup_with_complaints import phone, preload
+from common import REDIS_URL, flush_redis, phone, row
+from dedup_with_complaints import preload
 
 from gateway.registry import RegistrySettings
 from gateway.registry.redis import RedisRegistry

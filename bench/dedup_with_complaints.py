@@ -7,10 +7,11 @@ a key prefix each); then submits batches of 16 to the sizes in turns (each first
 so a neighbour's burst slows all alike), first from known customers picked at random (their
 identity found, their customer row read, their earlier complaint compared), then from new
 ones, and prints per size and kind the batch's p50 and p99 and, on SQLite, the CPU per
-complaint (the gateway's own process; on Redis the work is the server's). ``make bench``'s dedup section preloads customers and identities only;
-this one also has their messages, registrations and events, as a registry in use has. A
-million customers take about 100 s to register per backend, 2.3 GB of SQLite file and 3.5 GB
-of Redis memory (flushed afterwards). Figures only.
+complaint (the gateway's own process; on Redis the work is the server's). ``make bench``'s
+dedup section preloads its registries with ``preload`` too, but submits one complaint at a
+time; this tool submits in batches under ``synchronous=FULL``, as the intake does under
+load. A million customers take about 100 s to register per backend, 2.3 GB of SQLite file
+and 3.5 GB of Redis memory (flushed afterwards). Figures only.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import REDIS_URL, flush_redis
+from common import REDIS_URL, flush_redis, phone
 
 from gateway.ids import new_id
 from gateway.registry import Registry, RegistrySettings
@@ -36,11 +37,6 @@ from normalizer.schema import Complaint, Customer, Identity
 
 #: New customers in the measured batches are numbered from here, past every preloaded one.
 NEW_FROM = 5_000_000
-
-
-def phone(n: int) -> str:
-    """Customer n's number: distinct for n below 10^7, spread over the range (as in bench/wrk_complaint.lua)."""
-    return f"+7916{n % 10_000_000 * 7654321 % 10_000_000:07d}"
 
 
 def complaint(i: int, customer: int) -> Complaint:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REDIS_URL, flush_redis, row
-from dedup import complaint, phone
+from common import REDIS_URL, flush_redis, phone, row
+from dedup import complaint
 
 from gateway.registry import RegistrySettings
 from gateway.registry.redis import RedisRegistry

@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
-from common import REDIS_URL
-from dedup_with_complaints import phone
+from common import REDIS_URL, phone
 
 from gateway.ids import new_id
 from gateway.registry import RegistrySettings

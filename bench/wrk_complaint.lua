@@ -1,6 +1,6 @@
 -- A stream of distinct web-form complaints: every request a new customer and new text.
--- The texts are the webhook loads' (bench/wrk_telegram.lua, wrk_vk.lua): a Russian, a Polish
--- and an English complaint in turns, as a company serving those customers receives them.
+-- The texts are the VK load's (bench/wrk_vk.lua; the Telegram load's are alike): a Russian,
+-- a Polish and an English complaint in turns, as a company serving those customers receives them.
 -- The phone numbers are spread over the whole range, as real ones are (each new customer's
 -- identity lands on its own page of the identity index, not at its end): the request's
 -- number times a multiplier prime to 10^7, modulo 10^7, so no two requests share one.
