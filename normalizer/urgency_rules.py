@@ -12,7 +12,6 @@ Snowball has no Polish or Ukrainian stemmer.
 from __future__ import annotations
 
 import bisect
-import itertools
 import re
 import re._constants as re_constants
 import re._parser as re_parser
@@ -31,8 +30,6 @@ from gateway.config import ConfigError, compile_pattern, validate
 
 LEVELS = ("normal", "high", "immediate")
 RANK = {level: rank for rank, level in enumerate(LEVELS)}
-#: Positions of one term kept per sentence; enough for any real sentence.
-MAX_POSITIONS = 32
 
 _PATTERN_MAP = {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string", "minLength": 1}}}
 _RULE = {
@@ -505,17 +502,28 @@ def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
     return _word_start_search(scan, text) is not None
 
 
+def _word_number(position: tuple[int, int, int]) -> int:
+    return position[0]
+
+
 def _first_within(positions: list[list[tuple[int, int, int]]], window: int) -> list[tuple[int, int, int]] | None:
     """The first combination of one position per term, in ``itertools.product``'s order,
-    whose word numbers (each position's first item) lie at most ``window`` apart. A partial
-    combination already wider than that is not extended: with four terms of 32 matches each,
-    the product's million combinations took half a second for one sentence."""
+    whose word numbers (each position's first item; in order within each term, as a
+    sentence's matches come) lie at most ``window`` apart. A partial combination already
+    wider than that is not extended (four terms of 32 matches each: the product's million
+    combinations took half a second for one sentence), and of a term's many positions only
+    those within ``window`` of the words chosen so far are looked at, found by bisection
+    (a term that matches hundreds of times in a long sentence costs a few tries per match)."""
     chosen: list[tuple[int, int, int]] = []
 
     def extend(level: int, low: int, high: int) -> bool:
         if level == len(positions):
             return True
-        for position in positions[level]:
+        found = positions[level]
+        if level and len(found) > 8:
+            found = found[bisect.bisect_left(found, high - window, key=_word_number):
+                          bisect.bisect_right(found, low + window, key=_word_number)]
+        for position in found:
             lo, hi = min(low, position[0]), max(high, position[0])
             if hi - lo <= window:
                 chosen.append(position)
@@ -575,8 +583,7 @@ class Pattern:
             return None
         positions: list[list[tuple[int, int, int]]] = []
         for term in self.terms:
-            found = [(sentence.word_at(m.start()), m.start(), m.end())
-                     for m in itertools.islice(term.finditer(sentence.text), MAX_POSITIONS)]
+            found = [(sentence.word_at(m.start()), m.start(), m.end()) for m in term.finditer(sentence.text)]
             if not found:
                 return None
             positions.append(found)

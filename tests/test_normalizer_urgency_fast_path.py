@@ -266,3 +266,13 @@ def test_terms_with_one_level_of_repeats_are_accepted() -> None:
     rules = UrgencyRules.from_config({"rules_file": None, "rules": [{"name": "flat", "level": "high", "patterns": {
         "ru": [r"(не (топят|греют))+ + батаре\w*", r"x{2,}", r"газ(а|у)?"]}}]})
     assert decided(rules, "Не топят не греют батареи") == ("flat", "high", "не топят не греют батареи")
+
+
+def test_a_term_matching_many_times_in_one_sentence_finds_its_match_after_the_thirty_second() -> None:
+    # every match of a term counts: only the 41st "alpha" of this sentence is near a "bravo"
+    # (the terms' matches were cut at 32 per sentence, and this one went unnoticed)
+    rules = UrgencyRules.from_config({"rules_file": None, "rules": [
+        {"name": "pair", "level": "high", "window": 2, "patterns": {"en": ["alpha + bravo"]}}]})
+    text = " ".join(["alpha"] * 40) + " x x x x x alpha y bravo"
+    assert decided(rules, text) == ("pair", "high", "alpha y bravo") == slow_classify(rules, text)
+    assert decided(rules, " ".join(["alpha"] * 40) + " x x x x x bravo") is None
