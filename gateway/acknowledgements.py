@@ -9,6 +9,7 @@ Every text can be overridden in config.yaml under ``acknowledgements.templates.<
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from string import Formatter
@@ -201,8 +202,37 @@ SCHEMA: dict[str, Any] = {
         "date_format": {"type": "string"},
         "date_formats": {"type": "object", "additionalProperties": {"type": "string"}},
         "templates": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}}},
+        "retry": {"type": "object", "additionalProperties": False, "properties": {
+            "attempts": {"type": "integer", "minimum": 1},
+            "first_delay_seconds": {"type": "number", "minimum": 0},
+            "max_delay_seconds": {"type": "number", "minimum": 0},
+        }},
     },
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed acknowledgement is sent again (``acknowledgements.retry``): ``attempts``
+    in all, the first included (1: never again); ``first_delay`` seconds after the first
+    failure, twice as long after each next one, at most ``max_delay``. The defaults try for
+    about four minutes."""
+
+    attempts: int = 8
+    first_delay: float = 2.0
+    max_delay: float = 300.0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None) -> RetryPolicy:
+        section = section or {}
+        validate(section, SCHEMA, prefix="acknowledgements")
+        retry, default = section.get("retry") or {}, cls()
+        return cls(int(retry.get("attempts", default.attempts)), float(retry.get("first_delay_seconds", default.first_delay)),
+                   float(retry.get("max_delay_seconds", default.max_delay)))
+
+    def delay(self, failures: int) -> float:
+        """The wait after the ``failures``-th failure in a row (1, 2, ...)."""
+        return min(self.max_delay, self.first_delay * 2 ** (failures - 1))
 
 
 def spoken_number(number: str) -> str:

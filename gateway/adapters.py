@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiohttp import web
 
+from gateway.acknowledgements import RetryPolicy
 from gateway.inbound import Inbound, Receipt
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class AdapterContext:
     #: Finds registration numbers in text (subjects, replies): ``number_pattern.findall(s)``.
     number_pattern: re.Pattern[str] = field(default_factory=lambda: re.compile(r"(?!x)x"))
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("complaint_gateway.channel"))
+    #: How a failed acknowledgement is sent again (``acknowledgements.retry``).
+    acknowledgement_retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class Adapter:
@@ -104,6 +107,8 @@ class Adapter:
         self.settings = context.settings
         self.log = context.logger.getChild(self.instance)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Set when the gateway stops: acknowledgements waiting to be sent again give up.
+        self._draining = asyncio.Event()
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -149,13 +154,49 @@ class Adapter:
         """An operator's answer to the customer through this door."""
         raise NotImplementedError(f"adapter {self.name!r} cannot send replies")
 
+    def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
+        """How long to wait before sending a failed acknowledgement again: ``backoff`` (from
+        ``acknowledgements.retry``) by default; None when sending it again cannot help (the
+        customer blocked the bot, the request itself is wrong), or longer when the platform
+        asked for a longer wait. Doors override it for their platform's errors."""
+        return backoff
+
     async def _acknowledge_safely(self, receipt: Receipt, complaint: Complaint) -> None:
+        """``acknowledge()``, sent again after a failure as ``acknowledgements.retry`` says;
+        a failure never undoes the registration."""
+        policy, metrics = self.context.acknowledgement_retry, self.context.metrics.acknowledged
+        failures = 0
+        while True:
+            try:
+                await self.acknowledge(receipt, complaint)
+            except Exception as exc:
+                failures += 1
+                wait = self.acknowledgement_retry_delay(exc, policy.delay(failures)) if failures < policy.attempts else None
+                number, error = receipt.registration_number, repr(exc)
+                if wait is None:
+                    metrics.labels(self.instance, "failed").inc()
+                    self.log.warning("acknowledgement failed", extra={"registration_number": number, "error": error,
+                                                                      "attempts": failures})
+                    return
+                metrics.labels(self.instance, "retried").inc()
+                self.log.info("acknowledgement failed; retrying", extra={"registration_number": number, "error": error,
+                                                                          "attempts": failures, "retry_in": round(wait, 2)})
+                if not await self._wait_unless_draining(wait):
+                    metrics.labels(self.instance, "abandoned").inc()
+                    self.log.warning("acknowledgement abandoned: the gateway is stopping",
+                                     extra={"registration_number": number, "attempts": failures})
+                    return
+            else:
+                metrics.labels(self.instance, "sent").inc()
+                return
+
+    async def _wait_unless_draining(self, seconds: float) -> bool:
+        """Wait ``seconds``; False at once when the gateway starts stopping."""
         try:
-            await self.acknowledge(receipt, complaint)
-            self.context.metrics.acknowledged.labels(self.instance, "sent").inc()
-        except Exception as exc:  # the complaint is registered; a failed answer must not undo it
-            self.context.metrics.acknowledged.labels(self.instance, "failed").inc()
-            self.log.warning("acknowledgement failed", extra={"registration_number": receipt.registration_number, "error": repr(exc)})
+            await asyncio.wait_for(self._draining.wait(), timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
 
     # -- background work --------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -166,6 +207,9 @@ class Adapter:
         return task
 
     async def drain(self) -> None:
+        """At shutdown: let acknowledgements being sent finish; those waiting to be sent
+        again give up (logged and counted as ``abandoned``)."""
+        self._draining.set()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

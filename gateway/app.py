@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import plugins
-from gateway.acknowledgements import AcknowledgementTexts
+from gateway.acknowledgements import AcknowledgementTexts, RetryPolicy
 from gateway.adapters import Adapter, AdapterContext, PushAdapter
 from gateway.blobs import SMALL_MAX_BYTES, BlobStore
 from gateway.config import ConfigError, GatewayConfig, validate
@@ -58,6 +58,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
                       small_max_bytes=int(config.section("blobs").get("small_max_bytes", SMALL_MAX_BYTES)))
     normalizer = Normalizer(NormalizerSettings.from_config(config.section("normalizer")))
     texts = AcknowledgementTexts(config.section("acknowledgements"), normalizer.settings.default_language)
+    acknowledgement_retry = RetryPolicy.from_config(config.section("acknowledgements"))
     intake_section = config.section("intake")
     intake = Intake(registry, blobs, normalizer, metrics, max_batch=int(intake_section.get("max_batch", DEFAULT_MAX_BATCH)),
                     inline_original_max_bytes=int(intake_section.get("inline_original_max_bytes", DEFAULT_INLINE_ORIGINAL_MAX_BYTES)))
@@ -69,7 +70,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
         section = config.channels[instance]
         settings = {k: v for k, v in section.items() if k not in ("adapter", "enabled")}
         context = AdapterContext(instance=instance, settings=settings, sink=intake, state=registry,
-                                 metrics=metrics, config=config, texts=texts,
+                                 metrics=metrics, config=config, texts=texts, acknowledgement_retry=acknowledgement_retry,
                                  number_pattern=registry.number_format.pattern())
         adapter = cls(context)
         if not primary and not adapter.runs_in_every_worker():

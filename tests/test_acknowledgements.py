@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.acknowledgements import DEFAULT_TEMPLATES, DOOR_KIND, AcknowledgementTexts, spoken_number
+from gateway.acknowledgements import DEFAULT_TEMPLATES, DOOR_KIND, AcknowledgementTexts, RetryPolicy, spoken_number
 from gateway.config import ConfigError
 from gateway.inbound import Inbound, Receipt
 from normalizer.pipeline import Normalizer, NormalizerSettings
@@ -150,3 +150,15 @@ def test_partner_text_names_the_case_and_the_statutory_deadline() -> None:
     text = AcknowledgementTexts().render(c, receipt(), door="partner")
     assert text.startswith("Sprawa RPO/2026/1 (Rzecznik Praw Obywatelskich) została zarejestrowana pod numerem 2026-000123")
     assert "12.05.2026 23:59" in text
+
+
+def test_a_failed_acknowledgement_waits_twice_as_long_after_each_failure_up_to_the_limit() -> None:
+    default = RetryPolicy.from_config({})
+    assert (default.attempts, default.first_delay, default.max_delay) == (8, 2.0, 300.0)
+    assert [default.delay(n) for n in range(1, 8)] == [2, 4, 8, 16, 32, 64, 128]  # about four minutes in all
+    policy = RetryPolicy.from_config({"retry": {"attempts": 5, "first_delay_seconds": 10, "max_delay_seconds": 25}})
+    assert [policy.delay(n) for n in range(1, 5)] == [10, 20, 25, 25]
+    assert RetryPolicy.from_config({"retry": {"attempts": 1}}).attempts == 1  # never again
+    for wrong in ({"attempts": 0}, {"first_delay_seconds": -1}, {"every": 5}):
+        with pytest.raises(ConfigError, match="acknowledgements"):
+            RetryPolicy.from_config({"retry": wrong})

@@ -2,6 +2,7 @@
 loopback, with python-telegram-bot pointed at it."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -472,3 +473,79 @@ def test_a_bot_api_answer_that_is_no_json_is_python_telegram_bots_error() -> Non
 
     with pytest.raises(TelegramError, match="Invalid server response"):
         AiohttpBotRequest.parse_json_payload(b"<html>502 Bad Gateway</html>")
+
+
+QUICK_RETRY = {"retry": {"attempts": 4, "first_delay_seconds": 0.05, "max_delay_seconds": 0.2}}
+
+
+async def test_a_failed_acknowledgement_is_sent_again_until_it_goes_through(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements=QUICK_RETRY))
+    fake.fail_next("sendMessage", (502, "Bad Gateway"), (500, "Internal Server Error"))
+    update = tg.message_update(9101, ANNA, text="No internet since Monday morning.", message_id=61)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+
+    sent = await fake.wait_for("sendMessage", 3)
+    assert [int(call.params["chat_id"]) for call in sent] == [424242] * 3
+    [new] = await registry_of(client).read_events("test", "c1")  # registered once, whatever the answer's fate
+    assert sent[2].params["text"] == expected_acknowledgement(client.server.app, new)
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="sent"} 1.0'))
+    assert await has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="retried"} 2.0')
+
+
+async def test_an_acknowledgement_the_bot_may_not_send_is_not_tried_again(fake, make_config, start_gateway, caplog):
+    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements=QUICK_RETRY))
+    fake.fail_next("sendMessage", (403, "Forbidden: bot was blocked by the user"))
+    update = tg.message_update(9102, ANNA, text="No internet since Monday morning.", message_id=62)
+    with caplog.at_level(logging.WARNING, logger="complaint_gateway.channel"):
+        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+        await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="failed"} 1.0'))
+    await asyncio.sleep(0.3)  # several back-offs: nothing more is sent
+    assert len(fake.calls_of("sendMessage")) == 1
+    [failed] = [r for r in caplog.records if r.getMessage() == "acknowledgement failed"]
+    assert failed.attempts == 1 and "Forbidden" in failed.error
+
+
+async def test_acknowledgements_given_up_after_the_configured_attempts(fake, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements=QUICK_RETRY))
+    fake.fail_next("sendMessage", *[(502, "Bad Gateway")] * 5)
+    update = tg.message_update(9103, ANNA, text="No internet since Monday morning.", message_id=63)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="failed"} 1.0'))
+    assert len(fake.calls_of("sendMessage")) == 4
+    assert await has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="retried"} 3.0')
+
+
+async def test_an_acknowledgement_waiting_to_be_sent_again_is_abandoned_at_shutdown(fake, make_config, start_gateway, caplog):
+    slow = {"retry": {"attempts": 3, "first_delay_seconds": 600}}
+    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements=slow))
+    adapter = client.server.app[ADAPTERS]["telegram"]
+    fake.fail_next("sendMessage", (502, "Bad Gateway"))
+    update = tg.message_update(9104, ANNA, text="No internet since Monday morning.", message_id=64)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="retried"} 1.0'))
+    with caplog.at_level(logging.WARNING, logger="complaint_gateway.channel"):
+        async with asyncio.timeout(10):  # not the ten minutes of the back-off
+            await client.close()
+    assert adapter.context.metrics.acknowledged.labels("telegram", "abandoned")._value.get() == 1
+    [abandoned] = [r for r in caplog.records if r.getMessage().startswith("acknowledgement abandoned")]
+    assert abandoned.attempts == 1
+    assert len(fake.calls_of("sendMessage")) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Deprecated since version v22.2:telegram.warnings.PTBDeprecationWarning")  # RetryAfter's own
+def test_telegrams_errors_say_whether_an_acknowledgement_is_worth_sending_again(make_config):
+    from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
+
+    from channels.social.telegram import TelegramAdapter
+    from gateway.adapters import AdapterContext
+
+    settings = {"token": "7000000001:AAH-fake-token_for-tests", "secret_token": SECRET}
+    config = make_config(channels={"telegram": {"adapter": "telegram", **settings}})
+    adapter = TelegramAdapter(AdapterContext(instance="telegram", settings=settings, sink=None, state=None,  # type: ignore[arg-type]
+                                             metrics=None, config=config, texts=None))  # type: ignore[arg-type]
+    assert adapter.acknowledgement_retry_delay(NetworkError("Bad Gateway"), 4.0) == 4.0
+    assert adapter.acknowledgement_retry_delay(TimedOut(), 8.0) == 8.0
+    assert adapter.acknowledgement_retry_delay(RetryAfter(30), 4.0) == 30  # Telegram's own wait when longer
+    assert adapter.acknowledgement_retry_delay(RetryAfter(1), 4.0) == 4.0
+    for final in (Forbidden("Forbidden: bot was blocked by the user"), BadRequest("Bad Request: chat not found"), ChatMigrated(-100)):
+        assert adapter.acknowledgement_retry_delay(final, 4.0) is None

@@ -2,6 +2,7 @@
 with the real vk-api library pointed at it."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -329,3 +330,29 @@ async def test_names_of_writers_arriving_together_are_asked_for_in_one_call(vk, 
     calls = vk.calls_of("users.get")
     assert len(calls) < len(writers)  # asked together (the first writer's call may go alone)
     assert sorted(int(u) for call in calls for u in call.params["user_ids"].split(",")) == sorted(writers)
+
+
+QUICK_RETRY = {"retry": {"attempts": 3, "first_delay_seconds": 0.05}}
+
+
+async def test_a_failed_acknowledgement_is_sent_again_with_the_same_random_id(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=vk_channel(vk), acknowledgements=QUICK_RETRY))
+    vk.fail_next("messages.send", (10, "Internal server error"))
+    event = events.message_new(GROUP, USER, "Третий день нет интернета.", secret=SECRET)
+    assert (await client.post(PATH, json=event)).status == 200
+
+    first, second = await vk.wait_for("messages.send", 2)
+    assert first.params["random_id"] == second.params["random_id"]  # VK delivers it once, however often it is sent
+    assert first.params["message"] == second.params["message"]
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="vk",result="sent"} 1.0'))
+    assert await has_metric(client, 'complaint_gateway_acknowledgements_total{channel="vk",result="retried"} 1.0')
+
+
+async def test_an_acknowledgement_the_user_does_not_allow_is_not_sent_again(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=vk_channel(vk), acknowledgements=QUICK_RETRY))
+    vk.fail_next("messages.send", (901, "Can't send messages for users without permission"))
+    event = events.message_new(GROUP, USER, "Третий день нет интернета.", secret=SECRET)
+    assert (await client.post(PATH, json=event)).status == 200
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="vk",result="failed"} 1.0'))
+    await asyncio.sleep(0.3)  # several back-offs: nothing more is sent
+    assert len(vk.calls_of("messages.send")) == 1

@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 from telegram import Bot, KeyboardButton, Message, ReplyKeyboardMarkup, ReplyKeyboardRemove, Update
-from telegram.error import NetworkError, TimedOut
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.request import BaseRequest, RequestData
-from telegram.warnings import PTBUserWarning
+from telegram.warnings import PTBDeprecationWarning, PTBUserWarning
 
 from channels.social.common import (
     COMMON_SETTINGS,
@@ -354,6 +354,19 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         public = meta.get("telegram_chat_type") != "private"
         text = self.context.texts.render(complaint, receipt, door="chat", public=public)
         await self._send_text(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"])
+
+    def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
+        """Never again when the bot may not write to the chat (blocked, kicked: 403), the chat
+        is gone or moved, or the request or the token is wrong; after Telegram's own wait
+        when it asks for one (429, ``retry_after``)."""
+        if isinstance(error, (Forbidden, BadRequest, ChatMigrated, InvalidToken)):
+            return None
+        if isinstance(error, RetryAfter):
+            with warnings.catch_warnings():  # an int until PTB's next major version, a timedelta then
+                warnings.simplefilter("ignore", PTBDeprecationWarning)
+                asked = error.retry_after
+            return max(backoff, asked if isinstance(asked, (int, float)) else asked.total_seconds())
+        return backoff
 
     async def send_reply(self, complaint: Complaint, text: str) -> None:
         """An operator's answer: in the private chat (a reply to the message), or for a group

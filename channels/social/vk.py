@@ -13,6 +13,7 @@ import json
 from typing import Any, ClassVar
 
 import aiohttp
+import vk_api
 from aiohttp import web
 from cachetools import TTLCache
 
@@ -37,6 +38,12 @@ from normalizer.schema import Complaint
 #: Hosts VK serves photos, documents and voice messages from.
 VK_FILE_HOSTS = ["vk.com", "vk.ru", "userapi.com", "vkuser.net", "vkuseraudio.net", "vk-cdn.net", "vkuservideo.net",
                  "mycdn.me", "vk.me"]
+
+
+#: VK errors a second try of the same call cannot mend: 5 the key is not valid, 7 and 15 no
+#: right to it, 27 a group key cannot do it, 100 a parameter is wrong, 900-902 the user has
+#: blocked the community, not allowed its messages, or their privacy settings forbid them.
+FINAL_ERROR_CODES = frozenset({5, 7, 15, 27, 100, 900, 901, 902})
 
 
 class VkAdapter(PushAdapter, PullAdapter):
@@ -272,6 +279,15 @@ class VkAdapter(PushAdapter, PullAdapter):
             self._name_lookup = None
 
     # -- answers ----------------------------------------------------------------------
+    def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
+        """Never again for VK's errors that a second try cannot mend (the key, the rights, the
+        user's privacy settings, a wrong parameter: ``FINAL_ERROR_CODES``). A second
+        ``messages.send`` carries the same ``random_id``: VK delivers it once however often
+        it is sent."""
+        if isinstance(error, vk_api.ApiError) and error.code in FINAL_ERROR_CODES:
+            return None
+        return backoff
+
     async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
         meta = complaint.meta
         event = meta.get("vk_event")

@@ -28,6 +28,7 @@ class FakeServer:
         self.files: dict[str, tuple[bytes, str]] = {}
         self.file_requests: list[str] = []
         self._changed = asyncio.Condition()
+        self._failures: dict[str, list[Any]] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -58,6 +59,16 @@ class FakeServer:
             self.calls.append(call)
             self._changed.notify_all()
         return call
+
+    def fail_next(self, method: str, *failures: Any) -> None:
+        """Answer the next calls of ``method`` with these failures, one call each, in the
+        fake's own terms (Telegram: an HTTP status and a description; VK: an error code and
+        a message); the calls after them go through."""
+        self._failures.setdefault(method, []).extend(failures)
+
+    def next_failure(self, method: str) -> Any | None:
+        queued = self._failures.get(method)
+        return queued.pop(0) if queued else None
 
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]

@@ -58,6 +58,9 @@ class FakeTelegram(FakeServer):
         handler = getattr(self, "_" + method.lower(), None)
         if handler is None:
             return _fail(404, "Not Found")
+        failure = self.next_failure(method)
+        if failure is not None:
+            return _fail(*failure)
         return await handler(params)
 
     async def _getme(self, params: dict[str, Any]) -> web.Response:
@@ -152,8 +155,11 @@ def _ok(result: Any, description: str | None = None) -> web.Response:
     return web.json_response(body)
 
 
-def _fail(code: int, description: str) -> web.Response:
-    return web.json_response({"ok": False, "error_code": code, "description": description}, status=code)
+def _fail(code: int, description: str, retry_after: int | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if retry_after is not None:  # flood control (429): how long to wait, as Telegram says it
+        body["parameters"] = {"retry_after": retry_after}
+    return web.json_response(body, status=code)
 
 
 # -- Update objects, as Telegram sends them -----------------------------------------------------

@@ -49,6 +49,10 @@ class FakeVk(FakeServer):
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return _error(3, "Unknown method passed", request_params)
+        failure = self.next_failure(method)
+        if failure is not None:
+            code, message = failure
+            return _error(code, message, request_params)
         return web.json_response({"response": handler(params)})
 
     def _users_get(self, params: dict[str, str]) -> list[dict[str, Any]]:
