@@ -243,3 +243,24 @@ async def test_operator_reply_is_sent_by_mail(make_config, start_gateway, relay)
     assert complaint.registration_number in reply["Subject"]
     assert reply["In-Reply-To"] == "<q@example.net>"
     assert "Мастер приедет" in reply.get_content()
+
+
+async def test_an_acknowledgement_the_relay_defers_is_sent_again_and_one_it_refuses_is_not(make_config, start_gateway, relay):
+    client = await start_gateway(make_config(channels={"email": smtp_channel(relay.port)},
+                                             acknowledgements={"retry": {"attempts": 3, "first_delay_seconds": 0.05}}))
+    adapter = adapter_of(client, "email")
+    relay.refusals = ["451 4.3.0 Try again later"]
+    await smtp_send(adapter.port, make_mail("Первая жалоба про интернет.", message_id="<one@example.net>"), TO)
+    _, rcpt_tos, data = await relay.next_message()  # the second try went through
+    ack = email.message_from_bytes(data, policy=policy.default)
+    assert rcpt_tos == ["ivan@example.net"] and relay.refused == 1
+    [registered] = await registry_of(client).list_messages()
+    assert registered.registration_number in ack["Subject"]
+
+    relay.refusals = ["554 5.7.1 Message rejected by policy"]
+    await smtp_send(adapter.port, make_mail("Вторая жалоба: счёт за телефон.", message_id="<two@example.net>"), TO)
+    await adapter.drain()  # the refused one is not waiting to be sent again: it was given up at once
+    assert relay.refused == 2 and relay.messages.qsize() == 0
+    metrics = await (await client.get("/metrics")).text()
+    for result, count in (("sent", 1), ("retried", 1), ("failed", 1)):
+        assert f'complaint_gateway_acknowledgements_total{{channel="email",result="{result}"}} {count}.0' in metrics

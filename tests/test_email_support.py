@@ -34,8 +34,14 @@ class CapturingRelay:
         self.messages: asyncio.Queue[tuple[str, list[str], bytes]] = asyncio.Queue()
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
+        #: Answers to the next mails' DATA instead of taking them ("451 4.3.0 try later"), one each.
+        self.refusals: list[str] = []
+        self.refused = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refusals:
+            self.refused += 1
+            return self.refusals.pop(0)
         await self.messages.put((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
         return "250 OK captured"
 

@@ -10,6 +10,8 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from channels.social.fakes.testing import has_metric, wait_until
 from channels.web.partner import key_digest, write_report
 from gateway.app import ADAPTERS
 from gateway.config import ConfigError
@@ -167,6 +170,25 @@ async def test_duplicate_organisation_ids_fail_at_start(make_config, start_gatew
         await start_gateway(make_config(channels=channels))
 
 
+@asynccontextmanager
+async def callback_server(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """An organisation's callback endpoint on loopback; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        yield str(server.make_url("/hook"))
+    finally:
+        await server.close()
+
+
+def partner_with_callback(url: str) -> dict[str, Any]:
+    channels = partner_channel(callback_backoff_initial_seconds=0.01)
+    channels["partners"]["organisations"][0].update(callback_url=url, callback_secret=SECRET)
+    return channels
+
+
 async def test_callback_gets_the_signed_acknowledgement_after_a_retry(make_config, start_gateway):
     received: list[tuple[dict[str, str], bytes]] = []
     done = asyncio.Event()
@@ -178,20 +200,12 @@ async def test_callback_gets_the_signed_acknowledgement_after_a_retry(make_confi
         done.set()
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", callback)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        channels = partner_channel(callback_backoff_initial_seconds=0.01)
-        channels["partners"]["organisations"][0].update(callback_url=str(server.make_url("/hook")), callback_secret=SECRET)
-        client = await start_gateway(make_config(channels=channels))
+    async with callback_server(callback) as url:
+        client = await start_gateway(make_config(channels=partner_with_callback(url)))
         resp = await client.post("/partners/cases", json=CASE, headers=auth(KEY_RPO))
         number = (await resp.json())["registration_number"]
         await asyncio.wait_for(done.wait(), timeout=10)
         await client.server.app[ADAPTERS]["partners"].drain()
-    finally:
-        await server.close()
     assert len(received) == 2
     headers, body = received[1]
     stamp, mac = (part.split("=", 1)[1] for part in headers["X-Signature"].split(","))
@@ -202,6 +216,25 @@ async def test_callback_gets_the_signed_acknowledgement_after_a_retry(make_confi
     assert payload["reference"] == "RPO/2026/00123" and number in payload["acknowledgement"]["text"]
     metrics = await (await client.get("/metrics")).text()
     assert 'complaint_gateway_acknowledgements_total{channel="partners",result="sent"} 1.0' in metrics
+
+
+async def test_a_refused_callback_is_given_up_by_the_partner_door_alone(make_config, start_gateway):
+    # the door retries its callbacks itself (callback_* settings); the gateway's own retry of
+    # acknowledgements must not repeat them on top
+    received: list[bytes] = []
+
+    async def callback(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=400)
+
+    async with callback_server(callback) as url:
+        client = await start_gateway(make_config(channels=partner_with_callback(url),
+                                                 acknowledgements={"retry": {"first_delay_seconds": 0.01}}))
+        assert (await client.post("/partners/cases", json=CASE, headers=auth(KEY_RPO))).status == 201
+        await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="partners",result="failed"} 1.0'))
+        await asyncio.sleep(0.2)  # many of the gateway's back-offs
+    assert len(received) == 1
+    assert not await has_metric(client, 'complaint_gateway_acknowledgements_total{channel="partners",result="retried"} 1.0')
 
 
 # -- the monthly report -------------------------------------------------------------------

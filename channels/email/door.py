@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import smtplib
 from typing import TYPE_CHECKING, Any
 
 from channels.email.convert import ConvertOptions, mail_to_inbound
@@ -102,6 +103,16 @@ class MailDoor(Adapter):
             self.context.metrics.rejected.labels(self.instance, "ack_rate_limited").inc()
             self.log.info("acknowledgement rate-limited", extra={"channel": self.instance,
                                                                  "registration_number": receipt.registration_number})
+
+    def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
+        """Never again when the relay refused the mail for good (a 5xx answer: no such
+        recipient, a policy), after ``backoff`` otherwise (a 4xx answer, no connection)."""
+        if isinstance(error, smtplib.SMTPRecipientsRefused):
+            codes = [code for code, _ in error.recipients.values()]
+            return None if codes and all(code >= 500 for code in codes) else backoff
+        if isinstance(error, smtplib.SMTPResponseException) and error.smtp_code >= 500:
+            return None
+        return backoff
 
     async def send_reply(self, complaint: Complaint, text: str) -> None:
         texts = self.context.texts

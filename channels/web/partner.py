@@ -316,6 +316,11 @@ class PartnerApiAdapter(PushAdapter):
         org = self.by_id.get(complaint.submitted_by.organisation) if complaint and complaint.submitted_by else None
         return super().should_acknowledge(submitted) and org is not None and bool(org.callback_url)
 
+    def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
+        """Never: ``acknowledge`` retries the callback itself, as the channel's ``callback_*``
+        settings say."""
+        return None
+
     async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
         """POST the acknowledgement to the organisation's callback URL, signed with its
         ``callback_secret`` (``X-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">``);
