@@ -241,6 +241,15 @@ def test_the_first_combination_within_the_window_is_the_products_first() -> None
         assert _first_within(positions, window) == product_first(positions, window), (positions, window)
         found += product_first(positions, window) is not None
     assert 500 < found < 3500
+    # terms with many matches, whose positions within the window are found by bisection
+    found = 0
+    for _ in range(600):
+        window = rnd.randint(0, 4)
+        positions = [[(w, 10 * w, 10 * w + 5) for w in sorted(rnd.sample(range(120), rnd.randint(1, 24)))]
+                     for _ in range(rnd.randint(2, 3))]
+        assert _first_within(positions, window) == product_first(positions, window), (positions, window)
+        found += product_first(positions, window) is not None
+    assert 100 < found < 550
 
 
 def test_many_matches_of_many_terms_far_apart_are_ruled_out_without_trying_every_combination() -> None:
