@@ -233,23 +233,21 @@ def test_the_first_combination_within_the_window_is_the_products_first() -> None
         return None
 
     rnd = random.Random(3)
-    found = 0
-    for _ in range(4000):
-        window = rnd.randint(0, 6)
-        positions = [[(w, 10 * w, 10 * w + 5) for w in sorted(rnd.sample(range(40), rnd.randint(1, 6)))]
-                     for _ in range(rnd.randint(2, 4))]
-        assert _first_within(positions, window) == product_first(positions, window), (positions, window)
-        found += product_first(positions, window) is not None
-    assert 500 < found < 3500
+
+    def agree(cases: int, max_window: int, words: int, max_matches: int, max_terms: int) -> int:
+        """Random cases compared; how many have a combination within the window."""
+        found = 0
+        for _ in range(cases):
+            window = rnd.randint(0, max_window)
+            positions = [[(w, 10 * w, 10 * w + 5) for w in sorted(rnd.sample(range(words), rnd.randint(1, max_matches)))]
+                         for _ in range(rnd.randint(2, max_terms))]
+            assert _first_within(positions, window) == product_first(positions, window), (positions, window)
+            found += product_first(positions, window) is not None
+        return found
+
+    assert 500 < agree(4000, 6, 40, 6, 4) < 3500
     # terms with many matches, whose positions within the window are found by bisection
-    found = 0
-    for _ in range(600):
-        window = rnd.randint(0, 4)
-        positions = [[(w, 10 * w, 10 * w + 5) for w in sorted(rnd.sample(range(120), rnd.randint(1, 24)))]
-                     for _ in range(rnd.randint(2, 3))]
-        assert _first_within(positions, window) == product_first(positions, window), (positions, window)
-        found += product_first(positions, window) is not None
-    assert 100 < found < 550
+    assert 100 < agree(600, 4, 120, 24, 3) < 550
 
 
 def test_many_matches_of_many_terms_far_apart_are_ruled_out_without_trying_every_combination() -> None:
