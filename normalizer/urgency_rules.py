@@ -71,6 +71,8 @@ _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 _WORD_REF = re.compile(r"@(\w+)")
 _WORD_CHAR = re.compile(r"\w")
+#: Where a word starts: its first character (``word_at`` counts these).
+_WORD_START = re.compile(r"(?<!\w)\w")
 
 
 def _combining_marks() -> str:
@@ -581,16 +583,21 @@ class Pattern:
             return None if m is None else text[m.start():m.end()]
         if not self.present_in(text):  # most sentences miss a term: find that out first
             return None
-        positions: list[list[tuple[int, int, int]]] = []
-        for term in self.terms:
-            found = [(sentence.word_at(m.start()), m.start(), m.end()) for m in term.finditer(sentence.text)]
-            if not found:
+        spans = [[m.span() for m in term.finditer(text)] for term in self.terms]
+        if not all(spans):
+            return None
+        starts = sorted(found[0][0] for found in spans)
+        if all(len(found) == 1 for found in spans) and _WORD_START.match(text, starts[0]):
+            # the usual case: one match a term, the first at a word's start; the words from the
+            # first match to the last are the word starts after the first up to the last
+            if len(_WORD_START.findall(text, starts[0] + 1, starts[-1] + 1)) > self.window:
                 return None
-            positions.append(found)
+            return text[starts[0]: max(found[0][1] for found in spans)]
+        positions = [[(sentence.word_at(start), start, end) for start, end in found] for found in spans]
         combination = _first_within(positions, self.window)
         if combination is None:
             return None
-        return sentence.text[min(p[1] for p in combination): max(p[2] for p in combination)]
+        return text[min(p[1] for p in combination): max(p[2] for p in combination)]
 
 
 @dataclass(frozen=True, slots=True)

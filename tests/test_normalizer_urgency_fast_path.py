@@ -283,3 +283,15 @@ def test_a_term_matching_many_times_in_one_sentence_finds_its_match_after_the_th
     text = " ".join(["alpha"] * 40) + " x x x x x alpha y bravo"
     assert decided(rules, text) == ("pair", "high", "alpha y bravo") == slow_classify(rules, text)
     assert decided(rules, " ".join(["alpha"] * 40) + " x x x x x bravo") is None
+
+
+def test_terms_matching_once_are_within_the_window_by_the_words_from_the_first_to_the_last() -> None:
+    rules = UrgencyRules.from_config({"rules_file": None, "rules": [
+        {"name": "pair", "level": "high", "window": 2, "patterns": {"xx": ["alpha + bravo", r"-\d + x"]}}]})
+    assert decided(rules, "alpha a bravo") == ("pair", "high", "alpha a bravo")
+    assert decided(rules, "bravo, a; alpha") is None  # ";" ends the sentence
+    assert decided(rules, "bravo, - a alpha!") == ("pair", "high", "bravo, - a alpha")  # marks are no words
+    assert decided(rules, "alpha a b bravo") is None
+    # a match before the sentence's first word counts as the first word (as a sentence's word numbers do)
+    assert decided(rules, "-5 a x") == ("pair", "high", "-5 a x") == slow_classify(rules, "-5 a x")
+    assert decided(rules, "-5 a b x") is None
