@@ -111,6 +111,7 @@ def _serve_workers(config_path: str | None, host: str, port: int, workers: int) 
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.acknowledgements import AcknowledgementTexts, RetryPolicy
     from gateway.app import adapter_classes
     from gateway.inbox.settings import enabled, load_settings
     from gateway.registry import RegistrySettings
@@ -120,6 +121,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     classes = adapter_classes(config)
     RegistrySettings.from_config(config.registry, config.section("normalizer"))
     NormalizerSettings.from_config(config.section("normalizer"))  # urgency rules compiled, deadlines read
+    AcknowledgementTexts(config.section("acknowledgements"))  # templates parsed as `run` parses them
+    RetryPolicy.from_config(config.section("acknowledgements"))
     if enabled(config):
         load_settings(config)
     print(f"{config.source}: OK ({len(classes)} channel(s): {', '.join(f'{k} [{c.name}]' for k, c in classes.items())})")
