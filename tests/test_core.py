@@ -416,8 +416,8 @@ def test_cli_schema_and_check_config(tmp_path: Path) -> None:
         bad.write_text(f'normalizer:\n  urgency:\n    rules:\n      - {{name: odd, level: high, patterns: {{ru: ["{term}"]}}}}\n')
         out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and "normalizer.urgency rule 'odd'" in out.stderr and why in out.stderr, out.stderr
-    for section, where in (("{retry: {attempts: 0}}", "acknowledgements"), ("{templates: {ru: {short: 'No {number'}}}", "acknowledgements.templates.ru.short"),
-                           ("{retry: {every: 5}}", "acknowledgements")):  # the acknowledgements as `run` reads them
+    for section, where in (("{retry: {attempts: 0}}", "acknowledgements"), ("{retry: {every: 5}}", "acknowledgements"),
+                           ("{templates: {ru: {short: 'No {number'}}}", "acknowledgements.templates.ru.short")):  # as `run` reads them
         bad.write_text(f"acknowledgements: {section}\n")
         out = subprocess.run([*CLI, "--config", str(bad), "check-config"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and where in out.stderr, out.stderr
