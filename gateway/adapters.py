@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -65,6 +66,10 @@ class AcknowledgementTexts(Protocol):
                language: str | None = None) -> str: ...
 
 
+async def _no_complaint(complaint_id: str) -> Complaint | None:
+    return None
+
+
 @dataclass(slots=True)
 class AdapterContext:
     """Everything an adapter instance may use. Adapters never touch the database."""
@@ -81,6 +86,10 @@ class AdapterContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("complaint_gateway.channel"))
     #: How a failed acknowledgement is sent again (``acknowledgements.retry``).
     acknowledgement_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: This process's number in the multi-process mode: the key its held acknowledgements are kept under.
+    worker: int = 0
+    #: A registered complaint by id, to send again an acknowledgement held over a restart.
+    load_complaint: Callable[[str], Awaitable[Complaint | None]] = _no_complaint
 
 
 class Adapter:
@@ -109,6 +118,7 @@ class Adapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set when the gateway stops: acknowledgements waiting to be sent again give up.
         self._draining = asyncio.Event()
+        self._holding = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,11 +171,12 @@ class Adapter:
         asked for a longer wait. Doors override it for their platform's errors."""
         return backoff
 
-    async def _acknowledge_safely(self, receipt: Receipt, complaint: Complaint) -> None:
+    async def _acknowledge_safely(self, receipt: Receipt, complaint: Complaint, failures: int = 0) -> None:
         """``acknowledge()``, sent again after a failure as ``acknowledgements.retry`` says;
-        a failure never undoes the registration."""
+        a failure never undoes the registration. While it waits to be sent again it is held
+        in the registry (``failures`` so far: one held over a restart goes on counting)."""
         policy, metrics = self.context.acknowledgement_retry, self.context.metrics.acknowledged
-        failures = 0
+        held = failures > 0
         while True:
             try:
                 await self.acknowledge(receipt, complaint)
@@ -177,18 +188,67 @@ class Adapter:
                     metrics.labels(self.instance, "failed").inc()
                     self.log.warning("acknowledgement failed", extra={"registration_number": number, "error": error,
                                                                       "attempts": failures})
-                    return
+                    break
                 metrics.labels(self.instance, "retried").inc()
                 self.log.info("acknowledgement failed; retrying", extra={"registration_number": number, "error": error,
                                                                           "attempts": failures, "retry_in": round(wait, 2)})
+                held = await self._hold(receipt, failures) or held
                 if not await self._wait_unless_draining(wait):
                     metrics.labels(self.instance, "abandoned").inc()
-                    self.log.warning("acknowledgement abandoned: the gateway is stopping",
+                    self.log.warning("acknowledgement abandoned: the gateway is stopping; it is sent again at the next start"
+                                     if held else "acknowledgement abandoned: the gateway is stopping",
                                      extra={"registration_number": number, "attempts": failures})
                     return
             else:
                 metrics.labels(self.instance, "sent").inc()
-                return
+                break
+        if held:
+            await self._hold(receipt, None)
+
+    @property
+    def _held_key(self) -> str:
+        return f"acknowledgements:{self.instance}:{self.context.worker}"
+
+    async def _held(self) -> dict[str, Any]:
+        raw = await self.context.state.get_cursor(self._held_key)
+        return json.loads(raw) if raw else {}
+
+    async def _hold(self, receipt: Receipt, failures: int | None) -> bool:
+        """Keep an acknowledgement waiting to be sent again in the registry (``failures``
+        so far), or let it go (None). False when the registry could not keep it: it is
+        then sent again by this process only."""
+        try:
+            async with self._holding:  # one change at a time: the process's held acknowledgements are one value
+                held = await self._held()
+                if failures is None:
+                    if held.pop(str(receipt.complaint_id), None) is None:
+                        return True
+                else:
+                    held[str(receipt.complaint_id)] = {"status": receipt.status, "number": receipt.registration_number,
+                                                       "customer": receipt.customer_id, "failures": failures}
+                await self.context.state.set_cursor(self._held_key, json.dumps(held, separators=(",", ":")))
+            return True
+        except Exception as exc:  # the acknowledgement goes on in memory
+            self.log.warning("acknowledgement not held in the registry", extra={
+                "registration_number": receipt.registration_number, "error": repr(exc)})
+            return False
+
+    async def resume_acknowledgements(self) -> int:
+        """At start: send again the acknowledgements this process held when it stopped."""
+        try:
+            held = await self._held()
+        except Exception as exc:
+            self.log.warning("held acknowledgements not read", extra={"error": repr(exc)})
+            return 0
+        for complaint_id, entry in held.items():
+            receipt = Receipt(entry["status"], entry["number"], entry["customer"], complaint_id)
+            complaint = await self.context.load_complaint(complaint_id)
+            if complaint is None:  # purged since
+                await self._hold(receipt, None)
+                continue
+            self.log.info("held acknowledgement sent again", extra={"registration_number": receipt.registration_number})
+            self.spawn(self._acknowledge_safely(receipt, complaint, failures=int(entry["failures"])))
+        return len(held)
 
     async def _wait_unless_draining(self, seconds: float) -> bool:
         """Wait ``seconds``; False at once when the gateway starts stopping."""

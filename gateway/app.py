@@ -46,9 +46,11 @@ def adapter_classes(config: GatewayConfig) -> dict[str, type[Adapter]]:
     return classes
 
 
-def create_app(config: GatewayConfig, registry: Registry | None = None, *, primary: bool = True) -> web.Application:
+def create_app(config: GatewayConfig, registry: Registry | None = None, *, primary: bool = True,
+               worker: int = 0) -> web.Application:
     """The gateway as an aiohttp application. In the multi-process mode only the
-    ``primary`` worker runs adapters that poll a door or listen on their own socket."""
+    ``primary`` worker runs adapters that poll a door or listen on their own socket;
+    ``worker`` is the process's number (0 to ``http.workers`` - 1)."""
     classes = adapter_classes(config)
     http = config.http
     app = web.Application(client_max_size=int(http["max_body_bytes"]))
@@ -71,6 +73,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
         settings = {k: v for k, v in section.items() if k not in ("adapter", "enabled")}
         context = AdapterContext(instance=instance, settings=settings, sink=intake, state=registry,
                                  metrics=metrics, config=config, texts=texts, acknowledgement_retry=acknowledgement_retry,
+                                 worker=worker, load_complaint=registry.get_message,
                                  number_pattern=registry.number_format.pattern())
         adapter = cls(context)
         if not primary and not adapter.runs_in_every_worker():
@@ -100,6 +103,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await adapter.start()
             started.append(adapter)
             log.info("channel started", extra={"channel": instance, "adapter": adapter.name})
+        for adapter in started:
+            await adapter.resume_acknowledgements()
         yield
     finally:
         for adapter in reversed(started):

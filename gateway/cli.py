@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve_workers(_config_path(args.config), host, port, workers)
 
 
-def _serve(config: GatewayConfig, host: str, port: int, *, primary: bool, reuse_port: bool) -> None:
+def _serve(config: GatewayConfig, host: str, port: int, *, primary: bool, reuse_port: bool, worker: int = 0) -> None:
     from aiohttp import web
 
     from gateway.app import create_app
@@ -66,13 +66,13 @@ def _serve(config: GatewayConfig, host: str, port: int, *, primary: bool, reuse_
 
     logging_section = config.section("logging")
     setup_logging(logging_section.get("level", "INFO"), logging_section.get("format", "json"))
-    web.run_app(create_app(config, primary=primary), host=host, port=port, reuse_port=reuse_port or None,
+    web.run_app(create_app(config, primary=primary, worker=worker), host=host, port=port, reuse_port=reuse_port or None,
                 shutdown_timeout=float(config.http["shutdown_timeout_seconds"]), access_log=None,
                 print=lambda msg: print(msg, file=sys.stderr))
 
 
 def _worker(config_path: str | None, host: str, port: int, index: int) -> None:
-    _serve(load_config(config_path), host, port, primary=index == 0, reuse_port=True)
+    _serve(load_config(config_path), host, port, primary=index == 0, reuse_port=True, worker=index)
 
 
 def _serve_workers(config_path: str | None, host: str, port: int, workers: int) -> int:

@@ -550,3 +550,28 @@ def test_telegrams_errors_say_whether_an_acknowledgement_is_worth_sending_again(
     assert adapter.acknowledgement_retry_delay(RetryAfter(1), 4.0) == 4.0
     for final in (Forbidden("Forbidden: bot was blocked by the user"), BadRequest("Bad Request: chat not found"), ChatMigrated(-100)):
         assert adapter.acknowledgement_retry_delay(final, 4.0) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_an_acknowledgement_held_at_shutdown_is_sent_when_the_gateway_starts_again(backend, fake, make_config, start_gateway,
+                                                                                          redis_url, caplog):
+    config = make_config(backend=backend, channels=tg_channel(fake), acknowledgements={"retry": {"attempts": 5, "first_delay_seconds": 600}})
+    client = await start_gateway(config)
+    fake.fail_next("sendMessage", (502, "Bad Gateway"))
+    update = tg.message_update(9105, ANNA, text="No internet since Monday morning.", message_id=65)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="retried"} 1.0'))
+    [new] = await registry_of(client).read_events("test", "c1")
+    async with asyncio.timeout(10):
+        await client.close()  # the acknowledgement waits ten minutes to be sent again: held
+
+    with caplog.at_level(logging.INFO, logger="complaint_gateway.channel"):
+        again = await start_gateway(config)  # the same registry
+        first, second = await fake.wait_for("sendMessage", 2)
+        await wait_until(lambda: has_metric(again, 'complaint_gateway_acknowledgements_total{channel="telegram",result="sent"} 1.0'))
+    assert second.params == first.params
+    assert second.params["text"] == expected_acknowledgement(again.server.app, new)
+    assert any(r.getMessage() == "held acknowledgement sent again" and r.registration_number == new.registration_number
+               for r in caplog.records)
+    assert await registry_of(again).get_cursor("acknowledgements:telegram:0") == "{}"  # let go once sent
+    assert len(await registry_of(again).list_messages()) == 1  # registered once, not again
