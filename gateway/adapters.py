@@ -50,11 +50,15 @@ class Sink(Protocol):
 
 
 class StateStore(Protocol):
-    """Durable per-channel state kept by the registry backend: cursors and locks."""
+    """Durable per-channel state kept by the registry backend: cursors, maps and locks."""
 
     async def get_cursor(self, name: str) -> str | None: ...
 
     async def set_cursor(self, name: str, value: str) -> None: ...
+
+    async def get_entries(self, name: str) -> dict[str, str]: ...
+
+    async def set_entry(self, name: str, key: str, value: str | None) -> None: ...
 
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool: ...
 
@@ -118,7 +122,6 @@ class Adapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set when the gateway stops: acknowledgements waiting to be sent again give up.
         self._draining = asyncio.Event()
-        self._holding = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -206,41 +209,33 @@ class Adapter:
             await self._hold(receipt, None)
 
     @property
-    def _held_key(self) -> str:
+    def _held_name(self) -> str:
         return f"acknowledgements:{self.instance}:{self.context.worker}"
-
-    async def _held(self) -> dict[str, Any]:
-        raw = await self.context.state.get_cursor(self._held_key)
-        return json.loads(raw) if raw else {}
 
     async def _hold(self, receipt: Receipt, failures: int | None) -> bool:
         """Keep an acknowledgement waiting to be sent again in the registry (``failures``
         so far), or let it go (None). False when the registry could not keep it: it is
         then sent again by this process only."""
+        value = None if failures is None else json.dumps(
+            {"status": receipt.status, "number": receipt.registration_number, "customer": receipt.customer_id,
+             "failures": failures}, separators=(",", ":"))
         try:
-            async with self._holding:  # one change at a time: the process's held acknowledgements are one value
-                held = await self._held()
-                if failures is None:
-                    if held.pop(str(receipt.complaint_id), None) is None:
-                        return True
-                else:
-                    held[str(receipt.complaint_id)] = {"status": receipt.status, "number": receipt.registration_number,
-                                                       "customer": receipt.customer_id, "failures": failures}
-                await self.context.state.set_cursor(self._held_key, json.dumps(held, separators=(",", ":")))
+            await self.context.state.set_entry(self._held_name, str(receipt.complaint_id), value)
             return True
         except Exception as exc:  # the acknowledgement goes on in memory
             self.log.warning("acknowledgement not held in the registry", extra={
                 "registration_number": receipt.registration_number, "error": repr(exc)})
             return False
 
-    async def resume_acknowledgements(self) -> int:
+    async def resume_acknowledgements(self) -> None:
         """At start: send again the acknowledgements this process held when it stopped."""
         try:
-            held = await self._held()
+            held = await self.context.state.get_entries(self._held_name)
         except Exception as exc:
             self.log.warning("held acknowledgements not read", extra={"error": repr(exc)})
-            return 0
-        for complaint_id, entry in held.items():
+            return
+        for complaint_id, value in held.items():
+            entry = json.loads(value)
             receipt = Receipt(entry["status"], entry["number"], entry["customer"], complaint_id)
             complaint = await self.context.load_complaint(complaint_id)
             if complaint is None:  # purged since
@@ -248,7 +243,6 @@ class Adapter:
                 continue
             self.log.info("held acknowledgement sent again", extra={"registration_number": receipt.registration_number})
             self.spawn(self._acknowledge_safely(receipt, complaint, failures=int(entry["failures"])))
-        return len(held)
 
     async def _wait_unless_draining(self, seconds: float) -> bool:
         """Wait ``seconds``; False at once when the gateway starts stopping."""

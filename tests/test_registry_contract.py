@@ -669,3 +669,16 @@ def test_the_year_of_a_number_turns_at_local_midnight_even_in_a_zone_off_the_hou
     offset = complaint("Жалоба", at=datetime(2026, 12, 31, 18, 15, tzinfo=timezone.utc))
     offset.received_at = "2027-01-01T00:00:00+05:45"  # not UTC: read as it is written
     assert make_plan(offset, settings, numbers).year == "2027"
+
+
+async def test_state_maps_keep_one_entry_per_key(registry: Registry) -> None:
+    assert await registry.get_entries("acknowledgements:telegram:0") == {}
+    await registry.set_entry("acknowledgements:telegram:0", "c1", '{"failures":1}')
+    await registry.set_entry("acknowledgements:telegram:0", "c2", '{"failures":1}')
+    await registry.set_entry("acknowledgements:telegram:1", "c3", "other worker")
+    await registry.set_entry("acknowledgements:telegram:0", "c1", '{"failures":2}')  # replaced
+    assert await registry.get_entries("acknowledgements:telegram:0") == {"c1": '{"failures":2}', "c2": '{"failures":1}'}
+    await registry.set_entry("acknowledgements:telegram:0", "c2", None)
+    await registry.set_entry("acknowledgements:telegram:0", "absent", None)  # nothing to remove: no error
+    assert await registry.get_entries("acknowledgements:telegram:0") == {"c1": '{"failures":2}'}
+    assert await registry.get_entries("acknowledgements:telegram:1") == {"c3": "other worker"}

@@ -451,6 +451,14 @@ class Registry(ABC):
     async def set_cursor(self, name: str, value: str) -> None: ...
 
     @abstractmethod
+    async def get_entries(self, name: str) -> dict[str, str]:
+        """Every entry of the map ``name`` (an adapter's held acknowledgements, say)."""
+
+    @abstractmethod
+    async def set_entry(self, name: str, key: str, value: str | None) -> None:
+        """Set one entry of the map ``name``, or remove it (``value`` None): one entry written, whatever the map's size."""
+
+    @abstractmethod
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Take or renew the lock ``name`` for ``owner``; False while another holds it."""
 

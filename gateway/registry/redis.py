@@ -537,6 +537,15 @@ class RedisRegistry(Registry):
     async def set_cursor(self, name: str, value: str) -> None:
         await self.r.set(self.prefix + "cursor:" + name, value)
 
+    async def get_entries(self, name: str) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (await self.r.hgetall(self.prefix + "entries:" + name)).items()}
+
+    async def set_entry(self, name: str, key: str, value: str | None) -> None:
+        if value is None:
+            await self.r.hdel(self.prefix + "entries:" + name, key)
+        else:
+            await self.r.hset(self.prefix + "entries:" + name, key, value)
+
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         return bool(await self._lock_script(keys=[self.prefix + "lock:" + name], args=[owner, int(ttl_seconds * 1000)]))
 

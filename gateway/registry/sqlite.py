@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS merges (
     created_at TEXT NOT NULL, undone_at TEXT, undone_by TEXT);
 CREATE INDEX IF NOT EXISTS customers_merged ON customers(merged_into);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS state_entries (name TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (name, key)) WITHOUT ROWID;
 """
 
 
@@ -756,6 +758,18 @@ class SqliteRegistry(Registry):
         await self._run(self._tx, lambda db: db.execute(
             "INSERT INTO cursors(name, value) VALUES (?,?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
             (name, value)))
+
+    async def get_entries(self, name: str) -> dict[str, str]:
+        rows = await self._run(lambda: self.db.execute("SELECT key, value FROM state_entries WHERE name=?", (name,)).fetchall())
+        return dict(rows)
+
+    async def set_entry(self, name: str, key: str, value: str | None) -> None:
+        if value is None:
+            await self._run(self._tx, lambda db: db.execute("DELETE FROM state_entries WHERE name=? AND key=?", (name, key)))
+        else:
+            await self._run(self._tx, lambda db: db.execute(
+                "INSERT INTO state_entries(name, key, value) VALUES (?,?,?) ON CONFLICT(name, key) DO UPDATE SET value=excluded.value",
+                (name, key, value)))
 
     # Locks live in a file of their own without flushes to disk (``<path>-locks``): a lock is
     # worth nothing after a crash anyway (it expires), and taking one per mail would otherwise

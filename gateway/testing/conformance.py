@@ -226,6 +226,12 @@ class RecordingState:
         self.timeline.append(f"cursor:{name}")
         await self.inner.set_cursor(name, value)
 
+    async def get_entries(self, name: str) -> dict[str, str]:
+        return await self.inner.get_entries(name)
+
+    async def set_entry(self, name: str, key: str, value: str | None) -> None:
+        await self.inner.set_entry(name, key, value)
+
     async def acquire_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         return await self.inner.acquire_lock(name, owner, ttl_seconds)
 
