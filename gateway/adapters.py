@@ -235,9 +235,13 @@ class Adapter:
             self.log.warning("held acknowledgements not read", extra={"error": repr(exc)})
             return
         for complaint_id, value in held.items():
-            entry = json.loads(value)
-            receipt = Receipt(entry["status"], entry["number"], entry["customer"], complaint_id)
-            complaint = await self.context.load_complaint(complaint_id)
+            try:
+                entry = json.loads(value)
+                receipt = Receipt(entry["status"], entry["number"], entry["customer"], complaint_id)
+                complaint = await self.context.load_complaint(complaint_id)
+            except Exception as exc:  # one unreadable entry keeps neither the others nor the channel from starting
+                self.log.warning("held acknowledgement not read", extra={"complaint_id": complaint_id, "error": repr(exc)})
+                continue
             if complaint is None:  # purged since
                 await self._hold(receipt, None)
                 continue

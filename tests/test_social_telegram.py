@@ -575,3 +575,24 @@ async def test_an_acknowledgement_held_at_shutdown_is_sent_when_the_gateway_star
                for r in caplog.records)
     assert await registry_of(again).get_entries("acknowledgements:telegram:0") == {}  # let go once sent
     assert len(await registry_of(again).list_messages()) == 1  # registered once, not again
+
+
+async def test_an_unreadable_held_acknowledgement_keeps_neither_the_others_nor_the_channel_from_starting(
+        fake, make_config, start_gateway, caplog):
+    config = make_config(channels=tg_channel(fake))
+    client = await start_gateway(config)
+    update = tg.message_update(9106, ANNA, text="No internet since Monday morning.", message_id=66)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    await fake.wait_for("sendMessage")
+    [new] = await registry_of(client).read_events("test", "c1")
+    registry = registry_of(client)
+    await registry.set_entry("acknowledgements:telegram:0", "broken", "{not json")
+    await registry.set_entry("acknowledgements:telegram:0", new.complaint_id,
+                             json.dumps({"status": "new", "number": new.registration_number, "customer": new.customer_id, "failures": 1}))
+    await client.close()
+
+    with caplog.at_level(logging.WARNING, logger="complaint_gateway.channel"):
+        again = await start_gateway(config)
+        await fake.wait_for("sendMessage", 2)  # the readable one is sent again
+    assert (await again.get("/healthz")).status == 200
+    assert any(r.getMessage() == "held acknowledgement not read" and r.complaint_id == "broken" for r in caplog.records)
