@@ -210,7 +210,7 @@ class Adapter:
 
     @property
     def _held_name(self) -> str:
-        return f"acknowledgements:{self.instance}:{self.context.worker}"
+        return f"acknowledgements:{self.instance}"
 
     async def _hold(self, receipt: Receipt, failures: int | None) -> bool:
         """Keep an acknowledgement waiting to be sent again in the registry (``failures``
@@ -218,7 +218,7 @@ class Adapter:
         then sent again by this process only."""
         value = None if failures is None else json.dumps(
             {"status": receipt.status, "number": receipt.registration_number, "customer": receipt.customer_id,
-             "failures": failures}, separators=(",", ":"))
+             "failures": failures, "worker": self.context.worker}, separators=(",", ":"))
         try:
             await self.context.state.set_entry(self._held_name, str(receipt.complaint_id), value)
             return True
@@ -228,15 +228,20 @@ class Adapter:
             return False
 
     async def resume_acknowledgements(self) -> None:
-        """At start: send again the acknowledgements this process held when it stopped."""
+        """At start: send again the acknowledgements this process held when it stopped; the
+        first process also those of process numbers no longer configured (``http.workers``)."""
         try:
             held = await self.context.state.get_entries(self._held_name)
         except Exception as exc:
             self.log.warning("held acknowledgements not read", extra={"error": repr(exc)})
             return
+        worker, workers = self.context.worker, int(self.context.config.http.get("workers", 1))
         for complaint_id, value in held.items():
             try:
                 entry = json.loads(value)
+                holder = int(entry.get("worker", 0))
+                if holder != worker and not (worker == 0 and holder >= workers):
+                    continue  # another running process's: it sends them itself
                 receipt = Receipt(entry["status"], entry["number"], entry["customer"], complaint_id)
                 complaint = await self.context.load_complaint(complaint_id)
             except Exception as exc:  # one unreadable entry keeps neither the others nor the channel from starting

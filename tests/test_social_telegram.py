@@ -573,38 +573,37 @@ async def test_an_acknowledgement_held_at_shutdown_is_sent_when_the_gateway_star
     assert second.params["text"] == expected_acknowledgement(again.server.app, new)
     assert any(r.getMessage() == "held acknowledgement sent again" and r.registration_number == new.registration_number
                for r in caplog.records)
-    assert await registry_of(again).get_entries("acknowledgements:telegram:0") == {}  # let go once sent
+    assert await registry_of(again).get_entries("acknowledgements:telegram") == {}  # let go once sent
     assert len(await registry_of(again).list_messages()) == 1  # registered once, not again
 
 
-async def test_an_unreadable_held_acknowledgement_keeps_neither_the_others_nor_the_channel_from_starting(
-        fake, make_config, start_gateway, caplog):
-    config = make_config(channels=tg_channel(fake))
+async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unreadable_skipped(fake, make_config, start_gateway, caplog):
+    # two processes configured: this one is number 0; number 1 runs and sends its own; number 5
+    # is no longer configured, so the first process adopts its acknowledgements
+    config = make_config(channels=tg_channel(fake), http={"workers": 2})
     client = await start_gateway(config)
-    update = tg.message_update(9106, ANNA, text="No internet since Monday morning.", message_id=66)
-    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
-    await fake.wait_for("sendMessage")
-    [new] = await registry_of(client).read_events("test", "c1")
+    for update_id in (9106, 9107, 9108):
+        update = tg.message_update(update_id, ANNA, text=f"No internet since Monday, case {update_id}.", message_id=update_id)
+        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    await fake.wait_for("sendMessage", 3)
+    events = await registry_of(client).read_events("test", "c1")
     registry = registry_of(client)
-    await registry.set_entry("acknowledgements:telegram:0", "broken", "{not json")
-    await registry.set_entry("acknowledgements:telegram:0", new.complaint_id,
-                             json.dumps({"status": "new", "number": new.registration_number, "customer": new.customer_id, "failures": 1}))
+
+    def held(event: Any, worker: int) -> str:
+        return json.dumps({"status": "new", "number": event.registration_number, "customer": event.customer_id,
+                           "failures": 1, "worker": worker})
+
+    await registry.set_entry("acknowledgements:telegram", "broken", "{not json")
+    await registry.set_entry("acknowledgements:telegram", events[0].complaint_id, held(events[0], 0))
+    await registry.set_entry("acknowledgements:telegram", events[1].complaint_id, held(events[1], 1))
+    await registry.set_entry("acknowledgements:telegram", events[2].complaint_id, held(events[2], 5))
     await client.close()
 
     with caplog.at_level(logging.WARNING, logger="complaint_gateway.channel"):
         again = await start_gateway(config)
-        await fake.wait_for("sendMessage", 2)  # the readable one is sent again
+        await wait_until(lambda: has_metric(again, 'complaint_gateway_acknowledgements_total{channel="telegram",result="sent"} 2.0'))
     assert (await again.get("/healthz")).status == 200
+    resent = [call.params["text"] for call in fake.calls_of("sendMessage")[3:]]
+    assert sorted(resent) == sorted(expected_acknowledgement(again.server.app, e) for e in (events[0], events[2]))
+    assert sorted(await registry_of(again).get_entries("acknowledgements:telegram")) == sorted(["broken", events[1].complaint_id])
     assert any(r.getMessage() == "held acknowledgement not read" and r.complaint_id == "broken" for r in caplog.records)
-
-
-@pytest.mark.filterwarnings("ignore:Deprecated since version v22.2:telegram.warnings.PTBDeprecationWarning")  # RetryAfter's own
-async def test_a_flood_limited_acknowledgement_waits_as_long_as_telegram_asks(fake, make_config, start_gateway, caplog):
-    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements=QUICK_RETRY))
-    fake.fail_next("sendMessage", (429, "Too Many Requests: retry after 1", 1))
-    update = tg.message_update(9107, ANNA, text="No internet since Monday morning.", message_id=67)
-    with caplog.at_level(logging.INFO, logger="complaint_gateway.channel"):
-        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
-        await fake.wait_for("sendMessage", 2)
-    [retrying] = [r for r in caplog.records if r.getMessage() == "acknowledgement failed; retrying"]
-    assert retrying.retry_in == 1 and "RetryAfter" in retrying.error  # Telegram's second, not the 0.05 s back-off
