@@ -607,3 +607,15 @@ async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unread
     assert sorted(resent) == sorted(expected_acknowledgement(again.server.app, e) for e in (events[0], events[2]))
     assert sorted(await registry_of(again).get_entries("acknowledgements:telegram")) == sorted(["broken", events[1].complaint_id])
     assert any(r.getMessage() == "held acknowledgement not read" and r.complaint_id == "broken" for r in caplog.records)
+
+
+@pytest.mark.filterwarnings("ignore:Deprecated since version v22.2:telegram.warnings.PTBDeprecationWarning")  # RetryAfter's own
+async def test_a_flood_limited_acknowledgement_waits_as_long_as_telegram_asks(fake, make_config, start_gateway, caplog):
+    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements=QUICK_RETRY))
+    fake.fail_next("sendMessage", (429, "Too Many Requests: retry after 1", 1))
+    update = tg.message_update(9107, ANNA, text="No internet since Monday morning.", message_id=67)
+    with caplog.at_level(logging.INFO, logger="complaint_gateway.channel"):
+        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+        await fake.wait_for("sendMessage", 2)
+    [retrying] = [r for r in caplog.records if r.getMessage() == "acknowledgement failed; retrying"]
+    assert retrying.retry_in == 1 and "RetryAfter" in retrying.error  # Telegram's second, not the 0.05 s back-off
