@@ -178,7 +178,11 @@ class Adapter:
         """``acknowledge()``, sent again after a failure as ``acknowledgements.retry`` says;
         a failure never undoes the registration. While it waits to be sent again it is held
         in the registry (``failures`` so far: one held over a restart goes on counting)."""
-        policy, metrics = self.context.acknowledgement_retry, self.context.metrics.acknowledged
+        policy, metrics = self.context.acknowledgement_retry, self.context.metrics
+
+        def count(result: str) -> None:  # the cached child: "sent" is counted for every message
+            metrics.child(metrics.acknowledged, self.instance, result).inc()
+
         held = failures > 0
         while True:
             try:
@@ -188,22 +192,22 @@ class Adapter:
                 wait = self.acknowledgement_retry_delay(exc, policy.delay(failures)) if failures < policy.attempts else None
                 number, error = receipt.registration_number, repr(exc)
                 if wait is None:
-                    metrics.labels(self.instance, "failed").inc()
+                    count("failed")
                     self.log.warning("acknowledgement failed", extra={"registration_number": number, "error": error,
                                                                       "attempts": failures})
                     break
-                metrics.labels(self.instance, "retried").inc()
+                count("retried")
                 self.log.info("acknowledgement failed; retrying", extra={"registration_number": number, "error": error,
                                                                           "attempts": failures, "retry_in": round(wait, 2)})
                 held = await self._hold(receipt, failures) or held
                 if not await self._wait_unless_draining(wait):
-                    metrics.labels(self.instance, "abandoned").inc()
+                    count("abandoned")
                     self.log.warning("acknowledgement abandoned: the gateway is stopping; it is sent again at the next start"
                                      if held else "acknowledgement abandoned: the gateway is stopping",
                                      extra={"registration_number": number, "attempts": failures})
                     return
             else:
-                metrics.labels(self.instance, "sent").inc()
+                count("sent")
                 break
         if held:
             await self._hold(receipt, None)
