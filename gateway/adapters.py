@@ -122,6 +122,9 @@ class Adapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set when the gateway stops: acknowledgements waiting to be sent again give up.
         self._draining = asyncio.Event()
+        #: Set while the door's platform fails (its last acknowledgement failed with an error
+        #: worth a second try): new acknowledgements are then held before their first send.
+        self._platform_failing = False
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,22 +177,29 @@ class Adapter:
         asked for a longer wait. Doors override it for their platform's errors."""
         return backoff
 
-    async def _acknowledge_safely(self, receipt: Receipt, complaint: Complaint, failures: int = 0) -> None:
+    async def _acknowledge_safely(self, receipt: Receipt, complaint: Complaint, failures: int = 0, held: bool = False) -> None:
         """``acknowledge()``, sent again after a failure as ``acknowledgements.retry`` says;
         a failure never undoes the registration. While it waits to be sent again it is held
-        in the registry (``failures`` so far: one held over a restart goes on counting)."""
+        in the registry (``failures`` so far: one held over a restart goes on counting), and
+        while the door's platform fails it is held before its first send too, so that a
+        process stopped in the middle of that send loses nothing (``held``: it is already)."""
         policy, metrics = self.context.acknowledgement_retry, self.context.metrics
 
         def count(result: str) -> None:  # the cached child: "sent" is counted for every message
             metrics.child(metrics.acknowledged, self.instance, result).inc()
 
-        held = failures > 0
+        if not held and self._platform_failing:
+            held = await self._hold(receipt, failures)
         while True:
             try:
                 await self.acknowledge(receipt, complaint)
             except Exception as exc:
                 failures += 1
-                wait = self.acknowledgement_retry_delay(exc, policy.delay(failures)) if failures < policy.attempts else None
+                wait = self.acknowledgement_retry_delay(exc, policy.delay(failures))
+                if wait is not None:  # worth a second try: the platform, not this customer
+                    self._platform_failing = True
+                if failures >= policy.attempts:
+                    wait = None
                 number, error = receipt.registration_number, repr(exc)
                 if wait is None:
                     count("failed")
@@ -207,6 +217,7 @@ class Adapter:
                                      extra={"registration_number": number, "attempts": failures})
                     return
             else:
+                self._platform_failing = False
                 count("sent")
                 break
         if held:
@@ -255,7 +266,7 @@ class Adapter:
                 await self._hold(receipt, None)
                 continue
             self.log.info("held acknowledgement sent again", extra={"registration_number": receipt.registration_number})
-            self.spawn(self._acknowledge_safely(receipt, complaint, failures=int(entry["failures"])))
+            self.spawn(self._acknowledge_safely(receipt, complaint, failures=int(entry["failures"]), held=True))
 
     async def _wait_unless_draining(self, seconds: float) -> bool:
         """Wait ``seconds``; False at once when the gateway starts stopping."""

@@ -589,12 +589,13 @@ async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unread
     events = await registry_of(client).read_events("test", "c1")
     registry = registry_of(client)
 
-    def held(event: Any, worker: int) -> str:
+    def held(event: Any, worker: int, failures: int = 1) -> str:
         return json.dumps({"status": "new", "number": event.registration_number, "customer": event.customer_id,
-                           "failures": 1, "worker": worker})
+                           "failures": failures, "worker": worker})
 
     await registry.set_entry("acknowledgements:telegram", "broken", "{not json")
-    await registry.set_entry("acknowledgements:telegram", events[0].complaint_id, held(events[0], 0))
+    # held before its first send (the platform was failing): let go once sent, as the others
+    await registry.set_entry("acknowledgements:telegram", events[0].complaint_id, held(events[0], 0, failures=0))
     await registry.set_entry("acknowledgements:telegram", events[1].complaint_id, held(events[1], 1))
     await registry.set_entry("acknowledgements:telegram", events[2].complaint_id, held(events[2], 5))
     await client.close()
@@ -607,6 +608,53 @@ async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unread
     assert sorted(resent) == sorted(expected_acknowledgement(again.server.app, e) for e in (events[0], events[2]))
     assert sorted(await registry_of(again).get_entries("acknowledgements:telegram")) == sorted(["broken", events[1].complaint_id])
     assert any(r.getMessage() == "held acknowledgement not read" and r.complaint_id == "broken" for r in caplog.records)
+
+
+async def test_while_the_bot_api_fails_acknowledgements_are_held_before_their_first_send(fake, make_config, start_gateway):
+    # a process stopped while Telegram has not answered a first send yet would lose it: while
+    # the platform fails, each acknowledgement is held before it is sent; once it answers, not
+    client = await start_gateway(make_config(channels=tg_channel(fake), acknowledgements={"retry": {"attempts": 5, "first_delay_seconds": 600}}))
+    registry = registry_of(client)
+
+    async def complain(update_id: int) -> str:
+        update = tg.message_update(update_id, ANNA, text=f"No internet since Monday, case {update_id}.", message_id=update_id)
+        assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+        [event] = await registry.read_events("test", "c1")
+        return event.complaint_id
+
+    async def held() -> dict[str, int]:
+        return {key: json.loads(value)["failures"] for key, value in (await registry.get_entries("acknowledgements:telegram")).items()}
+
+    def sent(count: int) -> Any:
+        return lambda: has_metric(client, f'complaint_gateway_acknowledgements_total{{channel="telegram",result="sent"}} {count}.0')
+
+    fake.pause("sendMessage")
+    normal = await complain(9121)
+    await fake.wait_for("sendMessage", 1)
+    assert await held() == {}  # the platform answers: no registry write before a send
+    fake.resume("sendMessage")
+    await wait_until(sent(1))
+
+    fake.fail_next("sendMessage", (502, "Bad Gateway"))
+    failed = await complain(9122)
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="retried"} 1.0'))
+    assert await held() == {failed: 1}
+
+    fake.pause("sendMessage")
+    during = await complain(9123)
+    await fake.wait_for("sendMessage", 3)  # taken by Telegram, not answered yet
+    assert await held() == {failed: 1, during: 0}  # a restart now would send it
+    fake.resume("sendMessage")
+    await wait_until(sent(2))
+    assert await held() == {failed: 1}  # let go once sent; the platform answers again
+
+    fake.pause("sendMessage")
+    after = await complain(9124)
+    await fake.wait_for("sendMessage", 4)
+    assert await held() == {failed: 1}
+    fake.resume("sendMessage")
+    await wait_until(sent(3))
+    assert len({normal, failed, during, after}) == 4
 
 
 @pytest.mark.filterwarnings("ignore:Deprecated since version v22.2:telegram.warnings.PTBDeprecationWarning")  # RetryAfter's own

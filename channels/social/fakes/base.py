@@ -29,6 +29,7 @@ class FakeServer:
         self.file_requests: list[str] = []
         self._changed = asyncio.Condition()
         self._failures: dict[str, list[Any]] = {}
+        self._open: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -65,6 +66,21 @@ class FakeServer:
         fake's own terms (Telegram: an HTTP status and a description; VK: an error code and
         a message); the calls after them go through."""
         self._failures.setdefault(method, []).extend(failures)
+
+    def pause(self, method: str) -> None:
+        """Hold the answers to ``method``'s calls (each is recorded first) until ``resume``:
+        a platform that takes a call and has not answered it yet."""
+        self._open[method] = asyncio.Event()
+
+    def resume(self, method: str) -> None:
+        gate = self._open.pop(method, None)
+        if gate is not None:
+            gate.set()
+
+    async def wait_if_paused(self, method: str) -> None:
+        gate = self._open.get(method)
+        if gate is not None:
+            await gate.wait()
 
     def next_failure(self, method: str) -> Any | None:
         queued = self._failures.get(method)

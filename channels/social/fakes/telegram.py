@@ -53,6 +53,7 @@ class FakeTelegram(FakeServer):
         method = request.match_info["method"]
         params = await _params(request)
         await self.record(method, params, request)
+        await self.wait_if_paused(method)
         if request.match_info["token"] != self.token:
             return _fail(401, "Unauthorized")
         handler = getattr(self, "_" + method.lower(), None)
