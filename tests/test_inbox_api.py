@@ -364,6 +364,42 @@ async def _next_event(stream: Any) -> tuple[str, dict[str, Any]]:
             return name, json.loads(data)
 
 
+class CancelTurnedIntoAnError:
+    """A registry whose blocking read, cancelled, raises an error of its own instead of the
+    cancellation (as a client library may report a read cut short)."""
+
+    backend = "redis"
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+        self.deleted: list[str] = []
+
+    async def create_group(self, group: str, at_end: bool = False) -> None:
+        return None
+
+    async def read_events(self, group: str, consumer: str, count: int = 10, block_ms: int = 0) -> list[Any]:
+        self.reading.set()
+        try:
+            await asyncio.sleep(block_ms / 1000)
+        except asyncio.CancelledError:
+            raise ConnectionError("the read was cut short") from None
+        return []
+
+    async def delete_group(self, group: str) -> None:
+        self.deleted.append(group)
+
+
+async def test_live_updates_stop_when_the_registry_turns_the_cancellation_into_an_error():
+    from gateway.inbox.live import LiveHub
+
+    registry = CancelTurnedIntoAnError()
+    hub = LiveHub(registry, "inbox-test", batch=10, poll_interval=0.2, buffer=10, max_subscribers=0)  # type: ignore[arg-type]
+    await hub.start()
+    await asyncio.wait_for(registry.reading.wait(), 5)
+    await asyncio.wait_for(hub.stop(), 5)  # before: the loop took the error for an outage and read on for ever
+    assert hub.failures == 0 and registry.deleted == ["inbox-test"]
+
+
 async def test_event_stream_pushes_matching_rows_and_state_changes(gateway):
     await login(gateway)
     stream = await gateway.get("/inbox/events?channel=web")

@@ -8,7 +8,6 @@ the process started are acknowledged without being shown (the page shows them al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ class LiveHub:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.failures = 0
+        self._stopping = False
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -69,9 +69,11 @@ class LiveHub:
         for subscriber in list(self.subscribers):
             self._offer(subscriber, None)
         if self._task is not None:
+            # the flag ends the loop even where a client library turns the cancellation
+            # into an error of its own (a read cut short reported as a connection error)
+            self._stopping = True
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # its end, whatever it ended with; stop() itself stays cancellable
             self._task = None
         try:  # a per-process group is not needed after the process: do not leave it behind
             await self.registry.delete_group(self.group)
@@ -101,7 +103,7 @@ class LiveHub:
         await self._catch_up()
         self.ready.set()
         blocking = self.registry.backend in ("redis", "redis_cluster")
-        while True:
+        while not self._stopping:
             try:
                 events = await self.registry.read_events(self.group, self.consumer, self.batch,
                                                          block_ms=int(self.poll_interval * 1000) if blocking else 0)
@@ -118,6 +120,8 @@ class LiveHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the registry may be down for a while: keep trying, with backoff
+                if self._stopping:
+                    return
                 self.failures += 1
                 log.warning("live updates: reading the queue failed", extra={"error": repr(exc), "failures": self.failures})
                 await asyncio.sleep(min(30.0, self.poll_interval * 2 ** min(self.failures, 6)))
