@@ -325,6 +325,7 @@ class PullAdapter(Adapter):
     def __init__(self, context: AdapterContext) -> None:
         super().__init__(context)
         self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
         self.failures = 0
         self.poll_interval = float(self.settings.get("poll_interval_seconds", 0))
         self.backoff_initial = float(self.settings.get("backoff_initial_seconds", 1.0))
@@ -349,16 +350,16 @@ class PullAdapter(Adapter):
 
     async def stop(self) -> None:
         if self._runner is not None:
+            # the flag ends the loop even where a door's client library turns the
+            # cancellation into an error of its own (it would look like a failed pull)
+            self._stopping = True
             self._runner.cancel()
-            try:
-                await self._runner
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._runner])
         await self.drain()  # acknowledgements still being sent may need the connection
         await self.close()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.pull()
                 self.failures = 0
@@ -366,6 +367,8 @@ class PullAdapter(Adapter):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._stopping:
+                    return
                 self.failures += 1
                 self.context.metrics.pull_failures.labels(self.instance).inc()
                 delay = self.backoff_delay(self.failures)

@@ -331,6 +331,35 @@ async def test_pull_adapter_reconnects_with_exponential_backoff_and_jitter(tmp_p
     assert metrics.pull_failures.labels("flaky")._value.get() == 4
 
 
+class CancelTurnedIntoAnError(PullAdapter):
+    """A door whose client library, cancelled in the middle of a pull, raises an error of its own."""
+
+    name = "cancel_to_error"
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        self.pulling = asyncio.Event()
+
+    async def pull(self) -> None:
+        self.pulling.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise ConnectionError("the read was cut short") from None
+
+
+async def test_a_pull_loop_stops_when_the_doors_client_turns_the_cancellation_into_an_error() -> None:
+    metrics = Metrics()
+    context = AdapterContext(instance="door", settings={"backoff_initial_seconds": 0.01}, sink=None, state=None,  # type: ignore[arg-type]
+                             metrics=metrics, config=from_dict({}), texts=None)  # type: ignore[arg-type]
+    door = CancelTurnedIntoAnError(context)
+    await door.start()
+    await asyncio.wait_for(door.pulling.wait(), 5)
+    await asyncio.wait_for(door.stop(), 5)  # before: the error looked like a failed pull, and the loop pulled on
+    assert door._runner is not None and door._runner.done()
+    assert door.failures == 0 and metrics.pull_failures.labels("door")._value.get() == 0
+
+
 # -- the command line ---------------------------------------------------------------------
 
 
