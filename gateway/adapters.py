@@ -346,6 +346,7 @@ class PullAdapter(Adapter):
         return random.uniform(0, ceiling)
 
     async def start(self) -> None:
+        self._stopping = False
         self._runner = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self) -> None:

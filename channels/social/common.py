@@ -18,7 +18,7 @@ from gateway.http import MalformedBody, parse_json
 from gateway.inbound import InboundAttachment, safe_filename
 
 if TYPE_CHECKING:
-    from gateway.adapters import Adapter, PullAdapter
+    from gateway.adapters import Adapter
 
 #: Settings every social adapter accepts (merged into each adapter's ``settings_schema``).
 COMMON_SETTINGS: dict[str, Any] = {
@@ -54,20 +54,6 @@ def reject(adapter: Adapter, status: int, reason: str, message: str, **extra: An
     adapter.context.metrics.rejected.labels(adapter.instance, reason).inc()
     adapter.log.warning(message, extra={"channel": adapter.instance, "reason": reason, **extra})
     return web.Response(status=status, text=reason)
-
-
-async def stop_pull_adapter(adapter: PullAdapter) -> None:
-    """Stop the poll loop, let acknowledgements still being sent finish, then close the
-    connections they use (the base class closes first and drains after)."""
-    runner, adapter._runner = adapter._runner, None
-    if runner is not None:
-        runner.cancel()
-        try:
-            await runner
-        except asyncio.CancelledError:
-            pass
-    await adapter.drain()
-    await adapter.close()
 
 
 def first_number(pattern: re.Pattern[str], *texts: str | None) -> str | None:

@@ -31,7 +31,6 @@ from channels.social.common import (
     first_number,
     json_object,
     reject,
-    stop_pull_adapter,
 )
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
@@ -134,9 +133,6 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             await PullAdapter.start(self)
         elif self.settings.get("webhook_url"):
             self.spawn(self._set_webhook())
-
-    async def stop(self) -> None:
-        await stop_pull_adapter(self)
 
     async def close(self) -> None:
         """Close the Bot API connections (they are opened again on the next use)."""

@@ -25,7 +25,6 @@ from channels.social.common import (
     json_object,
     reject,
     stable_int,
-    stop_pull_adapter,
     without_keys,
 )
 from channels.social.vk_client import VK_API_URL, VkClient
@@ -117,7 +116,7 @@ class VkAdapter(PushAdapter, PullAdapter):
             await PullAdapter.start(self)
 
     async def stop(self) -> None:
-        await stop_pull_adapter(self)
+        await super().stop()
         self.client.close()
 
     async def close(self) -> None:

@@ -63,6 +63,7 @@ class LiveHub:
 
     # -- life cycle -------------------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="inbox-live")
 
     async def stop(self) -> None:
