@@ -70,8 +70,8 @@ def channels(telegram_api: str, vk_api: str) -> dict[str, Any]:
     """Both doors as docs/channels/telegram.md and vk.md set them up, their APIs the fakes.
     ``telegram_quiet`` is the Telegram door once more without acknowledgements. The VK door
     runs without acknowledgements: vk-api keeps a community's calls to VK's 20 per second,
-    so one messages.send per complaint caps an acknowledging VK door at 20 complaints/s
-    whatever the machine (the backlog would outlast the run)."""
+    and 25 messages.send to an execute cap an acknowledging VK door at 500 complaints/s
+    whatever the machine, below the load's rate (the backlog would outlast the run)."""
     telegram = {"adapter": "telegram", "mode": "webhook", "token": TELEGRAM_TOKEN, "secret_token": TELEGRAM_SECRET,
                 "api_base_url": f"{telegram_api}/bot", "file_base_url": f"{telegram_api}/file/bot"}
     vk = {"adapter": "vk", "mode": "callback", "group_id": VK_GROUP, "access_token": VK_TOKEN, "secret": VK_SECRET,

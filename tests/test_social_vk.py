@@ -356,3 +356,75 @@ async def test_an_acknowledgement_the_user_does_not_allow_is_not_sent_again(vk, 
     await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="vk",result="failed"} 1.0'))
     await asyncio.sleep(0.3)  # several back-offs: nothing more is sent
     assert len(vk.calls_of("messages.send")) == 1
+
+
+async def send_while_vk_holds_the_first(vk: FakeVk, client: Any, writers: list[int], failures: tuple[Any, ...] = ()) -> None:
+    """The first writer's acknowledgement taken by VK and not answered while the others
+    register: theirs wait together for the next call. ``failures``: of the calls from the
+    held one on (None: goes through)."""
+    vk.pause("messages.send")
+    first = events.message_new(GROUP, USER, "Третий день нет интернета.", secret=SECRET)
+    assert (await client.post(PATH, json=first)).status == 200
+    await vk.wait_for("messages.send", 1)
+    posts = [client.post(PATH, json=events.message_new(GROUP, user, f"Жалоба жителя {user}: нет связи в подъезде.",
+                                                       secret=SECRET, message_id=user)) for user in writers]
+    assert [r.status for r in await asyncio.gather(*posts)] == [200] * len(writers)
+    await asyncio.sleep(0.1)  # every acknowledgement started
+    vk.fail_next("messages.send", *failures)
+    vk.resume("messages.send")
+
+
+def sent_to(vk: FakeVk) -> dict[int, list[dict[str, str]]]:
+    sends: dict[int, list[dict[str, str]]] = {}
+    for call in vk.calls_of("messages.send"):
+        sends.setdefault(int(call.params["peer_id"]), []).append(call.params)
+    return sends
+
+
+def acknowledgements(result: str, count: int) -> str:
+    return f'complaint_gateway_acknowledgements_total{{channel="vk",result="{result}"}} {count}.0'
+
+
+async def test_acknowledgements_waiting_together_go_out_in_one_execute(vk, make_config, start_gateway):
+    # VK allows a community 20 calls a second: one call per acknowledgement would cap the door
+    client = await start_gateway(make_config(channels=vk_channel(vk), acknowledgements=QUICK_RETRY))
+    writers = [9200 + i for i in range(30)]
+    vk.users.update({user: (f"Имя{i}", "Фамилия") for i, user in enumerate(writers)})
+    await send_while_vk_holds_the_first(vk, client, writers)
+    await wait_until(lambda: has_metric(client, acknowledgements("sent", 31)))
+
+    assert len(vk.calls_of("execute")) == 2  # 30 waiting: 25, then 5
+    sends = sent_to(vk)
+    assert sorted(sends) == sorted([USER, *writers]) and all(len(s) == 1 for s in sends.values())  # each once
+    registered = await registry_of(client).read_events("test", "c1", count=40)
+    assert len(registered) == 31
+    for event in registered:
+        [params] = sends[int(event.payload["complaint"]["customer"]["identities"][0]["value"])]
+        assert params["message"] == expected_acknowledgement(client.server.app, event) and int(params["random_id"]) > 0
+
+
+async def test_in_one_execute_each_acknowledgement_keeps_its_own_fate(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=vk_channel(vk), acknowledgements=QUICK_RETRY))
+    writers = [9300, 9301, 9302]
+    vk.users.update({user: ("Имя", "Фамилия") for user in writers})
+    # in the execute, one writer's VK refuses for good, another's fails once
+    await send_while_vk_holds_the_first(vk, client, writers, (None, (901, "Can't send messages for users without permission"),
+                                                              (10, "Internal server error")))
+    await wait_until(lambda: has_metric(client, acknowledgements("sent", 3)))
+    assert await has_metric(client, acknowledgements("failed", 1)) and await has_metric(client, acknowledgements("retried", 1))
+    assert len(vk.calls_of("execute")) == 1
+    counts = sorted(len(s) for s in sent_to(vk).values())
+    assert counts == [1, 1, 1, 2]  # the refused one not again; the failed one again, alone
+    [again] = [s for s in sent_to(vk).values() if len(s) == 2]
+    assert again[0]["random_id"] == again[1]["random_id"]
+
+
+async def test_an_execute_that_fails_as_a_whole_is_tried_again_message_by_message(vk, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=vk_channel(vk), acknowledgements=QUICK_RETRY))
+    writers = [9400, 9401, 9402]
+    vk.users.update({user: ("Имя", "Фамилия") for user in writers})
+    vk.fail_next("execute", (10, "Internal server error"))
+    await send_while_vk_holds_the_first(vk, client, writers)
+    await wait_until(lambda: has_metric(client, acknowledgements("sent", 4)))
+    assert await has_metric(client, acknowledgements("retried", 3))
+    assert sorted(sent_to(vk)) == sorted([USER, *writers]) and all(len(s) == 1 for s in sent_to(vk).values())

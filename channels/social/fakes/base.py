@@ -64,7 +64,7 @@ class FakeServer:
     def fail_next(self, method: str, *failures: Any) -> None:
         """Answer the next calls of ``method`` with these failures, one call each, in the
         fake's own terms (Telegram: an HTTP status and a description; VK: an error code and
-        a message); the calls after them go through."""
+        a message; None: that call goes through); the calls after them go through."""
         self._failures.setdefault(method, []).extend(failures)
 
     def pause(self, method: str) -> None:

@@ -1,10 +1,12 @@
 """A fake VK API: method calls (``POST /method/<name>``, form-encoded, answered with
-``{"response": ...}`` or ``{"error": {...}}``), the Bots Long Poll server (``GET /lp``)
+``{"response": ...}`` or ``{"error": {...}}``; ``execute`` of vk-api's request pool), the Bots Long Poll server (``GET /lp``)
 and file hosting; plus builders of Callback API events shaped like API 5.199's."""
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 import time
 import uuid
 from typing import Any
@@ -41,11 +43,14 @@ class FakeVk(FakeServer):
         params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         params.update(request.query)
         await self.record(method, params, request)
+        await self.wait_if_paused(method)
         request_params = [{"key": k, "value": v} for k, v in params.items() if k != "access_token"]
         if params.get("access_token") != self.token:
             return _error(5, "User authorization failed: invalid access_token (4).", request_params)
         if not params.get("v"):
             return _error(8, "Invalid request: v (version) is required", request_params)
+        if method == "execute":
+            return await self._execute(params, request_params)
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return _error(3, "Unknown method passed", request_params)
@@ -54,6 +59,30 @@ class FakeVk(FakeServer):
             code, message = failure
             return _error(code, message, request_params)
         return web.json_response({"response": handler(params)})
+
+    async def _execute(self, params: dict[str, str], request_params: list[dict[str, str]]) -> web.Response:
+        """``execute`` of the one VKScript shape vk-api's request pool sends for calls of one
+        method: each call recorded and answered as alone; a failed one is ``false`` in
+        ``response`` and its error in ``execute_errors``, in order."""
+        failure = self.next_failure("execute")
+        if failure is not None:
+            code, message = failure
+            return _error(code, message, request_params)
+        shape = _POOL_SCRIPT.fullmatch(params.get("code", ""))
+        handler = getattr(self, "_" + shape.group(2).replace(".", "_"), None) if shape else None
+        if shape is None or handler is None:
+            return _error(12, "Unable to compile code", request_params)
+        method, response, errors = shape.group(2), [], []
+        for values in json.loads(shape.group(1)):
+            call = {k: str(v) for k, v in values.items()}
+            await self.record(method, call)
+            failed = self.next_failure(method)
+            if failed is None:
+                response.append(handler(call))
+            else:
+                response.append(False)
+                errors.append({"method": method, "error_code": failed[0], "error_msg": failed[1]})
+        return web.json_response({"response": response, **({"execute_errors": errors} if errors else {})})
 
     def _users_get(self, params: dict[str, str]) -> list[dict[str, Any]]:
         found = []
@@ -113,6 +142,11 @@ class FakeVk(FakeServer):
             pass
         updates = [u for t, u in self.lp_updates if t >= ts]
         return web.json_response({"ts": str(self.next_ts), "updates": updates})
+
+
+#: The VKScript of vk-api's request pool for calls of one method (``vk_one_method``, minified).
+_POOL_SCRIPT = re.compile(r"var values = (\[.*\]),i = 0,result = \[\];while\(i < values\.length\) "
+                          r"\{result\.push\(API\.([\w.]+)\(values\[i\]\)\);i = i \+ 1;\}return result;", re.DOTALL)
 
 
 def _error(code: int, message: str, request_params: list[dict[str, str]]) -> web.Response:
