@@ -306,9 +306,10 @@ class VkAdapter(PushAdapter, PullAdapter):
                                  group_id=self.group_id)
 
     async def _send_message(self, **params: Any) -> Any:
-        """``messages.send``. Messages waiting together go out together, up to
-        ``SENDS_PER_CALL`` in one ``execute``: VK allows a community 20 calls a second, so
-        one call per message would hold an acknowledging door to 20 complaints a second."""
+        """``messages.send`` of an acknowledgement (a short text). Those waiting together go
+        out together, up to ``SENDS_PER_CALL`` in one ``execute``: VK allows a community 20
+        calls a second, so one call each would hold an acknowledging door to 20 complaints
+        a second."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._sends.append((params, future))
         if self._sender is None:
@@ -352,5 +353,5 @@ class VkAdapter(PushAdapter, PullAdapter):
         if complaint.reply_to is None or complaint.reply_to.kind != "vk":
             raise ValueError("the complaint has no VK user to answer")
         digest = json.dumps([complaint.id, text], ensure_ascii=False)
-        await self._send_message(peer_id=int(complaint.reply_to.value), random_id=stable_int(digest), message=text,
-                                 group_id=self.group_id)
+        await self.client.call("messages.send", peer_id=int(complaint.reply_to.value), random_id=stable_int(digest),
+                               message=text, group_id=self.group_id)  # alone: an answer may be long

@@ -1,6 +1,7 @@
 """A fake VK API: method calls (``POST /method/<name>``, form-encoded, answered with
-``{"response": ...}`` or ``{"error": {...}}``; ``execute`` of vk-api's request pool), the Bots Long Poll server (``GET /lp``)
-and file hosting; plus builders of Callback API events shaped like API 5.199's."""
+``{"response": ...}`` or ``{"error": {...}}``; ``execute`` as vk-api's request pool sends
+it), the Bots Long Poll server (``GET /lp``) and file hosting; plus builders of Callback
+API events shaped like API 5.199's."""
 from __future__ import annotations
 
 import asyncio
