@@ -428,3 +428,27 @@ async def test_an_execute_that_fails_as_a_whole_is_tried_again_message_by_messag
     await wait_until(lambda: has_metric(client, acknowledgements("sent", 4)))
     assert await has_metric(client, acknowledgements("retried", 3))
     assert sorted(sent_to(vk)) == sorted([USER, *writers]) and all(len(s) == 1 for s in sent_to(vk).values())
+
+
+def test_the_vk_client_reads_the_environment_once_per_host_as_requests_does(monkeypatch):
+    import requests
+
+    from channels.social import vk_client
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "lp.vk.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    session, plain = vk_client._RoutedSession("https://api.vk.example/method/", 5.0), requests.Session()
+    urls = ("https://api.vk.example/method/messages.send", "https://api.vk.example/method/users.get", "https://lp.vk.example/lp")
+    expected = {url: plain.merge_environment_settings(url, {}, None, None, None) for url in urls}
+    assert expected[urls[0]]["proxies"]["https"] == "http://proxy.example:3128" and "https" not in expected[urls[2]]["proxies"]
+
+    read = []
+    original = requests.sessions.get_environ_proxies
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", lambda *a, **k: read.append(a[0]) or original(*a, **k))
+    for _ in range(3):
+        for url in urls:
+            assert session.merge_environment_settings(url, {}, None, None, None) == expected[url]
+    assert read == [urls[0], urls[2]]  # once per host
+    given = {"https": "http://other.example:8080"}  # a call's own proxies: as requests does, not cached
+    assert session.merge_environment_settings(urls[0], dict(given), None, None, None)["proxies"]["https"] == given["https"]
