@@ -245,6 +245,8 @@ class Adapter:
     async def resume_acknowledgements(self) -> None:
         """At start: send again the acknowledgements this process held when it stopped; the
         first process also those of process numbers no longer configured (``http.workers``)."""
+        if "acknowledge" not in self.capabilities:
+            return  # a door that never acknowledges holds nothing
         try:
             held = await self.context.state.get_entries(self._held_name)
         except Exception as exc:
