@@ -19,9 +19,10 @@ from gateway.config import ConfigError, compile_pattern
 from gateway.http import MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
 from gateway.ocr import OcrResult, is_scan, ocr_document, ocr_unavailable_reason
+from gateway.outbound import proxy_arguments
 from normalizer.schema import Attachment, Complaint, Customer, Identity
 
-SDK_VERSION = "1.1"  # 1.1: ConfigError, compile_pattern and Adapter.check_settings
+SDK_VERSION = "1.2"  # 1.1: ConfigError, compile_pattern and Adapter.check_settings; 1.2: proxy_arguments
 
 __all__ = [
     "SDK_VERSION",
@@ -49,6 +50,7 @@ __all__ = [
     "ocr_document",
     "ocr_unavailable_reason",
     "parse_json",
+    "proxy_arguments",
     "read_body",
     "safe_filename",
 ]

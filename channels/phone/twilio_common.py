@@ -20,6 +20,7 @@ from twilio.rest import Client
 from channels.phone.calls import default_path, region_of
 from gateway.adapters import AdapterContext, PushAdapter
 from gateway.http import BodyTooLarge, read_body
+from gateway.outbound import proxy_arguments
 
 TWILIO_API = "https://api.twilio.com"
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -58,11 +59,13 @@ class DownloadFailed(Exception):
 
 class ApiBaseHttpClient(AsyncTwilioHttpClient):
     """The twilio library's aiohttp client, sending requests for ``*.twilio.com`` to
-    ``api_base_url`` instead (the library has no base-URL option of its own)."""
+    ``api_base_url`` instead (the library has no base-URL option of its own), through the
+    environment's proxy for that address (the library's ``proxy_url`` is never passed on)."""
 
     def __init__(self, api_base_url: str, timeout: float | None = None) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(timeout=timeout, pool_connections=False)
         self.api_base_url = api_base_url.rstrip("/")
+        self.session = aiohttp.ClientSession(**proxy_arguments(self.api_base_url))
 
     async def request(self, method: str, url: str, params: dict[str, object] | None = None,
                       data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
@@ -175,7 +178,8 @@ class TwilioAdapter(PushAdapter):
         headers = {"Authorization": aiohttp.encode_basic_auth(self.account_sid, self.settings["auth_token"])} \
             if self.account_sid else {}
         try:
-            async with self._session.get(self.api_base_url + api_path, headers=headers) as response:
+            async with self._session.get(self.api_base_url + api_path, headers=headers,
+                                         **proxy_arguments(self.api_base_url)) as response:
                 if response.status != 200:
                     raise DownloadFailed(f"HTTP {response.status}")
                 if response.content_length is not None and response.content_length > max_bytes:

@@ -16,6 +16,7 @@ from yarl import URL
 
 from gateway.http import MalformedBody, parse_json
 from gateway.inbound import InboundAttachment, safe_filename
+from gateway.outbound import proxy_arguments
 
 if TYPE_CHECKING:
     from gateway.adapters import Adapter
@@ -166,7 +167,7 @@ class AttachmentFetcher:
         for _ in range(self.max_redirects + 1):
             if not self.host_allowed(url):
                 raise DownloadError("host_not_allowed")
-            async with self.session.get(url, allow_redirects=False) as resp:
+            async with self.session.get(url, allow_redirects=False, **proxy_arguments(url)) as resp:
                 if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                     url = str(URL(url).join(URL(resp.headers["Location"])))
                     continue

@@ -7,6 +7,8 @@ from typing import Any
 
 import aiohttp
 
+from gateway.outbound import proxy_arguments
+
 OK_API_URL = "https://api.ok.ru/graph"
 
 
@@ -32,6 +34,7 @@ class OkClient:
         async with self.session.request(
             method, f"{self.base}/{path}", params={"access_token": self.token}, json=body, timeout=self.timeout,
             headers={"Content-Type": "application/json;charset=utf-8"} if body is not None else None,
+            **proxy_arguments(self.base),
         ) as resp:
             resp.raise_for_status()
             data = await resp.json(content_type=None)

@@ -35,6 +35,7 @@ from channels.social.common import (
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt
+from gateway.outbound import proxy_arguments
 from normalizer.schema import Complaint
 
 # getUpdates is called raw (each update parsed on its own, so one odd update cannot block
@@ -475,7 +476,8 @@ class AiohttpBotRequest(BaseRequest):
         elif request_data is not None:  # JSON, which the Bot API takes for every call without files: orjson
             data, headers = orjson.dumps(request_data.parameters), _JSON  # writes it in 1 µs, a form took 30-80
         try:
-            async with self._session.request(method, url, data=data, headers=headers, timeout=timeout) as response:
+            async with self._session.request(method, url, data=data, headers=headers, timeout=timeout,
+                                             **proxy_arguments(url)) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
             raise TimedOut(f"the Bot API did not answer in time: {exc!r}") from exc

@@ -32,6 +32,7 @@ from channels.social.vk_events import EventIgnored, VkEvent, event_key, parse_ev
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
 from gateway.inbound import Inbound, Receipt
+from gateway.outbound import proxy_arguments
 from normalizer.schema import Complaint
 
 #: Hosts VK serves photos, documents and voice messages from.
@@ -179,7 +180,8 @@ class VkAdapter(PushAdapter, PullAdapter):
                 await self.context.state.set_cursor(self.cursor_name, self._ts)
         server = self._server
         params = {"act": "a_check", "key": server["key"], "ts": self._ts, "wait": str(self.wait)}
-        async with session.get(server["server"], params=params, timeout=aiohttp.ClientTimeout(total=self.wait + 15)) as resp:
+        async with session.get(server["server"], params=params, timeout=aiohttp.ClientTimeout(total=self.wait + 15),
+                               **proxy_arguments(server["server"])) as resp:
             resp.raise_for_status()
             data = await resp.json(content_type=None)
         failed = data.get("failed")

@@ -35,6 +35,7 @@ from gateway.adapters import AdapterContext, PushAdapter, Submitted, TemporaryFa
 from gateway.config import ConfigError
 from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
+from gateway.outbound import proxy_arguments
 from normalizer.schema import IDENTITY_KINDS, Complaint
 
 KINDS = ("ombudsman", "consumer_org")
@@ -332,7 +333,8 @@ class PartnerApiAdapter(PushAdapter):
         for attempt in range(1, self.callback_attempts + 1):
             headers = {"Content-Type": "application/json", **sign(body, org.callback_secret)}
             try:
-                async with self.session.post(str(org.callback_url), data=body, headers=headers) as response:
+                async with self.session.post(str(org.callback_url), data=body, headers=headers,
+                                             **proxy_arguments(str(org.callback_url))) as response:
                     if response.status < 300:
                         self.log.info("callback delivered", extra={"channel": self.instance, "organisation": org.id,
                                                                    "registration_number": receipt.registration_number, "attempt": attempt})

@@ -1,6 +1,7 @@
 """Real servers for tests, started privately on free loopback ports."""
 from __future__ import annotations
 
+import base64
 import resource
 import socket
 import subprocess
@@ -8,7 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import redis
+from aiohttp import web
 
 
 def free_port() -> int:
@@ -56,3 +59,59 @@ def memory_cap(limit_bytes: int = 4 << 30) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
     return apply
+
+
+#: Headers that concern one hop, not the request a proxy forwards (RFC 9110, 7.6.1).
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+                         "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on a free loopback port, for a door's calls to a fake platform:
+    a request in absolute form (``POST http://127.0.0.1:8081/bot.../sendMessage``) is
+    forwarded as it came and its answer passed back. ``seen`` keeps, per request, its method,
+    its URL and its ``Proxy-Authorization`` user (or None). With ``credentials``, a request
+    without them gets 407. Plain ``http://`` targets only (no ``CONNECT``): the fakes are."""
+
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.credentials = credentials
+        self.seen: list[tuple[str, str, str | None]] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _user(self, header: str | None) -> str | None:
+        if not header or not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+        return user if self.credentials is None or (user, password) == self.credentials else None
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        user = self._user(request.headers.get("Proxy-Authorization"))
+        self.seen.append((request.method, str(request.url), user))
+        if self.credentials is not None and user is None:
+            return web.Response(status=407, headers={"Proxy-Authenticate": 'Basic realm="proxy"'})
+        assert self._session is not None
+        headers = {name: value for name, value in request.headers.items() if name.lower() not in _HOP_BY_HOP}
+        async with self._session.request(request.method, request.url, headers=headers, data=await request.read(),
+                                         allow_redirects=False) as answer:
+            body = await answer.read()
+            kept = {name: value for name, value in answer.headers.items() if name.lower() not in _HOP_BY_HOP}
+            return web.Response(status=answer.status, body=body, headers=kept)
