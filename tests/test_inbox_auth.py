@@ -2,6 +2,7 @@
 security headers, language, and configuration mistakes caught at start-up."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from argon2 import PasswordHasher
 from gateway.app import create_app
 from gateway.config import ConfigError
 from gateway.inbox import auth
-from gateway.inbox.auth import LoginThrottle
+from gateway.registry.base import RegistryError
 from tests.conftest import registry_of
 from tests.test_inbox_support import (
     API_TOKEN,
@@ -82,21 +83,49 @@ async def test_unknown_user_fails_like_a_wrong_password(gateway):
     assert resp.status == 401 and "Неверное имя пользователя или пароль." in await resp.text()
 
 
-def test_lockout_ends_after_its_duration(monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
-    throttle = LoginThrottle(attempts=2, window=60, duration=300)
-    assert throttle.failure("user:anna") is False
-    now[0] += 61  # the first failure left the window
-    assert throttle.failure("user:anna") is False
-    assert throttle.failure("user:anna") is True
-    assert throttle.locked_for("user:anna") == 300
-    now[0] += 299
-    assert throttle.locked_for("user:anna") == 1
-    now[0] += 1
-    assert throttle.locked_for("user:anna") == 0
-    throttle.success("user:anna")
-    assert throttle.locked_for("user:anna") == 0
+async def test_guesses_sent_at_once_get_no_more_password_checks_than_the_limit(gateway, monkeypatch):
+    checked: list[str] = []
+    real = auth._verify
+    monkeypatch.setattr(auth, "_verify", lambda password_hash, password: checked.append(password) or real(password_hash, password))
+    answers = await asyncio.gather(*(login(gateway, password=f"guess {i}") for i in range(30)))
+    assert sorted(a.status for a in answers) == [401] * 3 + [429] * 27
+    assert len(checked) == 3  # the others were refused before their password was looked at
+
+
+async def test_a_successful_login_clears_the_failures(gateway):
+    for _ in range(2):
+        assert (await login(gateway, password="wrong password")).status == 401
+    assert (await login(gateway)).status == 303
+    for _ in range(2):  # counting starts again: two more failures do not lock
+        assert (await login(gateway, password="wrong password")).status == 401
+    assert (await login(gateway)).status == 303
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_every_process_sharing_the_registry_counts_the_same_failures_and_a_restart_keeps_them(
+        backend, make_config, start_gateway, redis_url):
+    config = make_config(backend=backend, inbox=inbox_section(lockout={"attempts": 3, "window_seconds": 600,
+                                                                       "duration_seconds": 900}))
+    first, second = await start_gateway(config), await start_gateway(config)  # two workers on one registry
+    for client in (first, second, first):
+        assert (await login(client, password="wrong password")).status == 401
+    assert (await login(second)).status == 429
+    await second.close()
+    restarted = await start_gateway(config)
+    assert (await login(restarted)).status == 429
+
+
+async def test_login_is_refused_when_the_registry_cannot_count_attempts(gateway, monkeypatch, caplog):
+    async def unavailable(*args: object) -> float:
+        raise RegistryError("redis attempts: Connection refused")
+
+    monkeypatch.setattr(registry_of(gateway), "count_attempt", unavailable)
+    checked: list[str] = []
+    monkeypatch.setattr(auth, "_verify", lambda password_hash, password: checked.append(password) or True)
+    resp = await login(gateway)
+    assert resp.status == 503 and "Вход сейчас невозможен. Повторите через минуту." in await resp.text()
+    assert checked == []
+    assert "the registry cannot count attempts" in caplog.text
 
 
 async def test_forms_and_session_api_calls_without_the_csrf_token_are_refused(gateway):

@@ -449,6 +449,67 @@ async def test_cursors_and_locks(registry: Registry) -> None:
     assert await registry.acquire_lock("imap:box", "proc-a", 0.3)
 
 
+async def test_attempts_lock_a_name_at_the_limit_until_the_lock_ends_or_is_cleared(registry: Registry) -> None:
+    async def attempts(n: int, name: str = "login:user:anna") -> list[float]:
+        return [await registry.count_attempt(name, 3, 60, 0.4) for _ in range(n)]
+
+    assert await attempts(3) == [0, 0, 0]  # the third goes ahead and locks
+    [left] = await attempts(1)
+    assert 0.2 < left <= 0.4
+    assert await attempts(1, "login:user:boris") == [0]  # another name counts on its own
+    await asyncio.sleep(0.45)
+    assert await attempts(2) == [0, 0]  # the lock is over; refused attempts were not counted
+    await registry.clear_attempts("login:user:anna")  # a login that succeeded
+    assert await attempts(3) == [0, 0, 0]
+    assert (await attempts(1))[0] > 0
+    await registry.clear_attempts("login:user:anna")  # lifts the lock too
+    assert await attempts(1) == [0]
+
+
+async def test_attempts_older_than_the_window_do_not_count(registry: Registry) -> None:
+    assert await registry.count_attempt("login:addr:198.51.100.7", 2, 0.3, 60) == 0
+    await asyncio.sleep(0.35)
+    assert await registry.count_attempt("login:addr:198.51.100.7", 2, 0.3, 60) == 0  # the first has left the window
+    assert await registry.count_attempt("login:addr:198.51.100.7", 2, 0.3, 60) == 0  # the second within it locks
+    assert await registry.count_attempt("login:addr:198.51.100.7", 2, 0.3, 60) > 59
+
+
+async def test_attempts_sent_at_once_go_ahead_no_more_than_the_limit(registry: Registry) -> None:
+    results = await asyncio.gather(*(registry.count_attempt("login:addr:203.0.113.9", 5, 60, 60) for _ in range(40)))
+    assert [r == 0 for r in results].count(True) == 5
+
+
+def _attempts_worker(kind: str, tmp: str, url: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    async def run() -> int:
+        reg = open_backend(kind, Path(tmp), url)
+        await reg.open()
+        try:
+            answers = await asyncio.gather(*(reg.count_attempt("login:user:olga", 7, 60, 60) for _ in range(20)))
+        finally:
+            await reg.close()
+        return [a == 0 for a in answers].count(True)
+
+    results.put(asyncio.run(run()))
+
+
+async def test_processes_attempting_at_once_share_one_limit(backend: str, tmp_path: Path, redis_url: str) -> None:
+    reg = open_backend(backend, tmp_path, redis_url)
+    await reg.open()
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_attempts_worker, args=(backend, str(tmp_path), redis_url, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    try:
+        assert [p.exitcode for p in procs] == [0, 0, 0]
+        assert sum(results.get(timeout=5) for _ in procs) == 7
+        assert await reg.count_attempt("login:user:olga", 7, 60, 60) > 0
+    finally:
+        await reg.close()
+
+
 async def test_list_messages_pages_newest_first(registry: Registry) -> None:
     ids = []
     for i in range(5):

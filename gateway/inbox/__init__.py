@@ -38,7 +38,8 @@ def setup_inbox(app: web.Application, config: GatewayConfig) -> None:
     hub = LiveHub(registry, settings.consumer_group, batch=settings.batch, poll_interval=settings.poll_interval,
                   buffer=settings.client_buffer, max_subscribers=settings.max_clients)
     state = InboxState(settings=settings, hub=hub,
-                       throttle=LoginThrottle(settings.lockout_attempts, settings.lockout_window, settings.lockout_duration),
+                       throttle=LoginThrottle(registry, settings.lockout_attempts, settings.lockout_window,
+                                              settings.lockout_duration),
                        tz=ZoneInfo(config.section("normalizer").get("timezone", registry.settings.timezone)))
     inbox = web.Application()
     inbox[STATE] = state

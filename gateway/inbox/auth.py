@@ -10,14 +10,12 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.inbox.settings import ApiToken, Operator
+from gateway.registry.base import Registry
 
 HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash(secrets.token_hex(16))
@@ -40,46 +38,34 @@ async def check_password(operator: Operator | None, password: str) -> bool:
     return ok and operator is not None
 
 
-@dataclass(slots=True)
-class _Failures:
-    times: deque[float]
-    locked_until: float = 0.0
-
-
 class LoginThrottle:
-    """Locks a key (a user name, a client address) for ``duration`` seconds after
-    ``attempts`` failures within ``window`` seconds. Memory is bounded by ``max_keys``."""
+    """Locks a key (a client address, a user name) for ``duration`` seconds after
+    ``attempts`` logins within ``window`` seconds, counted in the registry: every process
+    of ``http.workers`` and every machine sharing the registry counts together, and a
+    restart forgets nothing. An attempt is counted before its password is checked, so
+    guesses sent at once cannot pass the check together: the ``attempts``-th locks the key
+    and those after it are refused unchecked. A login that succeeds clears its keys."""
 
-    def __init__(self, attempts: int, window: float, duration: float, max_keys: int = 50_000) -> None:
+    def __init__(self, registry: Registry, attempts: int, window: float, duration: float) -> None:
+        self.registry = registry
         self.attempts = attempts
         self.window = window
         self.duration = duration
-        self.max_keys = max_keys
-        self._keys: OrderedDict[str, _Failures] = OrderedDict()
 
-    def locked_for(self, key: str) -> float:
-        """Seconds until ``key`` may try again (0 when it may now)."""
-        entry = self._keys.get(key)
-        return max(0.0, entry.locked_until - time.monotonic()) if entry else 0.0
+    async def attempt(self, keys: tuple[str, ...]) -> float:
+        """Count one login attempt under each key in turn: 0 when it may go ahead, else the
+        seconds the lock of the first locked key still lasts (the keys after it are not
+        counted: a locked address does not use up the attempts of the user names it tries).
+        ``RegistryError`` when the registry cannot count."""
+        for key in keys:
+            left = await self.registry.count_attempt("login:" + key, self.attempts, self.window, self.duration)
+            if left > 0:
+                return left
+        return 0.0
 
-    def failure(self, key: str) -> bool:
-        """Count a failure; True when it locks the key."""
-        now = time.monotonic()
-        entry = self._keys.pop(key, None) or _Failures(deque())
-        while entry.times and entry.times[0] <= now - self.window:
-            entry.times.popleft()
-        entry.times.append(now)
-        locked = len(entry.times) >= self.attempts
-        if locked:
-            entry.locked_until = now + self.duration
-            entry.times.clear()
-        self._keys[key] = entry
-        if len(self._keys) > self.max_keys:
-            self._keys.popitem(last=False)
-        return locked
-
-    def success(self, key: str) -> None:
-        self._keys.pop(key, None)
+    async def success(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            await self.registry.clear_attempts("login:" + key)
 
 
 def new_csrf_token() -> str:

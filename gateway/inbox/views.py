@@ -25,6 +25,7 @@ from gateway.inbox.original import ORIGINAL_CSP, download, view_of
 from gateway.inbox.present import deadlines_view, local_time, message_view, row_view
 from gateway.inbox.service import InboxError
 from gateway.inbox.state import ACTOR, ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
+from gateway.registry.base import RegistryError
 from normalizer.schema import URGENCIES
 
 log = logging.getLogger("complaint_gateway.inbox")
@@ -49,21 +50,26 @@ async def login(request: web.Request) -> web.Response:
     username = str(form.get("username") or "").strip()[:64]
     password = str(form.get("password") or "")
     target = _safe_next(str(form.get("next") or ""))
-    keys = (f"user:{username.casefold()}", f"addr:{client_address(request)}")
-    locked = max(state.throttle.locked_for(k) for k in keys)
+    keys = (f"addr:{client_address(request)}", f"user:{username.casefold()}")
+    try:
+        locked = await state.throttle.attempt(keys)  # counted before the check: see LoginThrottle
+    except RegistryError as exc:  # nothing counts the attempts: no password is checked
+        log.error("inbox login refused: the registry cannot count attempts", extra={"error": str(exc)})
+        return await render(request, "login.html", status=503, title=_("login_title"), next=target, username=username,
+                            error=_("login_unavailable"))
     if locked > 0:
         log.warning("inbox login refused: locked out", extra={"operator": username, "client": request.remote})
         return await render(request, "login.html", status=429, title=_("login_title"), next=target, username=username,
                             error=_("locked_out", minutes=max(1, round(locked / 60))))
     operator = state.settings.operators.get(username)
     if not await check_password(operator, password) or operator is None:
-        for key in keys:
-            state.throttle.failure(key)
         log.warning("inbox login failed", extra={"operator": username, "client": request.remote})
         return await render(request, "login.html", status=401, title=_("login_title"), next=target, username=username,
                             error=_("login_failed"))
-    for key in keys:
-        state.throttle.success(key)
+    try:
+        await state.throttle.success(keys)
+    except RegistryError as exc:  # the login stands; its attempts expire with the window
+        log.warning("inbox login: attempts not cleared", extra={"operator": username, "error": str(exc)})
     session = await new_session(request)  # a fresh session: nothing from before the login survives
     session["operator"] = operator.username
     session["login_at"] = time.time()

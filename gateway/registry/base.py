@@ -464,3 +464,15 @@ class Registry(ABC):
 
     @abstractmethod
     async def release_lock(self, name: str, owner: str) -> None: ...
+
+    # -- attempts (login lockout) ------------------------------------------------------
+    @abstractmethod
+    async def count_attempt(self, name: str, limit: int, window_seconds: float, lock_seconds: float) -> float:
+        """One attempt at ``name`` (the logins of one user name, say), counted in one atomic
+        step for every process: 0 when it may go ahead, else the seconds the lock of ``name``
+        still lasts (then it is not counted). The ``limit``-th attempt within
+        ``window_seconds`` goes ahead and locks ``name`` for ``lock_seconds``."""
+
+    @abstractmethod
+    async def clear_attempts(self, name: str) -> None:
+        """Forget the attempts at ``name`` and lift its lock (a login that succeeded)."""

@@ -41,6 +41,25 @@ _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS[1] the attempts (a sorted set of their times), KEYS[2] the lock; ARGV: the limit, the window
+# and the lock's duration in ms, a member unique to this attempt. The time is the server's: one
+# clock for every process and machine. Returns 0 (counted) or the lock's ms left (not counted).
+_ATTEMPT = """
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then return left end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+else
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return 0
+"""
 
 
 #: How long the client waits for any reply before it gives up (``registry.redis.socket_timeout_seconds``).
@@ -88,6 +107,7 @@ class RedisRegistry(Registry):
         self._submit_script = self._redis.register_script(source)
         self._lock_script = self._redis.register_script(_LOCK)
         self._unlock_script = self._redis.register_script(_UNLOCK)
+        self._attempt_script = self._redis.register_script(_ATTEMPT)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -551,6 +571,21 @@ class RedisRegistry(Registry):
 
     async def release_lock(self, name: str, owner: str) -> None:
         await self._unlock_script(keys=[self.prefix + "lock:" + name], args=[owner])
+
+    async def count_attempt(self, name: str, limit: int, window_seconds: float, lock_seconds: float) -> float:
+        keys = [self.prefix + "attempts:" + name, self.prefix + "lockout:" + name]
+        try:
+            left = await self._attempt_script(keys=keys, args=[limit, max(1, int(window_seconds * 1000)),
+                                                               max(1, int(lock_seconds * 1000)), new_id()])
+        except RedisError as exc:
+            raise RegistryError(f"redis attempts: {exc}") from exc
+        return int(left) / 1000
+
+    async def clear_attempts(self, name: str) -> None:
+        try:
+            await self.r.delete(self.prefix + "attempts:" + name, self.prefix + "lockout:" + name)
+        except RedisError as exc:
+            raise RegistryError(f"redis attempts: {exc}") from exc
 
 
 def _noted(complaint: Complaint, noted: str) -> None:

@@ -84,6 +84,15 @@ CREATE TABLE IF NOT EXISTS state_entries (name TEXT NOT NULL, key TEXT NOT NULL,
     PRIMARY KEY (name, key)) WITHOUT ROWID;
 """
 
+#: The locks' file: expiring locks, and the attempts and lockouts of ``count_attempt``.
+_LOCKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (name TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS attempts_by_name ON attempts(name);
+CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts(at);
+CREATE TABLE IF NOT EXISTS lockouts (name TEXT PRIMARY KEY, until REAL NOT NULL);
+"""
+
 
 def _customers_without_rowid(db: sqlite3.Connection) -> None:
     """A file written before customers were a ``WITHOUT ROWID`` table gets its table rebuilt
@@ -773,11 +782,11 @@ class SqliteRegistry(Registry):
 
     # Locks live in a file of their own without flushes to disk (``<path>-locks``): a lock is
     # worth nothing after a crash anyway (it expires), and taking one per mail would otherwise
-    # cost a flush per mail.
+    # cost a flush per mail. Attempts and lockouts live there too: a power cut forgets at most
+    # the last few seconds of them, a restart nothing.
     def _locks(self) -> sqlite3.Connection:
         if self._locks_db is None:
-            self._locks_db = connect_wal(f"{self.path}-locks", "OFF", "CREATE TABLE IF NOT EXISTS locks"
-                                         " (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);")
+            self._locks_db = connect_wal(f"{self.path}-locks", "OFF", _LOCKS_SCHEMA)
         return self._locks_db
 
     async def _locks_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -815,6 +824,30 @@ class SqliteRegistry(Registry):
 
     async def release_lock(self, name: str, owner: str) -> None:
         await self._locks_transaction(lambda db: db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner)))
+
+    async def count_attempt(self, name: str, limit: int, window_seconds: float, lock_seconds: float) -> float:
+        def count(db: sqlite3.Connection) -> float:
+            now = time.time()
+            row = db.execute("SELECT until FROM lockouts WHERE name=?", (name,)).fetchone()
+            if row and row[0] > now:
+                return float(row[0] - now)
+            # what has expired goes, for every name: user names and addresses are kept no longer than needed
+            db.execute("DELETE FROM attempts WHERE at <= ?", (now - window_seconds,))
+            db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
+            db.execute("INSERT INTO attempts(name, at) VALUES (?,?)", (name, now))
+            if db.execute("SELECT count(*) FROM attempts WHERE name=?", (name,)).fetchone()[0] >= limit:
+                db.execute("DELETE FROM attempts WHERE name=?", (name,))
+                db.execute("INSERT INTO lockouts(name, until) VALUES (?,?)", (name, now + lock_seconds))
+            return 0.0
+
+        return await self._locks_transaction(count)
+
+    async def clear_attempts(self, name: str) -> None:
+        def clear(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM attempts WHERE name=?", (name,))
+            db.execute("DELETE FROM lockouts WHERE name=?", (name,))
+
+        await self._locks_transaction(clear)
 
 
 _SubmitFields = tuple[str | None, str | None, str | None, dict[str, Any]]
