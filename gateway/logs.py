@@ -1,14 +1,30 @@
 """Structured logs: one JSON object a line. Personal data (phone numbers, addresses,
-complaint text) is never put in a log record by the gateway; only ids and channels."""
+complaint text) is never put in a log record by the gateway; only ids and channels.
+Passwords in URLs (a proxy's ``http://user:password@proxy:3128``, a Redis URL's) are masked
+in every line, whoever wrote it: client libraries put such URLs in their errors."""
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+#: ``scheme://user:password@``: the password is what goes (a URL's password cannot hold ``/``,
+#: ``@`` or spaces unencoded; quotes end it in a ``repr``).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):[^\s/@'\"]+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", text) if "://" in text else text
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url_passwords(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,12 +40,12 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return mask_url_passwords(json.dumps(entry, ensure_ascii=False))
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

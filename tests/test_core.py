@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import signal
 import smtplib
@@ -25,6 +26,7 @@ from gateway.app import BLOBS, INTAKE, create_app
 from gateway.blobs import BlobStore
 from gateway.config import ConfigError, from_dict, load_config
 from gateway.inbound import Inbound, InboundAttachment
+from gateway.logs import JsonFormatter, TextFormatter
 from gateway.metrics import Metrics
 from gateway.testing.servers import free_port
 from normalizer.schema import json_schema
@@ -595,3 +597,20 @@ def test_disabled_channels_need_no_secrets_in_the_environment(tmp_path: Path) ->
     raw["channels"]["sms"]["enabled"] = True
     with pytest.raises(ConfigError, match=r"channels\.sms\.auth_token: environment variable NOT_SET_TOKEN is not set"):
         from_dict(raw, env={})
+
+
+def test_passwords_in_urls_are_masked_in_every_log_line() -> None:
+    try:
+        raise ConnectionError("redis at redis://:pw0rd@redis.internal:6379/0: Connection refused")
+    except ConnectionError:
+        record = logging.makeLogRecord({"msg": "proxy %s failed", "args": ("http://gw:s3cret%2F1@proxy.corp:3128",),
+                                        "levelname": "WARNING", "exc_info": sys.exc_info(),
+                                        "error": "ConnectionKey(proxy=URL('http://gw:s3cret%2F1@proxy.corp:3128'))"})
+    for formatter in (JsonFormatter(), TextFormatter("%(message)s")):
+        line = formatter.format(record)
+        assert "s3cret" not in line and "pw0rd" not in line
+        assert "http://gw:***@proxy.corp:3128" in line and "redis://:***@redis.internal:6379/0" in line
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["error"] == "ConnectionKey(proxy=URL('http://gw:***@proxy.corp:3128'))"
+    assert TextFormatter("%(message)s").format(logging.makeLogRecord({"msg": "https://api.telegram.org/bot1:AB/getMe"})) \
+        == "https://api.telegram.org/bot1:AB/getMe"  # no user in it: nothing to mask

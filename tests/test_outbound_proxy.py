@@ -4,12 +4,27 @@ downloads and callbacks are sent through a real forward proxy on loopback to the
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
+import signal
+import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import requests
+import yaml
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from channels.phone.fakes.twilio_api import FakeTwilioApi
 from channels.social.fakes import ok as ok_events
@@ -21,7 +36,8 @@ from channels.social.fakes.testing import wait_until
 from channels.social.fakes.vk import FakeVk
 from gateway.app import ADAPTERS
 from gateway.outbound import proxy_arguments, proxy_of_origin
-from gateway.testing.servers import ForwardProxy
+from gateway.testing.plugin import base_config
+from gateway.testing.servers import ForwardProxy, free_port
 from normalizer.schema import Complaint
 from tests.conftest import registry_of
 from tests.test_partner_api import CASE, KEY_RPO, auth, callback_server, partner_with_callback
@@ -32,6 +48,8 @@ from tests.test_social_telegram import HEADERS as TG_HEADERS
 from tests.test_social_telegram import PATH as TG_PATH
 from tests.test_social_telegram import tg_channel
 from tests.test_social_vk import GROUP, longpoll_channel
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Please use 'Bot.sendMessage':telegram.warnings.PTBUserWarning"),
               pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning")]
@@ -224,3 +242,106 @@ async def test_partner_callback_goes_through_the_proxy(proxy, make_config, start
         assert resp.status in (200, 201)
         await asyncio.wait_for(received.wait(), timeout=10)
     assert paths(proxy) == ["hook"]
+
+
+# -- https through the proxy's tunnel, with the company's own certificate authority ---------------
+
+def _certificates(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate authority (its certificate in ``ca.pem``) and a server context for 127.0.0.1 it signed:
+    a TLS-inspecting company proxy's, or a platform's, as far as the gateway can tell."""
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey,
+                    ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                            critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("Company Root CA", ca_key, "Company Root CA", ca_key, ca=True)
+    server = certificate("127.0.0.1", server_key, "Company Root CA", ca_key, ca=False)
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.key").write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                                 serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "server.pem", folder / "server.key")
+    return folder / "ca.pem", context
+
+
+@asynccontextmanager
+async def gateway_process(folder: Path, channels: dict[str, Any], environment: dict[str, str]) -> AsyncIterator[str]:
+    """A gateway process with its own environment (a TLS context's certificate authorities are
+    read when the process starts); yields its base URL."""
+    port = free_port()
+    config = base_config(folder, channels=channels, acknowledgements={"retry": {"attempts": 1}})
+    config["http"] = {"host": "127.0.0.1", "port": port, "shutdown_timeout_seconds": 5}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {name: value for name, value in os.environ.items() if name not in PROXY_VARIABLES and name != "SSL_CERT_FILE"}
+    with open(folder / "gateway.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(folder / "config.yaml"), "run"],
+                                cwd=ROOT, env={**env, **environment}, stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in (folder / "gateway.log").read_text(errors="replace")
+
+
+def logged(folder: Path) -> str:
+    return (folder / "gateway.log").read_text(errors="replace")
+
+
+async def _metric(base: str, line: str) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as resp:
+        return line in await resp.text()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_https_goes_through_the_proxys_tunnel_and_trusts_the_authority_named_by_ssl_cert_file(
+        tmp_path, trusted, environment):
+    ca_file, server_context = _certificates(tmp_path)
+    proxy = ForwardProxy(credentials=("gateway", "s3cret/pass"))
+    proxy_url = (await proxy.start()).replace("http://", "http://gateway:s3cret%2Fpass@")
+    fake = FakeTelegram()
+    fake.ssl_context = server_context
+    await fake.start()
+    assert fake.base_url.startswith("https://")
+    variables = {"HTTPS_PROXY": proxy_url, **({"SSL_CERT_FILE": str(ca_file)} if trusted else {})}
+    try:
+        async with gateway_process(tmp_path, tg_channel(fake), variables) as base, aiohttp.ClientSession() as session:
+            update = tg.message_update(77, tg.user(777003, "Ann", "Lee", language_code="en"), text="No internet since Monday.")
+            async with session.post(base + TG_PATH, json=update, headers=TG_HEADERS) as resp:
+                assert resp.status == 200
+            if trusted:
+                [sent] = await fake.wait_for("sendMessage")
+                assert sent.params["chat_id"] in (777003, "777003")
+                await wait_until(lambda: _metric(base, 'acknowledgements_total{channel="telegram",result="sent"} 1.0'))
+            else:  # the platform's certificate is not trusted: nothing reaches it, the acknowledgement fails
+                await wait_until(lambda: _metric(base, 'acknowledgements_total{channel="telegram",result="failed"} 1.0'))
+                assert fake.calls_of("sendMessage") == []
+    finally:
+        await fake.close()
+        await proxy.stop()
+    port = fake.url.rsplit(":", 1)[1]
+    assert ("CONNECT", f"127.0.0.1:{port}", "gateway") in proxy.seen
+    assert all(method == "CONNECT" for method, _, _ in proxy.seen)  # nothing in clear text
+    if not trusted:  # the failure is logged with the proxy's address, never its password
+        assert "ClientConnectorCertificateError" in logged(tmp_path) and "gateway:***@127.0.0.1" in logged(tmp_path)
+    assert "s3cret" not in logged(tmp_path)

@@ -3,6 +3,7 @@ call, serves files, and lets a test wait for a call to arrive."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,15 +32,17 @@ class FakeServer:
         self._failures: dict[str, list[Any]] = {}
         self._open: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
+        #: Set before ``start`` to serve over TLS (``https://``), as the real platforms do.
+        self.ssl_context: ssl.SSLContext | None = None
         self.url = ""
 
     async def start(self) -> FakeServer:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{port}"
         return self
 
     async def close(self) -> None:
