@@ -1,7 +1,8 @@
 """Structured logs: one JSON object a line. Personal data (phone numbers, addresses,
 complaint text) is never put in a log record by the gateway; only ids and channels.
-Passwords in URLs (a proxy's ``http://user:password@proxy:3128``, a Redis URL's) are masked
-in every line, whoever wrote it: client libraries put such URLs in their errors."""
+Passwords in URLs (a proxy's ``http://user:password@proxy:3128``, a Redis URL's) and secrets
+in their queries (``?access_token=``) are masked in every line, whoever wrote it: client
+libraries put such URLs in their errors."""
 from __future__ import annotations
 
 import json
@@ -17,9 +18,17 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):[^\s/@'\"]+@")
 
 
+#: A query parameter that carries a secret (``?access_token=``, ``&key=``): its value goes.
+_SECRET_PARAMETER = re.compile(r"([?&](?:access_token|token|key|secret|password|api_key|apikey|signature|sig)=)[^&\s'\"#]+",
+                               re.IGNORECASE)
+
+
 def mask_url_passwords(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\1:***@", text) if "://" in text else text
+    """``text`` with the password of every URL in it, and the values of query parameters
+    that carry secrets, replaced by ``***``."""
+    if "://" not in text:
+        return text
+    return _SECRET_PARAMETER.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
 
 
 class TextFormatter(logging.Formatter):

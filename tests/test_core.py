@@ -614,3 +614,8 @@ def test_passwords_in_urls_are_masked_in_every_log_line() -> None:
     assert entry["error"] == "ConnectionKey(proxy=URL('http://gw:***@proxy.corp:3128'))"
     assert TextFormatter("%(message)s").format(logging.makeLogRecord({"msg": "https://api.telegram.org/bot1:AB/getMe"})) \
         == "https://api.telegram.org/bot1:AB/getMe"  # no user in it: nothing to mask
+    queries = logging.makeLogRecord({"msg": "url='https://api.ok.ru/graph/me/chats?access_token=tkn-1&count=5' "
+                                            "url='https://lp.vk.com/wh1?act=a_check&KEY=k3y&ts=9' https://x.example/?page=2"})
+    assert TextFormatter("%(message)s").format(queries) == (
+        "url='https://api.ok.ru/graph/me/chats?access_token=***&count=5' "
+        "url='https://lp.vk.com/wh1?act=a_check&KEY=***&ts=9' https://x.example/?page=2")

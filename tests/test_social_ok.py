@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from channels.social.fakes import ok as events
 from channels.social.fakes.ok import FakeOk
@@ -145,6 +147,26 @@ async def test_operator_reply_goes_to_the_chat(ok, client):
     await client.server.app[ADAPTERS]["ok"].send_reply(message, "Квитанция отправлена повторно.")
     calls = await ok.wait_for("messages", count=2)
     assert calls[-1].params["body"]["message"]["text"] == "Квитанция отправлена повторно."
+
+
+async def test_an_http_error_of_ok_is_logged_without_the_token_in_its_url(ok, make_config, start_gateway, caplog):
+    async def bad_gateway(request: web.Request) -> web.Response:
+        return web.Response(status=502)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", bad_gateway)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        client = await start_gateway(make_config(channels=ok_channel(ok, api_base_url=str(server.make_url("/graph"))),
+                                                 acknowledgements={"retry": {"attempts": 1}}))
+        assert (await client.post(PATH, json=events.message_created(USER, CHAT, "Нет света с утра."))).status == 200
+        await client.server.app[ADAPTERS]["ok"].drain()
+    finally:
+        await server.close()
+    [failed] = [r for r in caplog.records if r.getMessage() == "acknowledgement failed"]
+    assert "HTTP 502" in failed.error  # type: ignore[attr-defined]
+    assert ok.token not in caplog.text
 
 
 # -- the subscription commands -------------------------------------------------------------

@@ -258,6 +258,18 @@ async def test_long_poll_registers_updates_and_saves_ts_after_delivery(vk, make_
     assert (await client.post(PATH, json=events.confirmation_event(GROUP, SECRET))).status == 404
 
 
+async def test_a_long_poll_http_error_is_logged_without_the_key_and_polling_goes_on(vk, make_config, start_gateway, caplog):
+    vk.fail_next("a_check", 502)
+    client = await start_gateway(make_config(channels=longpoll_channel(vk)))
+    await vk.wait_for("groups.getLongPollServer")
+    await vk.push_update(events.message_new(GROUP, USER, "Нет горячей воды в квартире."))
+    await vk.wait_for("messages.send")
+    assert [e.event for e in await registry_of(client).read_events("test", "c1")] == ["new"]
+    [failed] = [r for r in caplog.records if r.getMessage() == "pull failed; reconnecting"]
+    assert "VK long poll: HTTP 502" in failed.error  # type: ignore[attr-defined]
+    assert vk.lp_key not in caplog.text
+
+
 async def test_long_poll_does_not_advance_ts_when_delivery_fails(vk, make_config, start_gateway):
     client = await start_gateway(make_config(channels=longpoll_channel(vk)))
     adapter = client.server.app[ADAPTERS]["vk"]

@@ -36,7 +36,8 @@ class OkClient:
             headers={"Content-Type": "application/json;charset=utf-8"} if body is not None else None,
             **proxy_arguments(self.base),
         ) as resp:
-            resp.raise_for_status()
+            if resp.status >= 400:  # not raise_for_status: its error carries the URL, and the URL the token
+                raise OkApiError(None, f"HTTP {resp.status}")
             data = await resp.json(content_type=None)
         if not isinstance(data, dict):
             raise OkApiError(None, "unexpected answer")

@@ -182,7 +182,8 @@ class VkAdapter(PushAdapter, PullAdapter):
         params = {"act": "a_check", "key": server["key"], "ts": self._ts, "wait": str(self.wait)}
         async with session.get(server["server"], params=params, timeout=aiohttp.ClientTimeout(total=self.wait + 15),
                                **proxy_arguments(server["server"])) as resp:
-            resp.raise_for_status()
+            if resp.status >= 400:  # not raise_for_status: its error carries the URL, and the URL the key
+                raise aiohttp.ClientError(f"VK long poll: HTTP {resp.status}")
             data = await resp.json(content_type=None)
         failed = data.get("failed")
         if failed == 1:  # history partly lost: go on from the ts VK gives

@@ -126,6 +126,9 @@ class FakeVk(FakeServer):
     async def _long_poll(self, request: web.Request) -> web.Response:
         q = dict(request.query)
         self.lp_requests.append(q)
+        status = self.next_failure("a_check")  # fail_next("a_check", 502): the long poll server answers that status
+        if status is not None:
+            return web.Response(status=status, text="Bad Gateway")
         if q.get("act") != "a_check" or q.get("key") != self.lp_key:
             return web.json_response({"failed": 2})
         try:
