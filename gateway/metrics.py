@@ -26,6 +26,9 @@ class Metrics:
         self.acknowledged = Counter(
             "complaint_gateway_acknowledgements_total", "Acknowledgements to customers, sent or failed.", ["channel", "result"], registry=r)
         self.pull_failures = Counter("complaint_gateway_pull_failures_total", "Failed pull cycles (reconnects).", ["channel"], registry=r)
+        self.inbox_logins = Counter(
+            "complaint_gateway_inbox_logins_total", "Logins to the operators' inbox: ok, failed, locked (refused unchecked), "
+            "unavailable (the registry could not count attempts).", ["result"], registry=r)
         self.submit_seconds = Histogram(
             "complaint_gateway_submit_seconds", "Time from Inbound to Receipt (store, normalise, register).",
             ["channel"], registry=r,

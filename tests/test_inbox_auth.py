@@ -90,6 +90,9 @@ async def test_guesses_sent_at_once_get_no_more_password_checks_than_the_limit(g
     answers = await asyncio.gather(*(login(gateway, password=f"guess {i}") for i in range(30)))
     assert sorted(a.status for a in answers) == [401] * 3 + [429] * 27
     assert len(checked) == 3  # the others were refused before their password was looked at
+    metrics = await (await gateway.get("/metrics")).text()
+    assert 'complaint_gateway_inbox_logins_total{result="failed"} 3.0' in metrics
+    assert 'complaint_gateway_inbox_logins_total{result="locked"} 27.0' in metrics
 
 
 async def test_a_successful_login_clears_the_failures(gateway):
@@ -99,6 +102,7 @@ async def test_a_successful_login_clears_the_failures(gateway):
     for _ in range(2):  # counting starts again: two more failures do not lock
         assert (await login(gateway, password="wrong password")).status == 401
     assert (await login(gateway)).status == 303
+    assert 'complaint_gateway_inbox_logins_total{result="ok"} 2.0' in await (await gateway.get("/metrics")).text()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
@@ -126,6 +130,7 @@ async def test_login_is_refused_when_the_registry_cannot_count_attempts(gateway,
     assert resp.status == 503 and "Вход сейчас невозможен. Повторите через минуту." in await resp.text()
     assert checked == []
     assert "the registry cannot count attempts" in caplog.text
+    assert 'complaint_gateway_inbox_logins_total{result="unavailable"} 1.0' in await (await gateway.get("/metrics")).text()
 
 
 async def test_forms_and_session_api_calls_without_the_csrf_token_are_refused(gateway):

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from gateway.app import ADAPTERS, BLOBS, CONFIG, REGISTRY, TEXTS
+from gateway.app import ADAPTERS, BLOBS, CONFIG, METRICS, REGISTRY, TEXTS
 from gateway.http import client_address
 from gateway.inbound import Receipt
 from gateway.inbox import service
@@ -55,15 +55,18 @@ async def login(request: web.Request) -> web.Response:
         locked = await state.throttle.attempt(keys)  # counted before the check: see LoginThrottle
     except RegistryError as exc:  # nothing counts the attempts: no password is checked
         log.error("inbox login refused: the registry cannot count attempts", extra={"error": str(exc)})
+        _login_counted(request, "unavailable")
         return await render(request, "login.html", status=503, title=_("login_title"), next=target, username=username,
                             error=_("login_unavailable"))
     if locked > 0:
         log.warning("inbox login refused: locked out", extra={"operator": username, "client": request.remote})
+        _login_counted(request, "locked")
         return await render(request, "login.html", status=429, title=_("login_title"), next=target, username=username,
                             error=_("locked_out", minutes=max(1, round(locked / 60))))
     operator = state.settings.operators.get(username)
     if not await check_password(operator, password) or operator is None:
         log.warning("inbox login failed", extra={"operator": username, "client": request.remote})
+        _login_counted(request, "failed")
         return await render(request, "login.html", status=401, title=_("login_title"), next=target, username=username,
                             error=_("login_failed"))
     try:
@@ -75,7 +78,13 @@ async def login(request: web.Request) -> web.Response:
     session["login_at"] = time.time()
     session["csrf"] = new_csrf_token()
     log.info("inbox login", extra={"operator": operator.username})
+    _login_counted(request, "ok")
     raise see_other(target)
+
+
+def _login_counted(request: web.Request, result: str) -> None:
+    metrics = request.config_dict[METRICS]
+    metrics.child(metrics.inbox_logins, result).inc()
 
 
 async def logout(request: web.Request) -> web.Response:
