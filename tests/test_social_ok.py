@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from channels.social.fakes import ok as events
 from channels.social.fakes.ok import FakeOk
-from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric
+from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric, wait_until
 from gateway.app import ADAPTERS
 from tests.conftest import base_config, registry_of
 
@@ -147,6 +147,33 @@ async def test_operator_reply_goes_to_the_chat(ok, client):
     await client.server.app[ADAPTERS]["ok"].send_reply(message, "Квитанция отправлена повторно.")
     calls = await ok.wait_for("messages", count=2)
     assert calls[-1].params["body"]["message"]["text"] == "Квитанция отправлена повторно."
+
+
+QUICK_RETRY = {"retry": {"attempts": 4, "first_delay_seconds": 0.01, "max_delay_seconds": 0.02}}
+
+
+async def test_oks_outage_and_flood_limit_are_sent_again_until_the_answer_goes_through(ok, make_config, start_gateway):
+    client = await start_gateway(make_config(channels=ok_channel(ok), acknowledgements=QUICK_RETRY))
+    ok.fail_next("messages", (2, "SERVICE : Service is temporary unavailable"), (8, "FLOOD_BLOCKED : Flood"))
+    assert (await client.post(PATH, json=events.message_created(USER, CHAT, "Нет интернета с утра."))).status == 200
+    calls = await ok.wait_for("messages", 3)
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert [c.params["body"]["message"]["text"] for c in calls] == [expected_acknowledgement(client.server.app, new)] * 3
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="ok",result="sent"} 1.0'))
+    assert await has_metric(client, 'complaint_gateway_acknowledgements_total{channel="ok",result="retried"} 2.0')
+
+
+@pytest.mark.parametrize("code, message", [(458, "PRIVACY_RESTRICTION : privacy"), (454, "CENSOR_MATCH : text rejected"),
+                                           (102, "PARAM_SESSION_EXPIRED : Session expired")])
+async def test_an_answer_ok_refuses_for_good_is_not_sent_again(ok, make_config, start_gateway, caplog, code, message):
+    client = await start_gateway(make_config(channels=ok_channel(ok), acknowledgements=QUICK_RETRY))
+    ok.fail_next("messages", (code, message))
+    assert (await client.post(PATH, json=events.message_created(USER, CHAT, "Нет интернета с утра."))).status == 200
+    await wait_until(lambda: has_metric(client, 'complaint_gateway_acknowledgements_total{channel="ok",result="failed"} 1.0'))
+    await asyncio.sleep(0.1)  # several back-offs: nothing more is sent
+    assert len(ok.calls_of("messages")) == 1
+    [failed] = [r for r in caplog.records if r.getMessage() == "acknowledgement failed"]
+    assert failed.attempts == 1 and f"OK API error {code}" in failed.error  # type: ignore[attr-defined]
 
 
 async def test_an_http_error_of_ok_is_logged_without_the_token_in_its_url(ok, make_config, start_gateway, caplog):

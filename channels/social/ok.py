@@ -31,7 +31,7 @@ from channels.social.common import (
     json_object,
     reject,
 )
-from channels.social.ok_client import OK_API_URL, OkClient
+from channels.social.ok_client import OK_API_URL, OkApiError, OkClient
 from gateway.adapters import AdapterContext, PushAdapter, TemporaryFailure
 from gateway.http import BodyTooLarge, read_body
 from gateway.inbound import Inbound, Receipt
@@ -42,6 +42,12 @@ OK_NETWORKS = ["217.20.145.192/28", "217.20.151.160/28", "217.20.153.48/28"]
 #: Hosts OK serves images, audio, video and files from.
 OK_FILE_HOSTS = ["ok.ru", "mycdn.me", "okcdn.ru", "odnoklassniki.ru"]
 FILE_TYPES = {"IMAGE": "image/jpeg", "AUDIO": "audio/mpeg", "VIDEO": "video/mp4", "FILE": "application/octet-stream"}
+#: OK's error codes (``error_code``, answered with HTTP 200) that a second try cannot mend: the
+#: method or the request is wrong (3, 4, 100), the token or its rights (10, 101-105, 200, 210),
+#: the group or the chat (160, 300), the text refused by OK's censor (454), the group's or the
+#: user's restrictions (456-458). Every other failure is sent again: OK's own outage or flood
+#: limits (2, 7, 8, 9, 11), a network error, a code not known here.
+FINAL_ERROR_CODES = frozenset({3, 4, 10, 100, 101, 102, 103, 104, 105, 160, 200, 210, 300, 454, 456, 457, 458})
 
 
 class OkAdapter(PushAdapter):
@@ -154,6 +160,12 @@ class OkAdapter(PushAdapter):
                        in_reply_to=first_number(self.context.number_pattern, text), meta=meta)
 
     # -- answers ----------------------------------------------------------------------
+    def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
+        """Never again for OK's errors that a second try cannot mend (``FINAL_ERROR_CODES``)."""
+        if isinstance(error, OkApiError) and error.code in FINAL_ERROR_CODES:
+            return None
+        return backoff
+
     async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
         await self._send(complaint, self.context.texts.render(complaint, receipt, door="chat"))
 

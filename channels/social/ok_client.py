@@ -42,7 +42,8 @@ class OkClient:
         if not isinstance(data, dict):
             raise OkApiError(None, "unexpected answer")
         if data.get("error_code") is not None:
-            raise OkApiError(data["error_code"], str(data.get("error_msg") or ""))
+            code = data["error_code"]
+            raise OkApiError(int(code) if str(code).isdigit() else code, str(data.get("error_msg") or ""))
         return data
 
     async def send_message(self, chat_id: str, text: str) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class FakeOk(FakeServer):
         body, error = await self._body(request, "messages")
         if error is not None:
             return error
+        failure = self.next_failure("messages")  # fail_next("messages", (8, "FLOOD_BLOCKED : ...")): OK's error
+        if failure is not None:
+            return _error(*failure)
         assert body is not None
         if (body.get("recipient") or {}).get("chat_id") != request.match_info["chat_id"]:
             return _error(100, "PARAM : recipient.chat_id does not match the chat in the URL")
