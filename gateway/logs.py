@@ -16,14 +16,12 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 #: ``scheme://user:password@``: the password is what goes (a URL's password cannot hold ``/``,
 #: ``@`` or spaces unencoded; quotes end it in a ``repr``).
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]*):[^\s/@'\"]+@")
-
-
 #: A query parameter that carries a secret (``?access_token=``, ``&key=``): its value goes.
 _SECRET_PARAMETER = re.compile(r"([?&](?:access_token|token|key|secret|password|api_key|apikey|signature|sig)=)[^&\s'\"#]+",
                                re.IGNORECASE)
 
 
-def mask_url_passwords(text: str) -> str:
+def mask_secrets_in_urls(text: str) -> str:
     """``text`` with the password of every URL in it, and the values of query parameters
     that carry secrets, replaced by ``***``."""
     if "://" not in text:
@@ -33,7 +31,7 @@ def mask_url_passwords(text: str) -> str:
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return mask_url_passwords(super().format(record))
+        return mask_secrets_in_urls(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,7 +47,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return mask_url_passwords(json.dumps(entry, ensure_ascii=False))
+        return mask_secrets_in_urls(json.dumps(entry, ensure_ascii=False))
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
