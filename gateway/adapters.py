@@ -26,11 +26,16 @@ from aiohttp import web
 
 from gateway.acknowledgements import RetryPolicy
 from gateway.inbound import Inbound, Receipt
+from gateway.logs import mask_secrets_in_urls
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.metrics import Metrics
     from normalizer.schema import Complaint
+
+
+#: The longest error text recorded on a registration whose acknowledgement failed.
+MAX_RECORDED_ERROR_CHARS = 500
 
 
 class TemporaryFailure(Exception):
@@ -74,6 +79,10 @@ async def _no_complaint(complaint_id: str) -> Complaint | None:
     return None
 
 
+async def _not_recorded(registration_number: str, details: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(slots=True)
 class AdapterContext:
     """Everything an adapter instance may use. Adapters never touch the database."""
@@ -94,6 +103,9 @@ class AdapterContext:
     worker: int = 0
     #: A registered complaint by id, to send again an acknowledgement held over a restart.
     load_complaint: Callable[[str], Awaitable[Complaint | None]] = _no_complaint
+    #: Records on a registration that its acknowledgement was given up on (the registry's
+    #: ``acknowledgement_failed`` action: the operators see it, the queue gets its event).
+    record_acknowledgement_failure: Callable[[str, dict[str, Any]], Awaitable[None]] = _not_recorded
 
 
 class Adapter:
@@ -205,6 +217,7 @@ class Adapter:
                     count("failed")
                     self.log.warning("acknowledgement failed", extra={"registration_number": number, "error": error,
                                                                       "attempts": failures})
+                    await self._record_failure(number, exc, failures)
                     break
                 count("retried")
                 self.log.info("acknowledgement failed; retrying", extra={"registration_number": number, "error": error,
@@ -222,6 +235,18 @@ class Adapter:
                 break
         if held:
             await self._hold(receipt, None)
+
+    async def _record_failure(self, number: str | None, error: Exception, attempts: int) -> None:
+        """The registration shows that the customer did not get its number, and why (the
+        error's text, secrets in URLs masked), so that an operator can answer by other means."""
+        if not number:
+            return
+        reason = mask_secrets_in_urls(str(error) or type(error).__name__)[:MAX_RECORDED_ERROR_CHARS]
+        try:
+            await self.context.record_acknowledgement_failure(number, {
+                "channel": self.instance, "attempts": attempts, "error": reason})
+        except Exception as exc:  # the failure stays in the log and the metric
+            self.log.warning("acknowledgement failure not recorded", extra={"registration_number": number, "error": repr(exc)})
 
     @property
     def _held_name(self) -> str:

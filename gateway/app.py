@@ -3,6 +3,7 @@ and every enabled channel adapter into one aiohttp application."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -74,6 +75,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
         context = AdapterContext(instance=instance, settings=settings, sink=intake, state=registry,
                                  metrics=metrics, config=config, texts=texts, acknowledgement_retry=acknowledgement_retry,
                                  worker=worker, load_complaint=registry.get_message,
+                                 record_acknowledgement_failure=functools.partial(_record_acknowledgement_failure, registry),
                                  number_pattern=registry.number_format.pattern())
         adapter = cls(context)
         if not primary and not adapter.runs_in_every_worker():
@@ -91,6 +93,10 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
 
     setup_inbox(app, config)
     return app
+
+
+async def _record_acknowledgement_failure(registry: Registry, registration_number: str, details: dict[str, Any]) -> None:
+    await registry.apply_action(registration_number, "acknowledgement_failed", "gateway", details)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -129,6 +129,21 @@ async def test_list_page_shows_counts_per_channel_and_overdue_deadlines_in_words
 
 
 # -- actions ----------------------------------------------------------------------------
+async def test_an_acknowledgement_the_gateway_gave_up_on_shows_on_the_complaint_and_operators_cannot_post_one(gateway):
+    registry = registry_of(gateway)
+    receipt = await submit_web(gateway)
+    await registry.apply_action(receipt["registration_number"], "acknowledgement_failed", "gateway",
+                                {"channel": "telegram", "attempts": 1, "error": "Forbidden: bot was blocked by the user"})
+    await login(gateway)
+    page = await (await gateway.get(f"/inbox/complaints/{receipt['id']}")).text()
+    assert "the number did not reach the customer" in page and "telegram: Forbidden: bot was blocked by the user" in page
+    detail = await api(gateway, "GET", f"/inbox/api/complaints/{receipt['id']}", expect=200, headers=BEARER)
+    assert [(a["action"], a["operator"], a["state"]) for a in detail["actions"]] == [("acknowledgement_failed", "gateway", "open")]
+    refused = await api(gateway, "POST", f"/inbox/api/complaints/{receipt['id']}/actions", expect=422,
+                        json={"action": "acknowledgement_failed"}, headers=BEARER)
+    assert refused["error"] == "invalid"
+
+
 async def test_actions_are_recorded_with_operator_and_time_and_emitted_as_events(gateway):
     registry = registry_of(gateway)
     receipt = await submit_web(gateway)

@@ -182,6 +182,14 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 # -- one complaint --------------------------------------------------------------------
+def _action_text(details: dict[str, Any]) -> str | None:
+    """What an action shows under its name: a reply's or note's text; for an acknowledgement
+    the gateway gave up on, the door and why."""
+    if "error" in details:
+        return f"{details.get('channel')}: {details['error']}"
+    return details.get("text")
+
+
 async def complaint_page(request: web.Request) -> web.Response:
     state = state_of(request)
     _ = translate(request)
@@ -194,7 +202,7 @@ async def complaint_page(request: web.Request) -> web.Response:
     if detail.registration:
         registration = {"messages": [message_view(m["kind"], m["complaint"], state.tz)
                                      for m in detail.registration["messages"]]}
-    actions = [{**a, "at_local": local_time(a.get("at"), state.tz), "text": (a.get("details") or {}).get("text")}
+    actions = [{**a, "at_local": local_time(a.get("at"), state.tz), "text": _action_text(a.get("details") or {})}
                for a in detail.actions]
     adapter = request.config_dict[ADAPTERS].get(c.channel)
     reply_to = f"{c.reply_to.kind}: {c.reply_to.value}" if c.reply_to else "—"

@@ -37,6 +37,8 @@ ACTIONS: dict[str, Any] = {
     "note": lambda state, assigned, operator: (state, assigned),
     "close": lambda state, assigned, operator: ("closed", assigned),
     "reopen": lambda state, assigned, operator: ("open", None),
+    # the gateway's own: an acknowledgement the door gave up on (details: channel, attempts, error)
+    "acknowledgement_failed": lambda state, assigned, operator: (state, assigned),
 }
 
 
