@@ -207,6 +207,7 @@ SCHEMA: dict[str, Any] = {
             "first_delay_seconds": {"type": "number", "minimum": 0},
             "max_delay_seconds": {"type": "number", "minimum": 0},
         }},
+        "max_recorded_error_chars": {"type": "integer", "minimum": 1},
     },
 }
 
@@ -216,11 +217,13 @@ class RetryPolicy:
     """How a failed acknowledgement is sent again (``acknowledgements.retry``): ``attempts``
     in all, the first included (1: never again); ``first_delay`` seconds after the first
     failure, twice as long after each next one, at most ``max_delay``. The defaults try for
-    about four minutes."""
+    about four minutes. One given up on is recorded on its registration with at most
+    ``max_error_chars`` of the error (``acknowledgements.max_recorded_error_chars``)."""
 
     attempts: int = 8
     first_delay: float = 2.0
     max_delay: float = 300.0
+    max_error_chars: int = 500
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> RetryPolicy:
@@ -228,7 +231,8 @@ class RetryPolicy:
         validate(section, SCHEMA, prefix="acknowledgements")
         retry, default = section.get("retry") or {}, cls()
         return cls(int(retry.get("attempts", default.attempts)), float(retry.get("first_delay_seconds", default.first_delay)),
-                   float(retry.get("max_delay_seconds", default.max_delay)))
+                   float(retry.get("max_delay_seconds", default.max_delay)),
+                   int(section.get("max_recorded_error_chars", default.max_error_chars)))
 
     def delay(self, failures: int) -> float:
         """The wait after the ``failures``-th failure in a row (1, 2, ...)."""

@@ -34,10 +34,6 @@ if TYPE_CHECKING:
     from normalizer.schema import Complaint
 
 
-#: The longest error text recorded on a registration whose acknowledgement failed.
-MAX_RECORDED_ERROR_CHARS = 500
-
-
 class TemporaryFailure(Exception):
     """The message could not be made durable; the door must answer "try again"."""
 
@@ -241,7 +237,7 @@ class Adapter:
         error's text, secrets in URLs masked), so that an operator can answer by other means."""
         if not number:
             return
-        reason = mask_secrets_in_urls(str(error) or type(error).__name__)[:MAX_RECORDED_ERROR_CHARS]
+        reason = mask_secrets_in_urls(str(error) or type(error).__name__)[:self.context.acknowledgement_retry.max_error_chars]
         try:
             await self.context.record_acknowledgement_failure(number, {
                 "channel": self.instance, "attempts": attempts, "error": reason})
