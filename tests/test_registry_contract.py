@@ -674,6 +674,34 @@ async def test_purge_removes_personal_data_and_keeps_statistics(registry: Regist
     assert again["messages"] == 0
 
 
+async def test_purge_removes_the_texts_and_errors_of_actions_taken_before_the_cutoff(registry: Registry) -> None:
+    number = (await registry.submit(complaint("Нет связи, звоните Анне на +79161234567"))).registration_number or ""
+    await registry.apply_action(number, "claim", "olga")
+    await registry.apply_action(number, "reply", "olga", {"text": "Анна, мастер придёт завтра к 10:00", "channel": "sms"})
+    await registry.apply_action(number, "note", "olga", {"text": "клиентка просила звонить на +79161234567"})
+    await registry.apply_action(number, "acknowledgement_failed", "gateway",
+                                {"channel": "sms", "attempts": 8, "error": "The 'To' number +79161234567 is not valid"})
+    await asyncio.sleep(0.01)
+    cutoff = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    await asyncio.sleep(0.01)
+    await registry.apply_action(number, "note", "boris", {"text": "после отсечки"})
+
+    result = await registry.purge(cutoff)
+    assert result["actions"] == 3
+    kept = await registry.actions(number)
+    assert [(a["action"], a["operator"]) for a in kept] == [("claim", "olga"), ("reply", "olga"), ("note", "olga"),
+                                                           ("acknowledgement_failed", "gateway"), ("note", "boris")]
+    assert kept[0]["details"] == {}
+    assert kept[1]["details"] == {"channel": "sms", "purged_at": kept[1]["details"]["purged_at"]}
+    assert kept[2]["details"] == {"purged_at": kept[2]["details"]["purged_at"]}
+    assert kept[3]["details"] == {"channel": "sms", "attempts": 8, "purged_at": kept[3]["details"]["purged_at"]}
+    assert kept[4]["details"] == {"text": "после отсечки"}
+    everything = json.dumps(await registry.audit_log(), ensure_ascii=False) + json.dumps(kept, ensure_ascii=False)
+    assert "+79161234567" not in everything and "Анна" not in everything and "после отсечки" in everything
+    assert (await registry.registration_state(number) or {})["state"] == "claimed"
+    assert (await registry.purge(cutoff))["actions"] == 0
+
+
 async def test_groups_created_at_the_end_see_only_new_events_and_can_be_deleted(registry: Registry) -> None:
     await registry.submit(complaint("Старое событие до группы"))
     await registry.create_group("live", at_end=True)

@@ -216,6 +216,20 @@ def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+#: What an action's details may hold of personal data: a reply's or a note's text, a
+#: platform's error for an acknowledgement given up on (which may quote a phone number).
+PERSONAL_DETAILS = ("text", "error")
+
+
+def anonymise_action(record: dict[str, Any], purged_at: str) -> dict[str, Any] | None:
+    """An action without personal data (what was done, by whom, when, the state it left
+    stay), or None when it holds none."""
+    details = record.get("details") or {}
+    if not any(key in details for key in PERSONAL_DETAILS):
+        return None
+    return {**record, "details": {**{k: v for k, v in details.items() if k not in PERSONAL_DETAILS}, "purged_at": purged_at}}
+
+
 def anonymise(body: dict[str, Any], purged_at: str) -> tuple[dict[str, Any], set[str]]:
     """A complaint without personal data: what statistics need stays (channel, times,
     registration, kind of door, language, urgency, deadlines). Returns the blobs it named."""
@@ -442,7 +456,8 @@ class Registry(ABC):
     async def purge(self, before: str) -> dict[str, Any]:
         """Remove personal data of every message received before ``before`` (ISO 8601):
         texts, names, identities of customers with nothing newer, dead letters, queue
-        events. Returns ``{"messages": n, "customers": n, "dead_letters": n, "events": n,
+        events, and the texts and errors of actions taken before it. Returns
+        ``{"messages": n, "customers": n, "dead_letters": n, "events": n, "actions": n,
         "blobs": [sha256 no longer needed by any kept message]}``."""
 
     # -- adapter state ----------------------------------------------------------------

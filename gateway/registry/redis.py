@@ -20,7 +20,19 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchErro
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, stored_json, utcnow
+from gateway.registry.base import (
+    ACTIONS,
+    Event,
+    Registry,
+    RegistryError,
+    RegistrySettings,
+    SubmitPlan,
+    anonymise,
+    anonymise_action,
+    iso,
+    stored_json,
+    utcnow,
+)
 from normalizer.schema import Complaint
 
 #: Where the script puts the customer id, the registration number and the number the message
@@ -546,8 +558,38 @@ class RedisRegistry(Registry):
                 await self.r.zrem(self.prefix + "dead_letters:open", entry["id"])
         cutoff_ms = int(datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp() * 1000)
         events = await self.r.xtrim(self.stream, minid=f"{cutoff_ms}-0", approximate=False)
+        actions = await self._purge_actions(before, now)
         return {"messages": purged, "customers": len(stale), "dead_letters": dead, "events": int(events),
-                "blobs": sorted(freed)}
+                "actions": actions, "blobs": sorted(freed)}
+
+    async def _purge_actions(self, before: str, now: str) -> int:
+        """The texts and errors of actions taken before ``before``, out of the audit list and
+        out of each registration's list of actions (which hold the same records)."""
+        audit = self.prefix + "audit"
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:  # actions are pushed on the audit list's head meanwhile: its indexes move
+                try:
+                    await pipe.watch(audit)
+                    changes = []
+                    for index, raw in enumerate(await pipe.lrange(audit, 0, -1)):
+                        record = json.loads(raw)
+                        kept = anonymise_action(record, now) if record.get("at", "") < before else None
+                        if kept is not None:
+                            changes.append((index, raw, json.dumps(kept, ensure_ascii=False), record.get("registration_number")))
+                    pipe.multi()
+                    for index, _, new, _ in changes:
+                        pipe.lset(audit, index, new)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        for _, old, new, number in changes:
+            if number:  # a registration's list only grows at its tail: an index found stays right
+                key = self.prefix + "registration:" + number + ":actions"
+                position = await self.r.lpos(key, str(old))
+                if isinstance(position, int):
+                    await self.r.lset(key, position, new)
+        return len(changes)
 
     # -- adapter state ----------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:

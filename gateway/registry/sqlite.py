@@ -19,7 +19,19 @@ from typing import Any, TypeVar
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
-from gateway.registry.base import ACTIONS, Event, Registry, RegistryError, RegistrySettings, SubmitPlan, anonymise, iso, stored_json, utcnow
+from gateway.registry.base import (
+    ACTIONS,
+    Event,
+    Registry,
+    RegistryError,
+    RegistrySettings,
+    SubmitPlan,
+    anonymise,
+    anonymise_action,
+    iso,
+    stored_json,
+    utcnow,
+)
 from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_flushed_aside, write_transaction_now
 from normalizer.schema import Complaint
 
@@ -753,8 +765,14 @@ class SqliteRegistry(Registry):
             db.execute("DELETE FROM events WHERE created_at < ?", (before,))
             for (body,) in db.execute("SELECT body FROM messages WHERE received_epoch >= ?", (cutoff,)):
                 freed -= anonymise(json.loads(body), now)[1]
+            actions = 0
+            for seq, details in db.execute("SELECT seq, details FROM audit WHERE at < ?", (before,)).fetchall():
+                kept_action = anonymise_action(json.loads(details), now)
+                if kept_action is not None:
+                    db.execute("UPDATE audit SET details=? WHERE seq=?", (json.dumps(kept_action, ensure_ascii=False), seq))
+                    actions += 1
             return {"messages": len(rows), "customers": len(stale), "dead_letters": dead, "events": len(old_events),
-                    "blobs": sorted(freed)}
+                    "actions": actions, "blobs": sorted(freed)}
 
         return await self._run(self._tx, purge)
 
