@@ -108,7 +108,7 @@ def test_the_proxy_for_an_address_is_the_one_requests_chooses(environment, url):
         assert (arguments["proxy"].user, arguments["proxy"].password) == ("user", "p@ss")
 
 
-def test_the_choices_above_are_proxies_direct_and_by_scheme(environment):
+def test_proxies_are_chosen_by_scheme_and_no_proxy_hosts_go_direct(environment):
     environment(HTTPS_PROXY="http://user:p%40ss@proxy.corp:3128", http_proxy="http://plain.corp:8080",
                 NO_PROXY="api.vk.ru, 10.0.0.0/8, cdn.internal:8443, api.twilio.com")
     chosen = {url: str(proxy_arguments(url).get("proxy")) for url in (
