@@ -142,6 +142,16 @@ async def test_an_acknowledgement_the_gateway_gave_up_on_shows_on_the_complaint_
     refused = await api(gateway, "POST", f"/inbox/api/complaints/{receipt['id']}/actions", expect=422,
                         json={"action": "acknowledgement_failed"}, headers=BEARER)
     assert refused["error"] == "invalid"
+    other = await submit_web(gateway, phone="+79160000777", text="Второе обращение, номер получен.")
+    listed = await api(gateway, "GET", "/inbox/api/complaints?undelivered=1", expect=200, headers=BEARER)
+    assert [(i["complaint"]["id"], i["undelivered"]) for i in listed["items"]] == [(receipt["id"], True)]
+    everything = await api(gateway, "GET", "/inbox/api/complaints", expect=200, headers=BEARER)
+    assert {i["complaint"]["id"]: i["undelivered"] for i in everything["items"]} == {receipt["id"]: True, other["id"]: False}
+    await api(gateway, "GET", "/inbox/api/complaints?undelivered=yes", expect=400, headers=BEARER)
+    filtered = await (await gateway.get("/inbox/?undelivered=1")).text()
+    assert receipt["registration_number"] in filtered and other["registration_number"] not in filtered
+    assert 'id="f-undelivered" name="undelivered" type="checkbox" value="1" checked' in filtered
+    assert filtered.count('class="tag tag-undelivered">number not delivered<') == 1
 
 
 async def test_actions_are_recorded_with_operator_and_time_and_emitted_as_events(gateway):

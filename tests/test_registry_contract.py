@@ -674,6 +674,21 @@ async def test_purge_removes_personal_data_and_keeps_statistics(registry: Regist
     assert again["messages"] == 0
 
 
+async def test_a_registration_whose_acknowledgement_failed_is_marked_and_found_by_the_undelivered_filter(registry: Registry) -> None:
+    failed = await registry.submit(complaint("Нет связи третий день", ids=[("phone", "+79160000001")]))
+    fine = await registry.submit(complaint("Счёт завышен вдвое", ids=[("phone", "+79160000002")]))
+    await registry.apply_action(fine.registration_number or "", "note", "olga", {"text": "проверить счёт"})
+    await registry.apply_action(failed.registration_number or "", "acknowledgement_failed", "gateway",
+                                {"channel": "telegram", "attempts": 1, "error": "Forbidden: bot was blocked by the user"})
+    assert (await registry.registration_state(failed.registration_number or "") or {})["acknowledgement_failed"] is True
+    assert (await registry.registration_state(fine.registration_number or "") or {})["acknowledgement_failed"] is False
+    await registry.apply_action(failed.registration_number or "", "claim", "olga")  # another action keeps the mark
+    rows = await registry.search(undelivered=True)
+    assert [(r["complaint"]["id"], r["undelivered"], r["state"]) for r in rows] == [(failed.complaint_id, True, "claimed")]
+    assert {r["complaint"]["id"]: r["undelivered"] for r in await registry.search()} == {
+        failed.complaint_id: True, fine.complaint_id: False}
+
+
 async def test_purge_removes_the_texts_and_errors_of_actions_taken_before_the_cutoff(registry: Registry) -> None:
     number = (await registry.submit(complaint("Нет связи, звоните Анне на +79161234567"))).registration_number or ""
     await registry.apply_action(number, "claim", "olga")

@@ -42,6 +42,8 @@ class Filters:
     until: str = ""
     q: str = ""
     customer_id: str = ""
+    #: "1": only registrations whose acknowledgement was given up on (the number did not reach the customer)
+    undelivered: str = ""
     before: str = ""
     since_utc: str = ""
     until_utc: str = ""
@@ -59,6 +61,7 @@ class Filters:
             "language": (_LANG.match, "a language code such as ru"),
             "kind": (lambda v: v in KINDS, " | ".join(KINDS)),
             "customer_id": (_ID.match, "an id"),
+            "undelivered": (lambda v: v == "1", "1"),
             "before": (_ID.match, "a complaint id"),
         }
         for name, (ok, expected) in checks.items():
@@ -95,7 +98,7 @@ class Filters:
             "channel": (self.channel or None) if with_channel else None,
             "urgency": self.urgency or None, "state": self.state or None, "language": self.language or None,
             "kind": self.kind or None, "since": self.since_utc or None, "until": self.until_utc or None,
-            "text": self.q or None, "customer_id": self.customer_id or None,
+            "text": self.q or None, "customer_id": self.customer_id or None, "undelivered": self.undelivered == "1",
             "before": (self.before or None) if with_before else None,
         }
 
@@ -103,6 +106,8 @@ class Filters:
         """Whether a message (as a dict) would be in the list with these filters; the same
         rules as ``Registry.search``."""
         customer = complaint.get("customer") or {}
+        if self.undelivered:  # a message on its way in has not been given up on yet
+            return False
         if self.channel and complaint.get("channel") != self.channel:
             return False
         if self.urgency and complaint.get("urgency") != self.urgency:

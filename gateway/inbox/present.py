@@ -62,7 +62,7 @@ def list_deadline(complaint: dict[str, Any], state: str | None, now: datetime, _
 
 
 def row_view(complaint: dict[str, Any], kind: str, state: str | None, assigned_to: str | None,
-             tz: ZoneInfo, _: Translate, now: datetime | None = None) -> dict[str, Any]:
+             tz: ZoneInfo, _: Translate, now: datetime | None = None, undelivered: bool = False) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     customer = complaint.get("customer") or {}
     return {
@@ -80,6 +80,8 @@ def row_view(complaint: dict[str, Any], kind: str, state: str | None, assigned_t
         "received_at": complaint.get("received_at"),
         "received_local": local_time(complaint.get("received_at"), tz),
         "deadline": list_deadline(complaint, state, now, _),
+        #: an acknowledgement of its registration was given up on: the number did not reach the customer
+        "undelivered": undelivered,
     }
 
 

@@ -125,7 +125,8 @@ async def complaint_list(request: web.Request) -> web.Response:
     else:
         found = everything[: page + 1]
     now = datetime.now(UTC)
-    rows = [row_view(r["complaint"], r["kind"], r["state"], r["assigned_to"], state.tz, _, now) for r in found[:page]]
+    rows = [row_view(r["complaint"], r["kind"], r["state"], r["assigned_to"], state.tz, _, now, r.get("undelivered", False))
+            for r in found[:page]]
     channels = sorted(set(request.config_dict[CONFIG].channels) | set(counts))
     return await render(request, "list.html", title=_("list_title"), section="list", rows=rows, f=filters,
                         errors=errors, counts=sorted(counts.items()), channels=channels, urgencies=URGENCIES,

@@ -342,13 +342,15 @@ class Registry(ABC):
     async def search(self, *, channel: str | None = None, urgency: str | None = None, state: str | None = None,
                      language: str | None = None, kind: str | None = None, since: str | None = None,
                      until: str | None = None, text: str | None = None, customer_id: str | None = None,
-                     limit: int = 50, before: str | None = None, scan_limit: int = 5000) -> list[dict[str, Any]]:
+                     undelivered: bool = False, limit: int = 50, before: str | None = None,
+                     scan_limit: int = 5000) -> list[dict[str, Any]]:
         """Messages matching every given filter, newest first, as inbox rows:
-        ``{"complaint": {...}, "kind": ..., "state": ..., "assigned_to": ...}``.
+        ``{"complaint": {...}, "kind": ..., "state": ..., "assigned_to": ..., "undelivered": ...}``.
 
         ``since``/``until`` are ISO 8601 instants compared with ``received_at``; ``text``
         matches the subject, text and customer name case-insensitively; ``state`` is the
-        registration's (open, claimed, closed). At most ``scan_limit`` messages are looked at.
+        registration's (open, claimed, closed); ``undelivered``: only registrations whose
+        acknowledgement was given up on. At most ``scan_limit`` messages are looked at.
         """
         needle = (text or "").casefold()
         rows: list[dict[str, Any]] = []
@@ -372,12 +374,14 @@ class Registry(ABC):
                     continue
                 if kind and row_kind != kind or state and info.get("state") != state:
                     continue
+                if undelivered and not info.get("acknowledgement_failed"):
+                    continue
                 if since and c.received_at < since or until and c.received_at >= until:
                     continue
                 if needle and needle not in f"{c.subject or ''}\n{c.text}\n{c.customer.name or ''}".casefold():
                     continue
                 rows.append({"complaint": c.to_dict(), "kind": row_kind, "state": info.get("state"),
-                             "assigned_to": info.get("assigned_to")})
+                             "assigned_to": info.get("assigned_to"), "undelivered": bool(info.get("acknowledgement_failed"))})
                 if len(rows) >= limit:
                     break
             cursor = page[-1].id
@@ -386,7 +390,8 @@ class Registry(ABC):
     # -- operators' actions -----------------------------------------------------------
     @abstractmethod
     async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
-        """``{state, assigned_to, updated_at, kinds: {complaint_id: kind}}`` or None."""
+        """``{state, assigned_to, updated_at, kinds: {complaint_id: kind}, acknowledgement_failed}``
+        (the last: whether an acknowledgement of it was given up on) or None."""
 
     @abstractmethod
     async def apply_action(self, registration_number: str, action: str, operator: str,

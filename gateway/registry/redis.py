@@ -311,7 +311,8 @@ class RedisRegistry(Registry):
         for complaint_id in await self._message_ids(key, str(row.get("complaint_id") or "")):
             kinds[complaint_id] = await self._field(self.prefix + "message:" + complaint_id, "kind")
         return {"state": row.get("state", "open"), "assigned_to": row.get("assigned_to") or None,
-                "updated_at": row.get("updated_at"), "customer_id": row["customer_id"], "kinds": kinds}
+                "updated_at": row.get("updated_at"), "customer_id": row["customer_id"], "kinds": kinds,
+                "acknowledgement_failed": row.get("acknowledgement_failed") == "1"}
 
     async def apply_action(self, registration_number: str, action: str, operator: str,
                            details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -333,6 +334,8 @@ class RedisRegistry(Registry):
                     encoded = json.dumps(record, ensure_ascii=False)
                     pipe.multi()
                     pipe.hset(key, mapping={"state": state, "assigned_to": assigned or "", "updated_at": now})
+                    if action == "acknowledgement_failed":  # stays marked: registration_state says so (the inbox's filter)
+                        pipe.hset(key, "acknowledgement_failed", "1")
                     pipe.rpush(key + ":actions", encoded)
                     pipe.lpush(self.prefix + "audit", encoded)
                     pipe.xadd(self.stream, {"event": action, "registration_number": registration_number,

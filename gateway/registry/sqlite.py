@@ -540,7 +540,10 @@ class SqliteRegistry(Registry):
             if row is None:
                 return None
             kinds = dict(db.execute("SELECT id, kind FROM messages WHERE number=?", (registration_number,)).fetchall())
-            return {"state": row[0], "assigned_to": row[1], "updated_at": row[2], "customer_id": row[3], "kinds": kinds}
+            undelivered = db.execute("SELECT 1 FROM audit WHERE registration_number=? AND action='acknowledgement_failed' LIMIT 1",
+                                     (registration_number,)).fetchone() is not None
+            return {"state": row[0], "assigned_to": row[1], "updated_at": row[2], "customer_id": row[3], "kinds": kinds,
+                    "acknowledgement_failed": undelivered}
 
         return await self._read(read)
 
