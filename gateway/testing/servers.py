@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import resource
 import socket
 import subprocess
@@ -148,12 +149,12 @@ class ForwardProxy:
 
     @staticmethod
     async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        """Bytes one way until that side ends or a side goes away (reset): either ends the tunnel."""
         try:
-            while chunk := await source.read(65536):
-                sink.write(chunk)
-                await sink.drain()
-        except ConnectionError:
-            pass
+            with contextlib.suppress(ConnectionError):
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
         finally:
             sink.close()
 
