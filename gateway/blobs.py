@@ -9,7 +9,8 @@ millisecond per blob while the journal was being flushed.
 
 Larger blobs are files: written to a temporary file in ``.incoming``, flushed and renamed
 into place (``<sha[:2]>/<sha[2:4]>/<sha>``), so a file that exists is complete. A batch of
-files is flushed with one ``syncfs``. Storing the same bytes twice is a no-op.
+files is flushed with one ``syncfs``. Storing the same bytes twice writes nothing again; it
+renews the blob's time, which a purge's ``delete`` looks at.
 
 ``stage()`` hashes a batch on the event loop and ``StagedBlobs.start()`` writes it: a batch
 of small blobs there and then, on the loop's thread, when the file's write lock is free
@@ -26,7 +27,8 @@ import itertools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_now
@@ -41,10 +43,13 @@ _ROWS_PER_INSERT = 500
 
 
 def _insert_rows(db: sqlite3.Connection, rows: list[tuple[str, bytes]]) -> None:
+    """New rows, and ``put_at`` renewed on the rows already there (see ``BlobStore.delete``)."""
+    now = time.time()
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start:start + _ROWS_PER_INSERT]
-        db.execute("INSERT OR IGNORE INTO blobs(sha256, data) VALUES " + ",".join(["(?,?)"] * len(chunk)),
-                   [value for row in chunk for value in row])
+        db.execute("INSERT INTO blobs(sha256, data, put_at) VALUES " + ",".join(["(?,?,?)"] * len(chunk))
+                   + " ON CONFLICT(sha256) DO UPDATE SET put_at=excluded.put_at",
+                   [value for digest, data in chunk for value in (digest, data, now)])
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -107,8 +112,18 @@ class BlobStore:
 
     def _open(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        return connect_wal(self.root / "small.sqlite3", "FULL" if self.fsync else "OFF",
-                           "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);")
+        db = connect_wal(self.root / "small.sqlite3", "FULL" if self.fsync else "OFF",
+                         "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL,"
+                         " put_at REAL NOT NULL DEFAULT 0);"
+                         "CREATE TABLE IF NOT EXISTS purge_deferred (sha256 TEXT PRIMARY KEY);")
+        if "put_at" not in {row[1] for row in db.execute("PRAGMA table_info(blobs)")}:  # a store written before
+            try:
+                db.execute("ALTER TABLE blobs ADD COLUMN put_at REAL NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    db.close()
+                    raise
+        return db
 
     def open(self) -> None:
         """Create the folder and open ``small.sqlite3`` for writing now, not on the event loop
@@ -195,7 +210,9 @@ class BlobStore:
         written: dict[str, str] = {}  # digest -> temporary file
         try:
             for digest, data in blobs.items():
-                if not os.path.exists(self._target(digest)[1]):
+                try:  # stored already: its time renewed (see ``delete``)
+                    os.utime(self._target(digest)[1])
+                except FileNotFoundError:
                     written[digest] = self._write_temporary(data)
             if not written:
                 return
@@ -280,13 +297,46 @@ class BlobStore:
         if (self.root / "small.sqlite3").exists():
             yield from (str(row[0]) for row in self._query("SELECT sha256 FROM blobs", ()))
 
-    def delete(self, sha256: str) -> bool:
+    def delete(self, sha256: str, put_before: float | None = None) -> bool:
+        """Delete a blob; with ``put_before`` (a Unix time) only if it was not stored since
+        then. Storing bytes already there renews their time (a file's mtime, a row's
+        ``put_at``), so a purge that found a blob unused keeps it when a message being
+        registered meanwhile stored it again. A file is first moved aside and its time read
+        there: a message storing it at that moment writes a new copy."""
+        path = self.path(sha256)
+        if put_before is None:
+            try:
+                path.unlink()
+                return True
+            except FileNotFoundError:
+                return self._delete_row(sha256, float("inf"))
+        aside = f"{self._incoming}/.purged-{sha256}-{os.getpid()}-{next(self._names)}"
         try:
-            self.path(sha256).unlink()
-            return True
+            os.makedirs(self._incoming, exist_ok=True)
+            os.rename(path, aside)
         except FileNotFoundError:
-            with self._db_lock:
-                return self._connection().execute("DELETE FROM blobs WHERE sha256=?", (sha256,)).rowcount > 0
+            return self._delete_row(sha256, put_before)
+        if os.stat(aside).st_mtime >= put_before:
+            os.replace(aside, path)  # stored since: back in place (a copy stored meanwhile has the same bytes)
+            return False
+        os.unlink(aside)
+        return True
+
+    def purge_deferred(self) -> list[str]:
+        """The blobs a purge found unused but kept, because they were stored again lately:
+        the next purge checks them again."""
+        return [str(row[0]) for row in self._query("SELECT sha256 FROM purge_deferred ORDER BY sha256", ())]
+
+    def set_purge_deferred(self, digests: Iterable[str]) -> None:
+        rows = [(digest,) for digest in sorted(set(digests))]
+        with self._db_lock:
+            write_transaction(self._connection(), lambda db: (db.execute("DELETE FROM purge_deferred"),
+                                                              db.executemany("INSERT INTO purge_deferred VALUES (?)", rows)))
+
+    def _delete_row(self, sha256: str, put_before: float) -> bool:
+        with self._db_lock:
+            return self._connection().execute("DELETE FROM blobs WHERE sha256=? AND put_at < ?",
+                                              (sha256, put_before)).rowcount > 0
 
     def close(self) -> None:
         with self._db_lock, self._reader_lock:

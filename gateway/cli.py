@@ -15,6 +15,9 @@ from gateway import __version__, plugins
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.registry.base import RegistryError
 
+#: A purge keeps a blob stored again within this many minutes before it began (``retention.blob_grace_minutes``).
+DEFAULT_BLOB_GRACE_MINUTES = 60
+
 
 def _config_path(given: str | None) -> str | None:
     if given:
@@ -202,13 +205,21 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from gateway.registry.base import iso, utcnow
 
     async def work(registry: Any, config: GatewayConfig) -> int:
-        days = args.older_than if args.older_than is not None else config.section("retention").get("days")
+        retention = config.section("retention")
+        days = args.older_than if args.older_than is not None else retention.get("days")
         if not days:
             print("purge: give --older-than DAYS or set retention.days", file=sys.stderr)
             return 2
-        result = await registry.purge(iso(utcnow() - timedelta(days=float(days))))
+        # a blob stored again lately is kept: a message being registered while the purge
+        # looked for the blobs still named may name it
+        put_before = time.time() - 60 * float(retention.get("blob_grace_minutes", DEFAULT_BLOB_GRACE_MINUTES))
         blobs = BlobStore(config.blobs_path)
-        result["blobs_deleted"] = sum(blobs.delete(sha) for sha in result.pop("blobs"))
+        result = await registry.purge(iso(utcnow() - timedelta(days=float(days))), blobs.purge_deferred())
+        unused = result.pop("blobs")
+        deleted = {sha for sha in unused if blobs.delete(sha, put_before)}
+        kept = [sha for sha in unused if sha not in deleted and blobs.exists(sha)]  # stored again lately
+        blobs.set_purge_deferred(kept)
+        result.update(blobs_deleted=len(deleted), blobs_deferred=len(kept))
         print(json.dumps(result))
         return 0
 

@@ -76,7 +76,7 @@ CORE_SCHEMA: dict[str, Any] = {
         "acknowledgements": {"type": "object"},
         "inbox": {"type": "object"},
         "retention": {"type": "object", "additionalProperties": False, "properties": {
-            "days": {"type": ["number", "null"], "minimum": 1}}},
+            "days": {"type": ["number", "null"], "minimum": 1}, "blob_grace_minutes": {"type": "number", "minimum": 0}}},
         "logging": {"type": "object", "additionalProperties": False, "properties": {
             "level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]}, "format": {"enum": ["json", "text"]}}},
         "channels": {

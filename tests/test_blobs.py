@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,45 @@ async def test_deleted_blobs_are_gone(tmp_path: Path) -> None:
     assert not store.exists(small) and not store.exists(large)
     assert not store.delete(small)
     assert list(store.digests()) == []
+
+
+@pytest.mark.parametrize("size", [300, SMALL_MAX_BYTES + 1])
+async def test_a_blob_stored_again_since_a_purge_began_is_not_deleted_by_it(tmp_path: Path, size: int) -> None:
+    store = BlobStore(tmp_path)
+    data = os.urandom(size)
+    digest = await store.put(data)
+    old = time.time() - 3600
+    if size > SMALL_MAX_BYTES:
+        os.utime(store.path(digest), (old, old))
+    else:
+        store._connection().execute("UPDATE blobs SET put_at=? WHERE sha256=?", (old, digest))
+    purge_began = time.time() - 1
+    assert await store.put(data) == digest  # a new message with the same bytes, while the purge runs
+    assert not store.delete(digest, put_before=purge_began)
+    assert store.get_sync(digest) == data
+    assert files(tmp_path / ".incoming") == []  # a file moved aside to be looked at is back in place
+    assert store.delete(digest, put_before=time.time() + 1)
+    assert not store.exists(digest)
+
+
+async def test_a_store_written_before_blobs_had_times_is_read_and_purged(tmp_path: Path) -> None:
+    db = connect_wal(tmp_path / "small.sqlite3", "FULL", "CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);")
+    db.execute("INSERT INTO blobs VALUES (?, ?)", (hashlib.sha256(b"old").hexdigest(), b"old"))
+    db.close()
+    store = BlobStore(tmp_path)
+    assert store.get_sync(hashlib.sha256(b"old").hexdigest()) == b"old"
+    assert store.delete(hashlib.sha256(b"old").hexdigest(), put_before=time.time())  # stored before any purge
+    again = await store.put(b"new")
+    assert not store.delete(again, put_before=time.time() - 60)
+
+
+def test_blobs_a_purge_kept_are_remembered_for_the_next(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    assert store.purge_deferred() == []
+    store.set_purge_deferred(["b" * 64, "a" * 64, "b" * 64])
+    assert BlobStore(tmp_path).purge_deferred() == ["a" * 64, "b" * 64]
+    store.set_purge_deferred([])
+    assert store.purge_deferred() == []
 
 
 def _put_in_a_process(folder: str, n: int, start: float) -> str:

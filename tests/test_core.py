@@ -548,7 +548,7 @@ def _post_with_key(port: int, body: dict[str, Any], key: str) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
-def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
+def test_cli_purge_deletes_raw_originals_past_retention_once_not_stored_lately(tmp_path: Path) -> None:
     config_path = _write_config(tmp_path, free_port())
     old = datetime.now(timezone.utc) - timedelta(days=800)
 
@@ -582,7 +582,16 @@ def test_cli_purge_deletes_raw_originals_past_retention(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "--config", str(config_path), "purge", "--older-than", "730"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     result = json.loads(out.stdout)
-    assert (result["messages"], result["blobs_deleted"]) == (2, 1)
+    # stored a moment ago (retention.blob_grace_minutes, 60): a message being registered may name it
+    assert (result["messages"], result["blobs_deleted"], result["blobs_deferred"]) == (2, 0, 1)
+    assert blobs.get_sync(sha) == b"old raw original\x00"
+    raw = yaml.safe_load(config_path.read_text())
+    raw["retention"] = {"blob_grace_minutes": 0}
+    config_path.write_text(yaml.safe_dump(raw))
+    out = subprocess.run([*CLI, "--config", str(config_path), "purge", "--older-than", "730"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    result = json.loads(out.stdout)  # the next purge checks the blob again, and it is still not named
+    assert (result["messages"], result["blobs_deleted"], result["blobs_deferred"]) == (0, 1, 0)
     assert not blobs.exists(sha)
     purged = asyncio.run(stored(inline_id))
     assert "raw" not in purged.meta and "old form" not in purged.to_json()  # the original kept inline went with the rest

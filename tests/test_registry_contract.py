@@ -6,8 +6,10 @@ import asyncio
 import json
 import math
 import multiprocessing
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,11 +18,13 @@ import redis as redis_sync
 
 from gateway.inbound import Receipt
 from gateway.registry import Registry, RegistrySettings
+from gateway.registry import redis as redis_registry
+from gateway.registry import sqlite as sqlite_registry
 from gateway.registry.base import NumberFormat, RegistryError, make_plan, stored_json
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
-from normalizer.schema import Complaint, Customer, Identity
+from normalizer.schema import Attachment, Complaint, Customer, Identity
 
 NOW = datetime(2026, 3, 10, 9, 0, tzinfo=timezone.utc)
 
@@ -646,6 +650,14 @@ async def test_search_filters(registry: Registry) -> None:
     assert await registry.search(urgency="immediate") == []
 
 
+@pytest.fixture
+def small_purge_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purge works in chunks of two rows or keys: every chunk's edge is crossed."""
+    monkeypatch.setattr(sqlite_registry, "PURGE_CHUNK", 2)
+    monkeypatch.setattr(redis_registry, "PURGE_CHUNK", 2)
+
+
+@pytest.mark.usefixtures("small_purge_chunks")
 async def test_purge_removes_personal_data_and_keeps_statistics(registry: Registry) -> None:
     old = complaint("Старая жалоба Анны про счёт", ids=[("phone", "+79161234567")], at=NOW - timedelta(days=400))
     old.meta["raw"] = {"sha256": "a" * 64, "content_type": "message/rfc822"}
@@ -671,7 +683,32 @@ async def test_purge_removes_personal_data_and_keeps_statistics(registry: Regist
     boris = await registry.get_customer(boris_old.customer_id or "")
     assert boris is not None and boris["identities"] == [{"kind": "email", "value": "boris@example.com"}]
     again = await registry.purge(cutoff)
-    assert again["messages"] == 0
+    assert (again["messages"], again["customers"]) == (0, 0)
+
+
+@pytest.mark.usefixtures("small_purge_chunks")
+async def test_purge_frees_only_the_blobs_nothing_kept_names(registry: Registry) -> None:
+    def old(text: str, *blobs: str) -> Complaint:
+        c = complaint(text, ids=[("email", f"{uuid.uuid4().hex}@example.com")], at=NOW - timedelta(days=400))
+        c.meta["raw"] = {"sha256": blobs[0], "content_type": "message/rfc822"}
+        c.attachments = [Attachment(filename="scan.pdf", content_type="application/pdf", size=3, sha256=b) for b in blobs[1:]]
+        return c
+
+    alone, shared, in_dead_letter, rechecked, named_later = ("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64)
+    await registry.submit_many([old("Старая жалоба с оригиналом", alone, shared),
+                                old("Старая жалоба из письма", in_dead_letter), old("Ещё одна", named_later)])
+    newer = complaint("Новая жалоба с тем же сканом", ids=[("email", "new@example.com")])
+    newer.attachments = [Attachment(filename="scan.pdf", content_type="application/pdf", size=3, sha256=shared)]
+    await registry.submit(newer)
+    await registry.add_dead_letter({"channel": "email", "message_id": "m", "raw_sha256": in_dead_letter,
+                                    "attachments": []}, "no text")
+    fresh = complaint("Свежая жалоба", ids=[("email", "fresh@example.com")])
+    fresh.meta["raw"] = {"sha256": named_later, "content_type": "message/rfc822"}
+    await registry.submit(fresh)
+
+    result = await registry.purge((NOW - timedelta(days=365)).isoformat().replace("+00:00", "Z"), [rechecked])
+    assert (result["messages"], result["blobs"]) == (3, [alone, rechecked])
+    assert (await registry.purge((NOW - timedelta(days=365)).isoformat().replace("+00:00", "Z"), [shared, named_later]))["blobs"] == []
 
 
 async def test_a_registration_whose_acknowledgement_failed_is_marked_and_found_by_the_undelivered_filter(registry: Registry) -> None:
@@ -689,6 +726,7 @@ async def test_a_registration_whose_acknowledgement_failed_is_marked_and_found_b
         failed.complaint_id: True, fine.complaint_id: False}
 
 
+@pytest.mark.usefixtures("small_purge_chunks")
 async def test_purge_removes_the_texts_and_errors_of_actions_taken_before_the_cutoff(registry: Registry) -> None:
     number = (await registry.submit(complaint("Нет связи, звоните Анне на +79161234567"))).registration_number or ""
     await registry.apply_action(number, "claim", "olga")
@@ -714,6 +752,46 @@ async def test_purge_removes_the_texts_and_errors_of_actions_taken_before_the_cu
     everything = json.dumps(await registry.audit_log(), ensure_ascii=False) + json.dumps(kept, ensure_ascii=False)
     assert "+79161234567" not in everything and "Анна" not in everything and "после отсечки" in everything
     assert (await registry.registration_state(number) or {})["state"] == "claimed"
+    assert (await registry.purge(cutoff))["actions"] == 0
+
+
+@pytest.mark.usefixtures("small_purge_chunks")
+async def test_purge_of_actions_finishes_while_operators_of_another_process_go_on_acting(
+        registry: Registry, backend: str, tmp_path: Path, redis_url: str) -> None:
+    numbers = [(await registry.submit(complaint(f"Жалоба {i}", ids=[("phone", f"+7916000000{i}")]))).registration_number or ""
+               for i in range(3)]
+    for i in range(60):
+        await registry.apply_action(numbers[i % 3], "note", "olga", {"text": f"звонила клиентке, заметка {i}"})
+    await asyncio.sleep(0.01)
+    cutoff = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    await asyncio.sleep(0.01)
+    stop = threading.Event()
+
+    def operators() -> int:  # another gateway process: its own connection and event loop
+        async def act() -> int:
+            other = open_backend(backend, tmp_path, redis_url)
+            await other.open()
+            acted = 0
+            try:
+                while not stop.is_set():
+                    await other.apply_action(numbers[acted % 3], "note", "boris", {"text": f"после отсечки {acted}"})
+                    acted += 1
+            finally:
+                await other.close()
+            return acted
+        return asyncio.run(act())
+
+    with ThreadPoolExecutor(1) as pool:
+        acting = pool.submit(operators)
+        try:
+            result = await asyncio.wait_for(registry.purge(cutoff), timeout=20)
+        finally:
+            stop.set()
+        acted = acting.result()
+    assert result["actions"] == 60 and acted > 0
+    after = [a for number in numbers for a in await registry.actions(number)]
+    assert sorted(a["details"]["text"] for a in after if a["operator"] == "boris") == sorted(f"после отсечки {i}" for i in range(acted))
+    assert all(set(a["details"]) == {"purged_at"} for a in after if a["operator"] == "olga")
     assert (await registry.purge(cutoff))["actions"] == 0
 
 

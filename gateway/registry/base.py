@@ -10,6 +10,7 @@ import json
 import re
 import unicodedata
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -214,6 +215,20 @@ def utcnow() -> datetime:
 
 def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+#: Rows (or keys) a purge reads and changes at a time: each chunk is one short write, so
+#: that intake goes on between them.
+PURGE_CHUNK = 500
+#: A blob's digest as it stands in a stored complaint or dead letter.
+_BLOB_DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def blobs_named(stored: str) -> set[str]:
+    """Every blob a stored complaint or dead letter (its JSON text) may name: its original's
+    and attachments' digests, and any other 64 hexadecimal digits, since a blob is kept
+    when in doubt."""
+    return set(_BLOB_DIGEST.findall(stored)) if "sha256" in stored else set()
 
 
 #: What an action's details may hold of personal data: a reply's or a note's text, a
@@ -458,12 +473,14 @@ class Registry(ABC):
 
     # -- retention --------------------------------------------------------------------
     @abstractmethod
-    async def purge(self, before: str) -> dict[str, Any]:
+    async def purge(self, before: str, recheck_blobs: Iterable[str] = ()) -> dict[str, Any]:
         """Remove personal data of every message received before ``before`` (ISO 8601):
         texts, names, identities of customers with nothing newer, dead letters, queue
         events, and the texts and errors of actions taken before it. Returns
         ``{"messages": n, "customers": n, "dead_letters": n, "events": n, "actions": n,
-        "blobs": [sha256 no longer needed by any kept message]}``."""
+        "blobs": [...]}``: of the blobs of the messages purged now and ``recheck_blobs``
+        (blobs an earlier purge could not delete), those no kept message or dead letter
+        names."""
 
     # -- adapter state ----------------------------------------------------------------
     @abstractmethod

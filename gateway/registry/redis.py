@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from datetime import datetime
 from importlib import resources
 from typing import Any, cast
@@ -22,6 +22,7 @@ from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import (
     ACTIONS,
+    PURGE_CHUNK,
     Event,
     Registry,
     RegistryError,
@@ -29,6 +30,7 @@ from gateway.registry.base import (
     SubmitPlan,
     anonymise,
     anonymise_action,
+    blobs_named,
     iso,
     stored_json,
     utcnow,
@@ -512,41 +514,45 @@ class RedisRegistry(Registry):
             await pipe.execute()
 
     # -- retention --------------------------------------------------------------------
-    async def purge(self, before: str) -> dict[str, Any]:
+    async def purge(self, before: str, recheck_blobs: Iterable[str] = ()) -> dict[str, Any]:
+        """One pass over the timeline, ``PURGE_CHUNK`` messages a round trip: old ones are
+        anonymised; newer ones tell which customers keep their identities and which blobs
+        are still named."""
         now = iso(utcnow())
-        freed: set[str] = set()
-        purged, touched = 0, set()
+        freed, named, touched, newer = set(recheck_blobs), set(), set(), set()
+        purged = 0
         timeline = self.prefix + "timeline"
         cursor = 0
-        while True:
-            ids = await self._strings(self.r.zrange(timeline, cursor, cursor + 499))
-            if not ids:
-                break
+        while ids := await self._strings(self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1)):
             cursor += len(ids)
-            for complaint_id in ids:
-                key = self.prefix + "message:" + complaint_id
-                raw = await self._field(key, "body")
+            keys = [self.prefix + "message:" + complaint_id for complaint_id in ids]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, "body")
+                bodies = await pipe.execute()
+            changed = {}
+            for key, raw in zip(keys, bodies):
                 if not raw:
                     continue
-                body = json.loads(raw)
-                if body["received_at"] >= before or (body.get("meta") or {}).get("purged_at"):
+                body = stored_json(raw)
+                if body["received_at"] >= before:
+                    newer.add(body["customer"]["customer_id"])
+                    named |= blobs_named(raw)
+                    continue
+                if (body.get("meta") or {}).get("purged_at"):
                     continue
                 kept, blobs = anonymise(body, now)
                 freed |= blobs
                 purged += 1
-                customer_id = kept["customer"]["customer_id"]
-                if customer_id:
-                    touched.add(customer_id)
-                await self.r.hset(key, "body", json.dumps(kept, ensure_ascii=False))
+                if kept["customer"]["customer_id"]:
+                    touched.add(kept["customer"]["customer_id"])
+                changed[key] = json.dumps(kept, ensure_ascii=False)
+            if changed:
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for key, value in changed.items():
+                        pipe.hset(key, "body", value)
+                    await pipe.execute()
         # customers with nothing newer lose their identities and name
-        newer = set()
-        for complaint_id in await self._strings(self.r.zrange(timeline, 0, -1)):
-            raw = await self._field(self.prefix + "message:" + complaint_id, "body")
-            if raw:
-                body = json.loads(raw)
-                if body["received_at"] >= before:
-                    newer.add(body["customer"]["customer_id"])
-                    freed -= anonymise(body, now)[1]
         stale = touched - newer
         for customer_id in stale:
             key = self.prefix + "customer:" + customer_id
@@ -559,40 +565,47 @@ class RedisRegistry(Registry):
             if entry["created_at"] < before:
                 dead += await self.r.hdel(self.prefix + "dead_letters", entry["id"])
                 await self.r.zrem(self.prefix + "dead_letters:open", entry["id"])
+            else:
+                named |= blobs_named(json.dumps(entry["record"]))
         cutoff_ms = int(datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp() * 1000)
         events = await self.r.xtrim(self.stream, minid=f"{cutoff_ms}-0", approximate=False)
         actions = await self._purge_actions(before, now)
         return {"messages": purged, "customers": len(stale), "dead_letters": dead, "events": int(events),
-                "actions": actions, "blobs": sorted(freed)}
+                "actions": actions, "blobs": sorted(freed - named)}
 
     async def _purge_actions(self, before: str, now: str) -> int:
         """The texts and errors of actions taken before ``before``, out of the audit list and
-        out of each registration's list of actions (which hold the same records)."""
-        audit = self.prefix + "audit"
-        async with self.r.pipeline(transaction=True) as pipe:
-            while True:  # actions are pushed on the audit list's head meanwhile: its indexes move
-                try:
-                    await pipe.watch(audit)
-                    changes = []
-                    for index, raw in enumerate(await pipe.lrange(audit, 0, -1)):
-                        record = json.loads(raw)
-                        kept = anonymise_action(record, now) if record.get("at", "") < before else None
-                        if kept is not None:
-                            changes.append((index, raw, json.dumps(kept, ensure_ascii=False), record.get("registration_number")))
-                    pipe.multi()
-                    for index, _, new, _ in changes:
-                        pipe.lset(audit, index, new)
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
-        for _, old, new, number in changes:
-            if number:  # a registration's list only grows at its tail: an index found stays right
-                key = self.prefix + "registration:" + number + ":actions"
-                position = await self.r.lpos(key, str(old))
-                if isinstance(position, int):
-                    await self.r.lset(key, position, new)
-        return len(changes)
+        out of each registration's list of actions (which hold the same records). The audit
+        list grows at its head only, so an action's place counted from the tail never
+        changes: each purge goes on from the place where the last one stopped (``audit:purged``,
+        the number of actions from the tail it went past), ``PURGE_CHUNK`` at a time, and stops
+        at the first action not older than ``before`` (one recorded later by a process whose
+        clock was behind waits for the next purge)."""
+        audit, mark = self.prefix + "audit", self.prefix + "audit:purged"
+        past = int(await self.r.get(mark) or 0)
+        changed = 0
+        while chunk := await self._strings(self.r.lrange(audit, -past - PURGE_CHUNK, -past - 1)):
+            for raw in reversed(chunk):  # oldest first
+                record = json.loads(raw)
+                if record.get("at", "") >= before:
+                    await self.r.set(mark, past)
+                    return changed
+                kept = anonymise_action(record, now)
+                if kept is not None:
+                    new = json.dumps(kept, ensure_ascii=False)
+                    await self.r.lset(audit, -past - 1, new)
+                    number = record.get("registration_number")
+                    if number:  # a registration's list only grows at its tail: an index found stays right
+                        key = self.prefix + "registration:" + number + ":actions"
+                        position = await self.r.lpos(key, raw)
+                        if isinstance(position, int):
+                            await self.r.lset(key, position, new)
+                    changed += 1
+                past += 1
+            await self.r.set(mark, past)
+            if len(chunk) < PURGE_CHUNK:
+                break
+        return changed
 
     # -- adapter state ----------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -304,9 +304,9 @@ class RedisClusterRegistry(RedisRegistry):
         return sum(int(n) for n in await asyncio.gather(*(self.r.xlen(key) for key in self.partition_keys)))
 
     # -- retention --------------------------------------------------------------------
-    async def purge(self, before: str) -> dict[str, Any]:
+    async def purge(self, before: str, recheck_blobs: Iterable[str] = ()) -> dict[str, Any]:
         await self.relay()  # so the outbox trim in the Redis backend's purge removes only relayed entries
-        result = await super().purge(before)
+        result = await super().purge(before, recheck_blobs)
         cutoff_ms = int(datetime.fromisoformat(before).timestamp() * 1000)
         trimmed = await asyncio.gather(*(self.r.xtrim(key, minid=f"{cutoff_ms}-0", approximate=False)
                                          for key in self.partition_keys))

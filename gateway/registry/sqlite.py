@@ -11,9 +11,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from gateway.ids import new_id
 from gateway.inbound import Receipt
 from gateway.registry.base import (
     ACTIONS,
+    PURGE_CHUNK,
     Event,
     Registry,
     RegistryError,
@@ -28,6 +30,7 @@ from gateway.registry.base import (
     SubmitPlan,
     anonymise,
     anonymise_action,
+    blobs_named,
     iso,
     stored_json,
     utcnow,
@@ -139,6 +142,11 @@ def _events_by_seq(db: sqlite3.Connection, seqs: list[int]) -> dict[int, tuple[A
         chunk = seqs[start:start + _IN_CHUNK]
         found.update((row[0], row) for row in db.execute(_EVENT_ROWS + f" WHERE seq IN ({','.join('?' * len(chunk))})", chunk))
     return found
+
+
+def _in_list(sql: str, keys: list[int]) -> str:
+    """``sql`` with its ``IN ({})`` holding a parameter per key (at most ``_IN_CHUNK`` keys)."""
+    return sql.format(",".join("?" * len(keys)))
 
 
 class _OneByOne(Exception):
@@ -742,42 +750,81 @@ class SqliteRegistry(Registry):
             (iso(utcnow()), json.dumps(receipt.to_dict()), dead_letter_id)))
 
     # -- retention --------------------------------------------------------------------
-    async def purge(self, before: str) -> dict[str, Any]:
+    async def purge(self, before: str, recheck_blobs: Iterable[str] = ()) -> dict[str, Any]:
+        """In chunks of ``PURGE_CHUNK``: what to change is looked for on the reading connection
+        (no write lock held while tables are scanned), and each chunk is changed in a write
+        transaction of its own, which checks again that its rows still need it (another purge
+        may have run meanwhile). Intake waits for one chunk at most, not for the whole purge."""
         cutoff = datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp()
+        now = iso(utcnow())
+        result: dict[str, Any] = {"messages": 0, "customers": 0, "dead_letters": 0, "events": 0, "actions": 0}
+        freed: set[str] = set(recheck_blobs)
 
-        def purge(db: sqlite3.Connection) -> dict[str, Any]:
-            now = iso(utcnow())
-            freed: set[str] = set()
-            rows = db.execute("SELECT id, body FROM messages WHERE received_epoch < ? AND body NOT LIKE ?",
-                              (cutoff, '%"purged_at"%')).fetchall()
-            for complaint_id, body in rows:
-                kept, blobs = anonymise(json.loads(body), now)
-                freed |= blobs
+        def anonymise_messages(db: sqlite3.Connection, keys: list[int]) -> None:
+            """Old messages not purged yet (a purged one has no digest); their customers with
+            nothing newer lose their identities and name."""
+            touched = set()
+            for complaint_id, body, customer_id in db.execute(_in_list(
+                    "SELECT id, body, customer_id FROM messages WHERE digest != '' AND rowid IN ({})", keys), keys).fetchall():
+                kept, blobs = anonymise(stored_json(body), now)
+                freed.update(blobs)
                 db.execute("UPDATE messages SET body=?, simhash=0, digest='' WHERE id=?",
                            (json.dumps(kept, ensure_ascii=False), complaint_id))
-            stale = [r[0] for r in db.execute(
-                "SELECT c.customer_id FROM customers c WHERE NOT EXISTS (SELECT 1 FROM messages m"
-                " WHERE m.customer_id = c.customer_id AND m.received_epoch >= ?)", (cutoff,))]
-            for customer_id in stale:
-                db.execute("DELETE FROM identities WHERE customer_id=?", (customer_id,))
-                db.execute("UPDATE customers SET name=NULL WHERE customer_id=?", (customer_id,))
-            dead = db.execute("DELETE FROM dead_letters WHERE created_at < ?", (before,)).rowcount
-            old_events = [r[0] for r in db.execute("SELECT seq FROM events WHERE created_at < ?", (before,))]
-            for seq in old_events:
-                db.execute("DELETE FROM pending WHERE seq=?", (seq,))
-            db.execute("DELETE FROM events WHERE created_at < ?", (before,))
-            for (body,) in db.execute("SELECT body FROM messages WHERE received_epoch >= ?", (cutoff,)):
-                freed -= anonymise(json.loads(body), now)[1]
-            actions = 0
-            for seq, details in db.execute("SELECT seq, details FROM audit WHERE at < ?", (before,)).fetchall():
-                kept_action = anonymise_action(json.loads(details), now)
-                if kept_action is not None:
-                    db.execute("UPDATE audit SET details=? WHERE seq=?", (json.dumps(kept_action, ensure_ascii=False), seq))
-                    actions += 1
-            return {"messages": len(rows), "customers": len(stale), "dead_letters": dead, "events": len(old_events),
-                    "actions": actions, "blobs": sorted(freed)}
+                result["messages"] += 1
+                if customer_id:
+                    touched.add(customer_id)
+            for customer_id in sorted(touched):
+                if db.execute("SELECT 1 FROM messages WHERE customer_id=? AND received_epoch >= ? LIMIT 1",
+                              (customer_id, cutoff)).fetchone() is None:
+                    db.execute("DELETE FROM identities WHERE customer_id=?", (customer_id,))
+                    db.execute("UPDATE customers SET name=NULL WHERE customer_id=?", (customer_id,))
+                    result["customers"] += 1
 
-        return await self._run(self._tx, purge)
+        def delete_events(db: sqlite3.Connection, keys: list[int]) -> None:
+            db.execute(_in_list("DELETE FROM pending WHERE seq IN ({})", keys), keys)
+            result["events"] += db.execute(_in_list("DELETE FROM events WHERE seq IN ({})", keys), keys).rowcount
+
+        def anonymise_actions(db: sqlite3.Connection, keys: list[int]) -> None:
+            for seq, details in db.execute(_in_list("SELECT seq, details FROM audit WHERE seq IN ({})", keys), keys).fetchall():
+                kept = anonymise_action(json.loads(details), now)
+                if kept is not None:
+                    db.execute("UPDATE audit SET details=? WHERE seq=?", (json.dumps(kept, ensure_ascii=False), seq))
+                    result["actions"] += 1
+
+        await self._purge_in_chunks(
+            "SELECT rowid FROM messages WHERE rowid > ? AND received_epoch < ? AND digest != '' ORDER BY rowid LIMIT ?",
+            cutoff, anonymise_messages)
+        await self._purge_in_chunks("SELECT seq FROM events WHERE seq > ? AND created_at < ? ORDER BY seq LIMIT ?",
+                                    before, delete_events)
+        await self._purge_in_chunks(
+            "SELECT seq FROM audit WHERE seq > ? AND at < ? AND (instr(details, '\"text\"') OR instr(details, '\"error\"'))"
+            " ORDER BY seq LIMIT ?", before, anonymise_actions)
+        result["dead_letters"] = await self._run(self._tx, lambda db: db.execute(
+            "DELETE FROM dead_letters WHERE created_at < ?", (before,)).rowcount)
+
+        def still_named(db: sqlite3.Connection) -> set[str]:
+            named: set[str] = set()
+            for (body,) in db.execute("SELECT body FROM messages WHERE received_epoch >= ? AND instr(body, 'sha256')",
+                                      (cutoff,)):
+                named |= blobs_named(body)
+            for (record,) in db.execute("SELECT record FROM dead_letters WHERE instr(record, 'sha256')"):
+                named |= blobs_named(record)
+            return named
+
+        result["blobs"] = sorted(freed - await self._read(still_named)) if freed else []
+        return result
+
+    async def _purge_in_chunks(self, find: str, cutoff: float | str,
+                               change: Callable[..., None]) -> None:
+        """``find`` (a key after ``?``, the cutoff, a limit) on the reading connection, then
+        ``change`` in a write transaction, chunk after chunk, until nothing is found."""
+        def keys_after(after: int, db: sqlite3.Connection) -> list[int]:
+            return [row[0] for row in db.execute(find, (after, cutoff, PURGE_CHUNK))]
+
+        keys = await self._read(partial(keys_after, 0))
+        while keys:
+            await self._run(self._tx, partial(change, keys=keys))
+            keys = await self._read(partial(keys_after, keys[-1]))
 
     # -- adapter state ----------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
