@@ -378,15 +378,17 @@ async def test_dead_letters_are_listed_with_their_reason_and_replayed(gateway):
 
 # -- live updates -------------------------------------------------------------------------
 async def _next_event(stream: Any) -> tuple[str, dict[str, Any]]:
+    """The next event within 10 s (keep-alive comments do not count)."""
     name, data = "", ""
-    while True:
-        line = (await asyncio.wait_for(stream.content.readline(), 10)).decode("utf-8").rstrip("\n")
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and name:
-            return name, json.loads(data)
+    async with asyncio.timeout(10):
+        while True:
+            line = (await stream.content.readline()).decode("utf-8").rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:]
+            elif line == "" and name:
+                return name, json.loads(data)
 
 
 class CancelTurnedIntoAnError:
@@ -441,3 +443,24 @@ async def test_event_stream_pushes_matching_rows_and_state_changes(gateway):
     assert name == "state" and state == {"registration_number": receipt["registration_number"], "state": "claimed",
                                          "text": "claimed · api:crm"}
     stream.close()
+
+
+async def test_event_stream_marks_a_complaint_whose_number_did_not_reach_the_customer(gateway):
+    await login(gateway)
+    listing = await gateway.get("/inbox/events")
+    undelivered_only = await gateway.get("/inbox/events?undelivered=1")
+    assert (await _next_event(listing))[0] == "hello" and (await _next_event(undelivered_only))[0] == "hello"
+    receipt = await submit_web(gateway)
+    assert (await _next_event(listing))[0] == "row"
+    await registry_of(gateway).apply_action(receipt["registration_number"], "acknowledgement_failed", "gateway",
+                                            {"channel": "web", "attempts": 8, "error": "HTTP 502"})
+    assert await _next_event(listing) == ("undelivered", {"registration_number": receipt["registration_number"],
+                                                          "text": "number not delivered"})
+    assert (await _next_event(undelivered_only))[0] == "resync"  # that list gains a row: the page reads it again
+    follow_up = await gateway.post("/web/complaints", json={**WEB_COMPLAINT, "registration_number": receipt["registration_number"],
+                                                            "text": "Дополнение: роутер так и не заработал."})
+    assert (await follow_up.json())["status"] == "follow_up"
+    name, row = await _next_event(listing)  # a later message of that registration comes tagged
+    assert name == "row" and "tag-undelivered" in row["html"]
+    listing.close()
+    undelivered_only.close()

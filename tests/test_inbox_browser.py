@@ -14,6 +14,7 @@ import pytest
 from aiohttp import FormData
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from tests.conftest import registry_of
 from tests.test_email_support import adapter_of, relay_fixture, smtp_channel, smtp_send  # noqa: F401 (the relay fixture)
 from tests.test_inbox_api import TO, html_mail
 from tests.test_inbox_support import PASSWORD, WEB_COMPLAINT, complaint, inbox_section
@@ -89,6 +90,9 @@ async def test_operator_sees_complaints_live_opens_the_customer_and_replies(make
     await expect(web_row).to_be_visible()
     await expect(web_row).to_contain_text(PAYLOADS["subject"])
     await expect(web_row).to_contain_text(PAYLOADS["name"])
+    await registry_of(client).apply_action(web["registration_number"], "acknowledgement_failed", "gateway",
+                                           {"channel": "web", "attempts": 8, "error": "HTTP 502"})
+    await expect(web_row.locator(".tag-undelivered")).to_have_text("number not delivered")  # tagged live
 
     # an e-mail with script in its HTML part
     session = await smtp_send(adapter_of(client, "email").port, html_mail(
@@ -171,8 +175,6 @@ COLOURS = """(selector) => { const el = document.querySelector(selector); const 
 
 async def test_inbox_works_on_a_phone_by_keyboard_with_readable_contrast(make_config, start_gateway, browser):
     from datetime import datetime, timedelta
-
-    from tests.conftest import registry_of
 
     client = await start_gateway(make_config(inbox=inbox_section()))
     now = datetime.now(UTC)

@@ -139,6 +139,21 @@ JS = """
     }
   }
 
+  function markUndelivered(data) {
+    var all = rows.querySelectorAll("tr[data-number]");
+    for (var i = 0; i < all.length; i++) {
+      var cell = all[i].querySelector("td.number");
+      if (all[i].getAttribute("data-number") === data.registration_number && cell &&
+          !cell.querySelector(".tag-undelivered")) {
+        var tag = document.createElement("span");
+        tag.className = "tag tag-undelivered";
+        tag.textContent = data.text;
+        cell.appendChild(document.createTextNode(" "));
+        cell.appendChild(tag);
+      }
+    }
+  }
+
   function resync() {
     fetch(window.location.href, {credentials: "same-origin", headers: {"Accept": "text/html"}})
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
@@ -159,6 +174,7 @@ JS = """
   });
   source.addEventListener("row", function (e) { addRow(JSON.parse(e.data)); });
   source.addEventListener("state", function (e) { updateState(JSON.parse(e.data)); });
+  source.addEventListener("undelivered", function (e) { markUndelivered(JSON.parse(e.data)); });
   source.addEventListener("resync", function () { resync(); });
   source.onerror = function () { lost = true; say(status.getAttribute("data-disconnected"), "off"); };
 })();

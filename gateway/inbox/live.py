@@ -23,15 +23,17 @@ ACTION_EVENTS = ("claim", "reply", "close", "reopen", "note")
 
 @dataclass(slots=True)
 class Update:
-    """One thing a browser may want to know: a message arrived, or a registration changed."""
+    """One thing a browser may want to know: a message arrived, a registration changed, or
+    its number did not reach the customer."""
 
-    kind: str  # "message" | "state"
+    kind: str  # "message" | "state" | "undelivered"
     event_id: str
     complaint: dict[str, Any] | None = None
     message_kind: str = "new"
     registration_number: str | None = None
     state: str | None = None
     assigned_to: str | None = None
+    undelivered: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -142,11 +144,14 @@ class LiveHub:
                 state = await self.registry.registration_state(event.registration_number)
             return Update("message", event.id, complaint=payload["complaint"], message_kind=event.event,
                           registration_number=event.registration_number,
-                          state=(state or {}).get("state", "open"), assigned_to=(state or {}).get("assigned_to"))
+                          state=(state or {}).get("state", "open"), assigned_to=(state or {}).get("assigned_to"),
+                          undelivered=bool((state or {}).get("acknowledgement_failed")))
         if event.event in ACTION_EVENTS:
             record = payload.get("action") or {}
             return Update("state", event.id, registration_number=event.registration_number,
                           state=record.get("state"), assigned_to=record.get("assigned_to"))
+        if event.event == "acknowledgement_failed":
+            return Update("undelivered", event.id, registration_number=event.registration_number)
         return None
 
 

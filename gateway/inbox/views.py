@@ -167,7 +167,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             if update.kind == "message" and update.complaint is not None:
                 if not filters.matches(update.complaint, update.message_kind, update.state):
                     continue
-                row = row_view(update.complaint, update.message_kind, update.state, update.assigned_to, state.tz, _)
+                row = row_view(update.complaint, update.message_kind, update.state, update.assigned_to, state.tz, _,
+                               undelivered=update.undelivered)
                 html = env.get_template("row.html").render(r=row, _=_, root=ROOT)
                 await response.write(sse("row", {"id": row["id"], "number": row["number"], "channel": row["channel"],
                                                  "html": html}, update.event_id))
@@ -175,6 +176,12 @@ async def events(request: web.Request) -> web.StreamResponse:
                 text = _("state_" + (update.state or "open")) + (f" · {update.assigned_to}" if update.assigned_to else "")
                 await response.write(sse("state", {"registration_number": update.registration_number,
                                                    "state": update.state, "text": text}, update.event_id))
+            elif update.kind == "undelivered" and update.registration_number:
+                if filters.undelivered:  # the list of such complaints gains one: read it again
+                    await response.write(sse("resync", {}, update.event_id))
+                else:
+                    await response.write(sse("undelivered", {"registration_number": update.registration_number,
+                                                         "text": _("tag_undelivered")}, update.event_id))
     except ConnectionResetError:  # the browser went away
         pass
     finally:
