@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from aiohttp import web
 
 from gateway.acknowledgements import RetryPolicy
+from gateway.http import SharedRateLimiter, TakeToken
 from gateway.inbound import Inbound, Receipt
 from gateway.logs import mask_secrets_in_urls
 
@@ -79,6 +80,10 @@ async def _not_recorded(registration_number: str, details: dict[str, Any]) -> No
     return None
 
 
+async def _no_shared_buckets(name: str, per_second: float, burst: float) -> bool:
+    raise RuntimeError("no registry to keep shared rate limits in")
+
+
 @dataclass(slots=True)
 class AdapterContext:
     """Everything an adapter instance may use. Adapters never touch the database."""
@@ -102,6 +107,16 @@ class AdapterContext:
     #: Records on a registration that its acknowledgement was given up on (the registry's
     #: ``acknowledgement_failed`` action: the operators see it, the queue gets its event).
     record_acknowledgement_failure: Callable[[str, dict[str, Any]], Awaitable[None]] = _not_recorded
+    #: One token from a bucket every process shares (the registry's ``take_token``).
+    take_token: TakeToken = _no_shared_buckets
+
+    def rate_limiter(self, name: str, per_minute: float, burst: int | None = None,
+                     scope: str = "process") -> SharedRateLimiter:
+        """A rate limit for this door's handlers (``await limit.allow(key)``), counted in
+        this process (``scope: process``) or in the registry, for every process together
+        (``scope: registry``)."""
+        take = self.take_token if scope == "registry" else None
+        return SharedRateLimiter(per_minute, burst, take, f"rate:{self.instance}:{name}")
 
 
 class Adapter:

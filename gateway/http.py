@@ -1,12 +1,17 @@
 """Shared helpers for push adapters: bounded bodies, rate limits, JSON errors."""
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+log = logging.getLogger("complaint_gateway.http")
 
 
 class BodyTooLarge(web.HTTPRequestEntityTooLarge):
@@ -87,3 +92,39 @@ class RateLimiter:
         if len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return allowed
+
+
+#: Takes one token from a shared bucket: (name, tokens per second, burst) -> whether there was one.
+TakeToken = Callable[[str, float, float], Awaitable[bool]]
+
+
+class SharedRateLimiter:
+    """A door's rate limit as its handlers use it: ``await allow(key)``. Without ``take``,
+    ``RateLimiter``'s buckets in this process; with it (``AdapterContext.rate_limiter`` gives
+    the registry's ``take_token``), one bucket per key for every process of ``http.workers``
+    and every machine on the same registry, at the cost of a registry round trip per
+    request. When the registry cannot answer, this process's own bucket decides, and a
+    warning says so at most once a minute."""
+
+    def __init__(self, per_minute: float, burst: int | None = None, take: TakeToken | None = None, name: str = "") -> None:
+        self.local = RateLimiter(per_minute, burst)
+        self.take = take
+        self.name = name
+        self._warned_at = -math.inf
+
+    @property
+    def enabled(self) -> bool:
+        return self.local.enabled
+
+    async def allow(self, key: str) -> bool:
+        if self.take is None or not self.local.enabled:
+            return self.local.allow(key)
+        try:
+            return await self.take(f"{self.name}:{key}", self.local.rate, self.local.capacity)
+        except Exception as exc:  # the registry is down: the limit still holds, per process
+            now = time.monotonic()
+            if now - self._warned_at >= 60:
+                self._warned_at = now
+                log.warning("shared rate limit unavailable: counted in this process",
+                            extra={"limit": self.name, "error": repr(exc)})
+            return self.local.allow(key)

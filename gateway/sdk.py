@@ -16,13 +16,14 @@ from gateway.adapters import (
     TemporaryFailure,
 )
 from gateway.config import ConfigError, compile_pattern
-from gateway.http import MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
+from gateway.http import MalformedBody, RateLimiter, SharedRateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
 from gateway.ocr import OcrResult, is_scan, ocr_document, ocr_unavailable_reason
 from gateway.outbound import proxy_arguments
 from normalizer.schema import Attachment, Complaint, Customer, Identity
 
-SDK_VERSION = "1.2"  # 1.1: ConfigError, compile_pattern and Adapter.check_settings; 1.2: proxy_arguments
+SDK_VERSION = "1.3"  # 1.1: ConfigError, compile_pattern and Adapter.check_settings; 1.2: proxy_arguments;
+#                      1.3: SharedRateLimiter and AdapterContext.rate_limiter
 
 __all__ = [
     "SDK_VERSION",
@@ -41,6 +42,7 @@ __all__ = [
     "PushAdapter",
     "RateLimiter",
     "Receipt",
+    "SharedRateLimiter",
     "Submitted",
     "TemporaryFailure",
     "client_address",

@@ -163,6 +163,16 @@ async def test_oversized_body_and_too_many_failures(make_config, start_gateway):
     assert await rejected(client, "too_large") == 1.0 and await rejected(client, "rate_limited") == 1.0
 
 
+async def test_key_guesses_and_an_organisation_s_cases_count_once_across_workers(make_config, start_gateway, redis_url):
+    channels = partner_channel(auth_failures_per_minute=2, rate_limit_per_minute=2, rate_limit_scope="registry")
+    workers = [await start_gateway(make_config(backend="redis", channels=channels)) for _ in range(2)]
+    guesses = [(await workers[i % 2].post("/partners/cases", json=CASE, headers=auth("guess"))).status for i in range(4)]
+    assert guesses == [401, 401, 429, 429]  # by default each worker would allow two
+    cases = [(await workers[i % 2].post("/partners/cases", json={**CASE, "reference": f"RPO/2026/{i:05d}"}, headers=auth(KEY_RPO))).status
+             for i in range(3)]
+    assert cases == [201, 201, 429]
+
+
 async def test_duplicate_organisation_ids_fail_at_start(make_config, start_gateway):
     channels = partner_channel()
     channels["partners"]["organisations"][1]["id"] = "rpo"

@@ -483,35 +483,75 @@ async def test_attempts_sent_at_once_go_ahead_no_more_than_the_limit(registry: R
     assert [r == 0 for r in results].count(True) == 5
 
 
-def _attempts_worker(kind: str, tmp: str, url: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+async def _gone_ahead(registry: Registry, what: str) -> int:
+    """Of 20 at once, how many went ahead: ``attempts`` at one login, or ``tokens`` of one rate limit."""
+    if what == "attempts":
+        answers = await asyncio.gather(*(registry.count_attempt("login:user:olga", 7, 60, 60) for _ in range(20)))
+        return [a == 0 for a in answers].count(True)
+    return (await asyncio.gather(*(registry.take_token("rate:web:192.0.2.1", 0.01, 7) for _ in range(20)))).count(True)
+
+
+def _limited_worker(kind: str, tmp: str, url: str, what: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     async def run() -> int:
         reg = open_backend(kind, Path(tmp), url)
         await reg.open()
         try:
-            answers = await asyncio.gather(*(reg.count_attempt("login:user:olga", 7, 60, 60) for _ in range(20)))
+            return await _gone_ahead(reg, what)
         finally:
             await reg.close()
-        return [a == 0 for a in answers].count(True)
 
     results.put(asyncio.run(run()))
 
 
-async def test_processes_attempting_at_once_share_one_limit(backend: str, tmp_path: Path, redis_url: str) -> None:
-    reg = open_backend(backend, tmp_path, redis_url)
-    await reg.open()
+@pytest.mark.parametrize("what", ["attempts", "tokens"])
+async def test_processes_at_once_share_one_limit(backend: str, tmp_path: Path, redis_url: str, what: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_attempts_worker, args=(backend, str(tmp_path), redis_url, results)) for _ in range(3)]
+    procs = [ctx.Process(target=_limited_worker, args=(backend, str(tmp_path), redis_url, what, results)) for _ in range(3)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert sum(results.get(timeout=5) for _ in procs) == 7
+    reg = open_backend(backend, tmp_path, redis_url)
+    await reg.open()
     try:
-        assert [p.exitcode for p in procs] == [0, 0, 0]
-        assert sum(results.get(timeout=5) for _ in procs) == 7
-        assert await reg.count_attempt("login:user:olga", 7, 60, 60) > 0
+        assert await _gone_ahead(reg, what) == 0
     finally:
         await reg.close()
+
+
+async def test_a_token_bucket_gives_its_burst_then_refills_at_its_rate(registry: Registry) -> None:
+    async def take(n: int, name: str = "rate:web:198.51.100.7", per_second: float = 10.0) -> list[bool]:
+        return [await registry.take_token(name, per_second, 3) for _ in range(n)]
+
+    assert await take(4) == [True, True, True, False]
+    assert await take(1, "rate:web:198.51.100.8") == [True]  # another key has a bucket of its own
+    await asyncio.sleep(0.25)  # two tokens and a half back
+    assert await take(3) == [True, True, False]
+    assert await take(2, "rate:slow", per_second=0.01) == [True, True]
+    await asyncio.sleep(0.2)
+    assert await take(2, "rate:slow", per_second=0.01) == [True, False]  # 0.002 of a token back: not one
+
+
+async def test_a_bucket_full_again_is_forgotten(registry: Registry) -> None:
+    async def buckets() -> int:
+        if isinstance(registry, RedisRegistry):  # and the cluster
+            return len([k async for k in registry.r.scan_iter(match=registry.prefix + "bucket:*")])
+        assert isinstance(registry, SqliteRegistry)
+        return int(registry._locks().execute("SELECT count(*) FROM buckets").fetchone()[0])
+
+    assert await registry.take_token("rate:web:198.51.100.9", 20.0, 2)
+    assert await buckets() == 1
+    await asyncio.sleep(0.15)  # full again after 0.05 s
+    assert await registry.take_token("rate:web:198.51.100.10", 20.0, 2)
+    assert await buckets() == 1  # on SQLite the full bucket goes at the next take; on Redis it expired
+
+
+async def test_tokens_taken_at_once_are_no_more_than_the_burst(registry: Registry) -> None:
+    results = await asyncio.gather(*(registry.take_token("rate:web:203.0.113.9", 0.01, 5) for _ in range(40)))
+    assert results.count(True) == 5
 
 
 async def test_list_messages_pages_newest_first(registry: Registry) -> None:

@@ -115,6 +115,39 @@ async def test_rate_limit_answers_429(make_config, start_gateway):
     assert statuses == [201, 201, 429, 429]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_rate_limit_in_the_registry_holds_across_worker_processes(make_config, start_gateway, backend, redis_url):
+    def web(scope: str) -> dict[str, object]:
+        return {"web": {"adapter": "web_form", "rate_limit_per_minute": 3, "rate_limit_scope": scope}}
+
+    workers = [await start_gateway(make_config(backend=backend, channels=web("registry"))) for _ in range(2)]
+    statuses = [(await workers[i % 2].post("/web/complaints", json={**COMPLAINT, "text": f"{COMPLAINT['text']} {i}"})).status
+                for i in range(6)]
+    assert statuses == [201, 201, 201, 429, 429, 429]  # one bucket for the address, whichever worker answers
+    counted = [await (await worker.get("/metrics")).text() for worker in workers]  # each counts its own refusals
+    assert 'channel="web",reason="rate_limited"} 1.0' in counted[0] and 'channel="web",reason="rate_limited"} 2.0' in counted[1]
+
+
+async def test_each_worker_counts_alone_by_default(make_config, start_gateway):
+    workers = [await start_gateway(make_config(channels={"web": {"adapter": "web_form", "rate_limit_per_minute": 1}}))
+               for _ in range(2)]
+    statuses = [(await workers[i % 2].post("/web/complaints", json={**COMPLAINT, "text": f"{COMPLAINT['text']} {i}"})).status
+                for i in range(4)]
+    assert statuses == [201, 201, 429, 429]
+
+
+async def test_a_shared_rate_limit_falls_back_to_the_process_when_the_registry_cannot_count(caplog):
+    from gateway.http import SharedRateLimiter
+
+    async def registry_down(name: str, per_second: float, burst: float) -> bool:
+        raise ConnectionError("redis is down")
+
+    limit = SharedRateLimiter(2, take=registry_down, name="rate:web:address")
+    assert [await limit.allow("198.51.100.7") for _ in range(3)] == [True, True, False]
+    warnings = [r for r in caplog.records if "shared rate limit unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "redis is down" in warnings[0].error  # type: ignore[attr-defined]
+
+
 async def test_registration_number_field_adds_to_own_complaint_only(client):
     first = await (await client.post("/web/complaints", json=COMPLAINT)).json()
     own = await client.post("/web/complaints", json={**COMPLAINT, "text": "Дополняю: мастер так и не пришёл.",

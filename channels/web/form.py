@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from channels.web.form_page import STRINGS, form_page, message_page, receipt_page
 from gateway.adapters import PushAdapter, TemporaryFailure
-from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, dumps, json_error, parse_json, read_body
+from gateway.http import BodyTooLarge, MalformedBody, client_address, dumps, json_error, parse_json, read_body
 from gateway.ids import new_id
 from gateway.inbound import Inbound, InboundAttachment, safe_filename
 from normalizer.steps.identities import phone_e164
@@ -54,6 +54,7 @@ class WebFormAdapter(PushAdapter):
             "min_text_chars": {"type": "integer", "minimum": 0},
             "rate_limit_per_minute": {"type": "number", "minimum": 0},
             "rate_limit_burst": {"type": "integer", "minimum": 1},
+            "rate_limit_scope": {"enum": ["process", "registry"]},
             "trust_forwarded_for": {"type": "boolean"},
             "honeypot_field": {"type": "string"},
             "default_language": {"enum": list(STRINGS)},
@@ -70,7 +71,8 @@ class WebFormAdapter(PushAdapter):
         self.max_attachment_bytes = int(s.get("max_attachment_bytes", 5 * 1024 * 1024))
         self.max_text = int(s.get("max_text_chars", 20_000))
         self.min_text = int(s.get("min_text_chars", 10))
-        self.limiter = RateLimiter(float(s.get("rate_limit_per_minute", 20)), s.get("rate_limit_burst"))
+        self.limiter = context.rate_limiter("address", float(s.get("rate_limit_per_minute", 20)), s.get("rate_limit_burst"),
+                                            s.get("rate_limit_scope", "process"))
         self.trust_forwarded = bool(s.get("trust_forwarded_for", False))
         self.honeypot = s.get("honeypot_field", "website")
         self.default_language = s.get("default_language", "ru")
@@ -102,7 +104,7 @@ class WebFormAdapter(PushAdapter):
     async def receive(self, request: web.Request) -> web.StreamResponse:
         metrics = self.context.metrics
         wants_html = _wants_html(request)
-        if not self.limiter.allow(client_address(request, self.trust_forwarded)):
+        if not await self.limiter.allow(client_address(request, self.trust_forwarded)):
             metrics.rejected.labels(self.instance, "rate_limited").inc()
             self.log.info("rate limited", extra={"channel": self.instance})
             return json_error(429, "too many requests", retry_after=60) if not wants_html else web.Response(

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from gateway.adapters import AdapterContext, PushAdapter, Submitted, TemporaryFailure
 from gateway.config import ConfigError
-from gateway.http import BodyTooLarge, MalformedBody, RateLimiter, client_address, json_error, parse_json, read_body
+from gateway.http import BodyTooLarge, MalformedBody, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
 from gateway.outbound import proxy_arguments
 from normalizer.schema import IDENTITY_KINDS, Complaint
@@ -131,6 +131,7 @@ class PartnerApiAdapter(PushAdapter):
             "max_text_chars": {"type": "integer", "minimum": 1},
             "rate_limit_per_minute": {"type": "number", "minimum": 0},
             "rate_limit_burst": {"type": "integer", "minimum": 1},
+            "rate_limit_scope": {"enum": ["process", "registry"]},
             "auth_failures_per_minute": {"type": "number", "minimum": 0},
             "trust_forwarded_for": {"type": "boolean"},
             "callback_timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
@@ -148,8 +149,9 @@ class PartnerApiAdapter(PushAdapter):
         self.max_attachments = int(s.get("max_attachments", 10))
         self.max_attachment_bytes = int(s.get("max_attachment_bytes", 10 * 1024 * 1024))
         self.max_text = int(s.get("max_text_chars", 50_000))
-        self.limiter = RateLimiter(float(s.get("rate_limit_per_minute", 120)), s.get("rate_limit_burst"))
-        self.auth_failures = RateLimiter(float(s.get("auth_failures_per_minute", 10)))
+        scope = s.get("rate_limit_scope", "process")
+        self.limiter = context.rate_limiter("organisation", float(s.get("rate_limit_per_minute", 120)), s.get("rate_limit_burst"), scope)
+        self.auth_failures = context.rate_limiter("auth_failures", float(s.get("auth_failures_per_minute", 10)), scope=scope)
         self.trust_forwarded = bool(s.get("trust_forwarded_for", False))
         self.callback_timeout = float(s.get("callback_timeout_seconds", 10))
         self.callback_attempts = int(s.get("callback_attempts", 5))
@@ -188,9 +190,9 @@ class PartnerApiAdapter(PushAdapter):
                     found = org
         return found
 
-    def _unauthorized(self, request: web.Request) -> web.Response:
+    async def _unauthorized(self, request: web.Request) -> web.Response:
         address = client_address(request, self.trust_forwarded)
-        if not self.auth_failures.allow(address):
+        if not await self.auth_failures.allow(address):
             self.context.metrics.rejected.labels(self.instance, "rate_limited").inc()
             self.log.warning("too many failed authentications", extra={"channel": self.instance, "address": address})
             return json_error(429, "too many failed authentications", retry_after=60)
@@ -203,7 +205,7 @@ class PartnerApiAdapter(PushAdapter):
     async def whoami(self, request: web.Request) -> web.Response:
         org = self.authenticate(request)
         if org is None:
-            return self._unauthorized(request)
+            return await self._unauthorized(request)
         return web.json_response({"organisation": org.id, "name": org.name, "kind": org.kind})
 
     # -- POST /cases --------------------------------------------------------------------
@@ -211,8 +213,8 @@ class PartnerApiAdapter(PushAdapter):
         metrics = self.context.metrics
         org = self.authenticate(request)
         if org is None:
-            return self._unauthorized(request)
-        if not self.limiter.allow(org.id):
+            return await self._unauthorized(request)
+        if not await self.limiter.allow(org.id):
             metrics.rejected.labels(self.instance, "rate_limited").inc()
             self.log.info("rate limited", extra={"channel": self.instance, "organisation": org.id})
             return json_error(429, "too many requests", retry_after=60)

@@ -515,3 +515,11 @@ class Registry(ABC):
     @abstractmethod
     async def clear_attempts(self, name: str) -> None:
         """Forget the attempts at ``name`` and lift its lock (a login that succeeded)."""
+
+    # -- shared rate limits -----------------------------------------------------------
+    @abstractmethod
+    async def take_token(self, name: str, per_second: float, burst: float) -> bool:
+        """One token from the bucket ``name`` (a door's requests from one address, say),
+        in one atomic step for every process: True when there was one. The bucket holds up
+        to ``burst`` tokens, refilled at ``per_second`` on the registry's clock, and is
+        forgotten once full again."""

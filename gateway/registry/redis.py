@@ -76,6 +76,25 @@ return 0
 """
 
 
+#: A token bucket: KEYS[1] a hash (tokens, at in ms), ARGV per millisecond, burst.
+_TAKE_TOKEN = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local taken = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1)
+return taken
+"""
+
 #: How long the client waits for any reply before it gives up (``registry.redis.socket_timeout_seconds``).
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 5.0
 
@@ -122,6 +141,7 @@ class RedisRegistry(Registry):
         self._lock_script = self._redis.register_script(_LOCK)
         self._unlock_script = self._redis.register_script(_UNLOCK)
         self._attempt_script = self._redis.register_script(_ATTEMPT)
+        self._take_token_script = self._redis.register_script(_TAKE_TOKEN)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -638,6 +658,12 @@ class RedisRegistry(Registry):
         except RedisError as exc:
             raise RegistryError(f"redis attempts: {exc}") from exc
         return int(left) / 1000
+
+    async def take_token(self, name: str, per_second: float, burst: float) -> bool:
+        try:
+            return bool(await self._take_token_script(keys=[self.prefix + "bucket:" + name], args=[per_second / 1000, burst]))
+        except RedisError as exc:
+            raise RegistryError(f"redis bucket: {exc}") from exc
 
     async def clear_attempts(self, name: str) -> None:
         try:

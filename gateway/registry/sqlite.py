@@ -106,6 +106,8 @@ CREATE TABLE IF NOT EXISTS attempts (name TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS attempts_by_name ON attempts(name);
 CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts(at);
 CREATE TABLE IF NOT EXISTS lockouts (name TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, at REAL NOT NULL, full_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS buckets_full ON buckets(full_at);
 """
 
 
@@ -916,6 +918,21 @@ class SqliteRegistry(Registry):
             db.execute("DELETE FROM lockouts WHERE name=?", (name,))
 
         await self._locks_transaction(clear)
+
+    async def take_token(self, name: str, per_second: float, burst: float) -> bool:
+        def take(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            db.execute("DELETE FROM buckets WHERE full_at <= ?", (now,))  # full again: as good as new
+            row = db.execute("SELECT tokens, at FROM buckets WHERE name=?", (name,)).fetchone()
+            tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * per_second)
+            taken = tokens >= 1
+            tokens -= 1 if taken else 0
+            db.execute("INSERT INTO buckets(name, tokens, at, full_at) VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE"
+                       " SET tokens=excluded.tokens, at=excluded.at, full_at=excluded.full_at",
+                       (name, tokens, now, now + (burst - tokens) / per_second))
+            return taken
+
+        return await self._locks_transaction(take)
 
 
 _SubmitFields = tuple[str | None, str | None, str | None, dict[str, Any]]
