@@ -172,7 +172,6 @@ async def test_a_proxy_refusing_the_credentials_fails_the_acknowledgement_as_the
         ann = tg.user(777002, "Ann", "Lee", language_code="en")
         resp = await client.post(TG_PATH, json=tg.message_update(3, ann, text="No internet since Monday."), headers=TG_HEADERS)
         assert resp.status == 200  # registered: the acknowledgement is a separate call
-        assert [e.event for e in await registry_of(client).read_events("test", "c1")] == ["new"]
 
         async def failed() -> bool:
             metrics = await (await client.get("/metrics")).text()
@@ -180,6 +179,14 @@ async def test_a_proxy_refusing_the_credentials_fails_the_acknowledgement_as_the
 
         await wait_until(failed)
         assert fake.calls_of("sendMessage") == []
+        events: list[str] = []
+
+        async def recorded() -> bool:  # registered, and the acknowledgement given up on recorded on it
+            events.extend(e.event for e in await registry_of(client).read_events("test", "c1"))
+            return len(events) >= 2
+
+        await wait_until(recorded)
+        assert events == ["new", "acknowledgement_failed"]
     assert [user for _, _, user in proxy.seen] == [None]  # refused with 407
 
 

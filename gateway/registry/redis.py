@@ -95,6 +95,33 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1)
 return taken
 """
 
+#: How many messages a customer has: its registrations and their later messages (every
+#: message with a number adds one). KEYS[1] the customer's list of registrations; ARGV[1] the prefix.
+_MESSAGE_COUNT = """
+local function message_count(registrations, prefix)
+  local numbers = redis.call('LRANGE', registrations, 0, -1)
+  local count = #numbers
+  for _, number in ipairs(numbers) do
+    count = count + redis.call('LLEN', prefix .. 'registration:' .. number .. ':messages')
+  end
+  return count
+end
+"""
+#: A customer with nothing newer than the purge's cutoff loses identities and name, unless a
+#: message came meanwhile (the count changed). KEYS: registrations, identities, recent, identity
+#: hash, customer hash; ARGV: prefix, customer id, the count when the purge judged it.
+_FORGET_CUSTOMER = _MESSAGE_COUNT + """
+if message_count(KEYS[1], ARGV[1]) ~= tonumber(ARGV[3]) then return 0 end
+for _, identity in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('HGET', KEYS[4], identity) == ARGV[2] then  -- not moved to another customer by a merge
+    redis.call('HDEL', KEYS[4], identity)
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[5], 'name')
+return 1
+"""
+
 #: How long the client waits for any reply before it gives up (``registry.redis.socket_timeout_seconds``).
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 5.0
 
@@ -142,6 +169,8 @@ class RedisRegistry(Registry):
         self._unlock_script = self._redis.register_script(_UNLOCK)
         self._attempt_script = self._redis.register_script(_ATTEMPT)
         self._take_token_script = self._redis.register_script(_TAKE_TOKEN)
+        self._message_count_script = self._redis.register_script(_MESSAGE_COUNT + "return message_count(KEYS[1], ARGV[1])")
+        self._forget_customer_script = self._redis.register_script(_FORGET_CUSTOMER)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -539,7 +568,10 @@ class RedisRegistry(Registry):
         anonymised; newer ones tell which customers keep their identities and which blobs
         are still named."""
         now = iso(utcnow())
-        freed, named, touched, newer = set(recheck_blobs), set(), set(), set()
+        freed, named, newer = set(recheck_blobs), set(), set()
+        touched: dict[str, int] = {}  # customer -> its count of messages when first touched
+        for script in (self._message_count_script, self._forget_customer_script):
+            await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
         purged = 0
         timeline = self.prefix + "timeline"
         cursor = 0
@@ -550,7 +582,7 @@ class RedisRegistry(Registry):
                 for key in keys:
                     pipe.hget(key, "body")
                 bodies = await pipe.execute()
-            changed = {}
+            changed, first_touched = {}, []
             for key, raw in zip(keys, bodies):
                 if not raw:
                     continue
@@ -564,22 +596,30 @@ class RedisRegistry(Registry):
                 kept, blobs = anonymise(body, now)
                 freed |= blobs
                 purged += 1
-                if kept["customer"]["customer_id"]:
-                    touched.add(kept["customer"]["customer_id"])
+                customer_id = kept["customer"]["customer_id"]
+                if customer_id and customer_id not in touched:
+                    first_touched.append(customer_id)
+                    touched[customer_id] = -1
                 changed[key] = json.dumps(kept, ensure_ascii=False)
             if changed:
                 async with self.r.pipeline(transaction=False) as pipe:
+                    for customer_id in first_touched:  # what each has now: a message after this changes it
+                        await self._message_count_script(keys=[self.prefix + "customer:" + customer_id + ":registrations"],
+                                                   args=[self.prefix], client=pipe)
                     for key, value in changed.items():
                         pipe.hset(key, "body", value)
-                    await pipe.execute()
-        # customers with nothing newer lose their identities and name
-        stale = touched - newer
-        for customer_id in stale:
-            key = self.prefix + "customer:" + customer_id
-            for identity in await self.r.smembers(key + ":identities"):
-                await self.r.hdel(self.prefix + "identity", identity)
-            await self.r.delete(key + ":identities", self.prefix + "recent:" + customer_id)
-            await self.r.hdel(key, "name")
+                    counts = await pipe.execute()
+                touched.update(zip(first_touched, counts))
+        # customers with nothing newer lose their identities and name, unless one writes meanwhile
+        stale, candidates = 0, [(c, n) for c, n in touched.items() if c not in newer]
+        for start in range(0, len(candidates), PURGE_CHUNK):
+            async with self.r.pipeline(transaction=False) as pipe:
+                for customer_id, count in candidates[start:start + PURGE_CHUNK]:
+                    key = self.prefix + "customer:" + customer_id
+                    await self._forget_customer_script(
+                        keys=[key + ":registrations", key + ":identities", self.prefix + "recent:" + customer_id,
+                              self.prefix + "identity", key], args=[self.prefix, customer_id, count], client=pipe)
+                stale += sum(await pipe.execute())
         dead = 0
         for entry in await self.list_dead_letters(include_resolved=True):
             if entry["created_at"] < before:
@@ -590,7 +630,7 @@ class RedisRegistry(Registry):
         cutoff_ms = int(datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp() * 1000)
         events = await self.r.xtrim(self.stream, minid=f"{cutoff_ms}-0", approximate=False)
         actions = await self._purge_actions(before, now)
-        return {"messages": purged, "customers": len(stale), "dead_letters": dead, "events": int(events),
+        return {"messages": purged, "customers": stale, "dead_letters": dead, "events": int(events),
                 "actions": actions, "blobs": sorted(freed - named)}
 
     async def _purge_actions(self, before: str, now: str) -> int:
