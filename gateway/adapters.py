@@ -293,18 +293,44 @@ class Adapter:
             try:
                 entry = json.loads(value)
                 holder = int(entry.get("worker", 0))
-                if holder != worker and not (worker == 0 and holder >= workers):
-                    continue  # another running process's: it sends them itself
                 receipt = Receipt(entry["status"], entry["number"], entry["customer"], complaint_id)
+                failures = int(entry["failures"])
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # no process wrote this: not to be sent
+                if worker == 0:
+                    await self._give_up_unreadable(complaint_id, exc)
+                continue
+            if holder != worker and not (worker == 0 and holder >= workers):
+                continue  # another running process's: it sends them itself
+            try:
                 complaint = await self.context.load_complaint(complaint_id)
-            except Exception as exc:  # one unreadable entry keeps neither the others nor the channel from starting
+            except Exception as exc:  # the registry: tried again at the next start
                 self.log.warning("held acknowledgement not read", extra={"complaint_id": complaint_id, "error": repr(exc)})
                 continue
             if complaint is None:  # purged since
                 await self._hold(receipt, None)
                 continue
             self.log.info("held acknowledgement sent again", extra={"registration_number": receipt.registration_number})
-            self.spawn(self._acknowledge_safely(receipt, complaint, failures=int(entry["failures"]), held=True))
+            self.spawn(self._acknowledge_safely(receipt, complaint, failures=failures, held=True))
+
+    async def _give_up_unreadable(self, complaint_id: str, error: Exception) -> None:
+        """A held acknowledgement that cannot be read (damaged in the registry) is not sent: it
+        is let go, and recorded on its complaint's registration (if there is one) as given up
+        on, so that an operator answers the customer by other means."""
+        try:
+            complaint = await self.context.load_complaint(complaint_id)
+        except Exception as exc:  # the registry: tried again at the next start
+            self.log.warning("held acknowledgement not read", extra={"complaint_id": complaint_id, "error": repr(exc)})
+            return
+        metrics = self.context.metrics
+        metrics.child(metrics.acknowledged, self.instance, "failed").inc()
+        self.log.error("held acknowledgement unreadable: given up", extra={"complaint_id": complaint_id, "error": repr(error)})
+        if complaint is not None:
+            await self._record_failure(complaint.registration_number,
+                                       ValueError(f"the held acknowledgement could not be read: {error}"), 0)
+        try:
+            await self.context.state.set_entry(self._held_name, complaint_id, None)
+        except Exception as exc:  # read again (and recorded again) at the next start
+            self.log.warning("held acknowledgement not let go", extra={"complaint_id": complaint_id, "error": repr(exc)})
 
     async def _wait_unless_draining(self, seconds: float) -> bool:
         """Wait ``seconds``; False at once when the gateway starts stopping."""

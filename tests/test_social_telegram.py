@@ -593,7 +593,7 @@ async def test_an_acknowledgement_held_at_shutdown_is_sent_when_the_gateway_star
     assert len(await registry_of(again).list_messages()) == 1  # registered once, not again
 
 
-async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unreadable_skipped(fake, make_config, start_gateway, caplog):
+async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unreadable_let_go(fake, make_config, start_gateway, caplog):
     # two processes configured: this one is number 0; number 1 runs and sends its own; number 5
     # is no longer configured, so the first process adopts its acknowledgements
     config = make_config(channels=tg_channel(fake), http={"workers": 2})
@@ -622,8 +622,28 @@ async def test_held_acknowledgements_are_resumed_by_their_process_and_the_unread
     assert (await again.get("/healthz")).status == 200
     resent = [call.params["text"] for call in fake.calls_of("sendMessage")[3:]]
     assert sorted(resent) == sorted(expected_acknowledgement(again.server.app, e) for e in (events[0], events[2]))
-    assert sorted(await registry_of(again).get_entries("acknowledgements:telegram")) == sorted(["broken", events[1].complaint_id])
-    assert any(r.getMessage() == "held acknowledgement not read" and r.complaint_id == "broken" for r in caplog.records)
+    # the damaged entry names no complaint: let go, not read again at every start
+    assert sorted(await registry_of(again).get_entries("acknowledgements:telegram")) == [events[1].complaint_id]
+    assert any(r.getMessage() == "held acknowledgement unreadable: given up" and r.complaint_id == "broken" for r in caplog.records)
+
+
+async def test_a_damaged_held_acknowledgement_is_recorded_as_given_up_on_its_registration(fake, make_config, start_gateway):
+    config = make_config(channels=tg_channel(fake))
+    client = await start_gateway(config)
+    update = tg.message_update(9120, ANNA, text="No internet since Monday.", message_id=9120)
+    assert (await client.post(PATH, json=update, headers=HEADERS)).status == 200
+    await fake.wait_for("sendMessage")
+    [event] = await registry_of(client).read_events("test", "c1")
+    await registry_of(client).set_entry("acknowledgements:telegram", event.complaint_id, '{"status": "new", "numb')
+    await client.close()
+
+    again = await start_gateway(config)
+    registry = registry_of(again)
+    await wait_until(lambda: has_metric(again, 'complaint_gateway_acknowledgements_total{channel="telegram",result="failed"} 1.0'))
+    [action] = [a for a in await registry.actions(event.registration_number) if a["action"] == "acknowledgement_failed"]
+    assert action["details"]["channel"] == "telegram" and "could not be read" in action["details"]["error"]
+    assert await registry.get_entries("acknowledgements:telegram") == {}
+    assert len(fake.calls_of("sendMessage")) == 1  # nothing sent on a guess
 
 
 async def test_while_the_bot_api_fails_acknowledgements_are_held_before_their_first_send(fake, make_config, start_gateway):
