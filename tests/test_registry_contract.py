@@ -769,6 +769,29 @@ async def test_a_customer_who_writes_again_while_the_purge_runs_keeps_their_iden
 
 
 @pytest.mark.usefixtures("small_purge_chunks")
+async def test_purge_removes_the_identities_of_merge_suggestions_made_before_the_cutoff(registry: Registry) -> None:
+    for i in range(3):  # three suggestions: each last complaint's two identities belong to two customers
+        await registry.submit(complaint("Нет связи", ids=[("phone", f"+7916123456{i}")]))
+        await registry.submit(complaint("Нет ТВ", ids=[("email", f"b{i}@example.com")]))
+        await registry.submit(complaint("Общая жалоба", ids=[("phone", f"+7916123456{i}"), ("email", f"b{i}@example.com")]))
+    rejected, *kept = await registry.merge_suggestions()
+    await registry.reject_suggestion(rejected["id"], "olga")
+    await asyncio.sleep(0.01)
+    cutoff = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    await asyncio.sleep(0.01)
+    await registry.submit(complaint("Новая пара", ids=[("phone", "+79169999999")]))
+    await registry.submit(complaint("Новая пара, почта", ids=[("email", "new@example.com")]))
+    await registry.submit(complaint("Новая пара вместе", ids=[("phone", "+79169999999"), ("email", "new@example.com")]))
+
+    result = await registry.purge(cutoff)
+    assert result["merge_suggestions"] == 3
+    suggestions = await registry.merge_suggestions()  # the rejected one stays rejected
+    assert [s["id"] for s in suggestions[:2]] == [s["id"] for s in kept]
+    assert [s["identities"] for s in suggestions] == ["phone,email", "phone,email", "phone:+79169999999,email:new@example.com"]
+    assert (await registry.purge(cutoff))["merge_suggestions"] == 0
+
+
+@pytest.mark.usefixtures("small_purge_chunks")
 async def test_purge_frees_only_the_blobs_nothing_kept_names(registry: Registry) -> None:
     def old(text: str, *blobs: str) -> Complaint:
         c = complaint(text, ids=[("email", f"{uuid.uuid4().hex}@example.com")], at=NOW - timedelta(days=400))

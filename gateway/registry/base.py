@@ -245,6 +245,14 @@ def anonymise_action(record: dict[str, Any], purged_at: str) -> dict[str, Any] |
     return {**record, "details": {**{k: v for k, v in details.items() if k not in PERSONAL_DETAILS}, "purged_at": purged_at}}
 
 
+def identity_kinds(identities: str) -> str | None:
+    """A merge suggestion's identities (``phone:+7916...,email:...``) as their kinds only
+    (``phone,email``); None when they hold no value any more."""
+    if ":" not in identities:
+        return None
+    return ",".join(dict.fromkeys(part.split(":", 1)[0] for part in identities.split(",")))
+
+
 def anonymise(body: dict[str, Any], purged_at: str) -> tuple[dict[str, Any], set[str]]:
     """A complaint without personal data: what statistics need stays (channel, times,
     registration, kind of door, language, urgency, deadlines). Returns the blobs it named."""
@@ -476,8 +484,9 @@ class Registry(ABC):
     async def purge(self, before: str, recheck_blobs: Iterable[str] = ()) -> dict[str, Any]:
         """Remove personal data of every message received before ``before`` (ISO 8601):
         texts, names, identities of customers with nothing newer, dead letters, queue
-        events, and the texts and errors of actions taken before it. Returns
-        ``{"messages": n, "customers": n, "dead_letters": n, "events": n, "actions": n,
+        events, the texts and errors of actions taken before it, and the identities' values
+        in merge suggestions made before it (their kinds stay). Returns ``{"messages": n,
+        "customers": n, "dead_letters": n, "events": n, "actions": n, "merge_suggestions": n,
         "blobs": [...]}``: of the blobs of the messages purged now and ``recheck_blobs``
         (blobs an earlier purge could not delete), those no kept message or dead letter
         names."""

@@ -31,6 +31,7 @@ from gateway.registry.base import (
     anonymise,
     anonymise_action,
     blobs_named,
+    identity_kinds,
     iso,
     stored_json,
     utcnow,
@@ -122,6 +123,18 @@ redis.call('HDEL', KEYS[5], 'name')
 return 1
 """
 
+#: A merge suggestion's identities replaced (ARGV: id, the identities read, the new ones),
+#: unless they changed meanwhile; the rest of it (its state) as it is now.
+_SUGGESTION_IDENTITIES = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local suggestion = cjson.decode(raw)
+if suggestion.identities ~= ARGV[2] then return 0 end
+suggestion.identities = ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(suggestion))
+return 1
+"""
+
 #: How long the client waits for any reply before it gives up (``registry.redis.socket_timeout_seconds``).
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 5.0
 
@@ -171,6 +184,7 @@ class RedisRegistry(Registry):
         self._take_token_script = self._redis.register_script(_TAKE_TOKEN)
         self._message_count_script = self._redis.register_script(_MESSAGE_COUNT + "return message_count(KEYS[1], ARGV[1])")
         self._forget_customer_script = self._redis.register_script(_FORGET_CUSTOMER)
+        self._suggestion_identities_script = self._redis.register_script(_SUGGESTION_IDENTITIES)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -630,8 +644,15 @@ class RedisRegistry(Registry):
         cutoff_ms = int(datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp() * 1000)
         events = await self.r.xtrim(self.stream, minid=f"{cutoff_ms}-0", approximate=False)
         actions = await self._purge_actions(before, now)
+        suggestions = 0
+        for suggestion_id, raw in (await self.r.hgetall(self.prefix + "merge_suggestions")).items():
+            suggestion = json.loads(raw)
+            kinds = identity_kinds(suggestion.get("identities") or "")
+            if suggestion.get("created_at", "") < before and kinds is not None:
+                suggestions += await self._suggestion_identities_script(  # its state may change meanwhile: kept
+                    keys=[self.prefix + "merge_suggestions"], args=[suggestion_id, suggestion["identities"], kinds])
         return {"messages": purged, "customers": stale, "dead_letters": dead, "events": int(events),
-                "actions": actions, "blobs": sorted(freed - named)}
+                "actions": actions, "merge_suggestions": suggestions, "blobs": sorted(freed - named)}
 
     async def _purge_actions(self, before: str, now: str) -> int:
         """The texts and errors of actions taken before ``before``, out of the audit list and

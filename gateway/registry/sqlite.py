@@ -31,6 +31,7 @@ from gateway.registry.base import (
     anonymise,
     anonymise_action,
     blobs_named,
+    identity_kinds,
     iso,
     stored_json,
     utcnow,
@@ -759,7 +760,8 @@ class SqliteRegistry(Registry):
         may have run meanwhile). Intake waits for one chunk at most, not for the whole purge."""
         cutoff = datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp()
         now = iso(utcnow())
-        result: dict[str, Any] = {"messages": 0, "customers": 0, "dead_letters": 0, "events": 0, "actions": 0}
+        result: dict[str, Any] = {"messages": 0, "customers": 0, "dead_letters": 0, "events": 0, "actions": 0,
+                                  "merge_suggestions": 0}
         freed: set[str] = set(recheck_blobs)
 
         def anonymise_messages(db: sqlite3.Connection, keys: list[int]) -> None:
@@ -801,6 +803,17 @@ class SqliteRegistry(Registry):
         await self._purge_in_chunks(
             "SELECT seq FROM audit WHERE seq > ? AND at < ? AND (instr(details, '\"text\"') OR instr(details, '\"error\"'))"
             " ORDER BY seq LIMIT ?", before, anonymise_actions)
+
+        def anonymise_suggestions(db: sqlite3.Connection, keys: list[int]) -> None:
+            for rowid, identities in db.execute(_in_list("SELECT rowid, identity FROM merge_suggestions WHERE rowid IN ({})",
+                                                         keys), keys).fetchall():
+                kinds = identity_kinds(identities)
+                if kinds is not None:
+                    db.execute("UPDATE merge_suggestions SET identity=? WHERE rowid=?", (kinds, rowid))
+                    result["merge_suggestions"] += 1
+
+        await self._purge_in_chunks("SELECT rowid FROM merge_suggestions WHERE rowid > ? AND created_at < ?"
+                                    " AND instr(identity, ':') ORDER BY rowid LIMIT ?", before, anonymise_suggestions)
         result["dead_letters"] = await self._run(self._tx, lambda db: db.execute(
             "DELETE FROM dead_letters WHERE created_at < ?", (before,)).rowcount)
 
