@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from aiohttp import web
 
 from gateway.acknowledgements import RetryPolicy
-from gateway.http import SharedRateLimiter, TakeToken
+from gateway.http import SharedRateLimiter, TakeTokens
 from gateway.inbound import Inbound, Receipt
 from gateway.logs import mask_secrets_in_urls
 
@@ -80,7 +80,7 @@ async def _not_recorded(registration_number: str, details: dict[str, Any]) -> No
     return None
 
 
-async def _no_shared_buckets(name: str, per_second: float, burst: float) -> bool:
+async def _no_shared_buckets(names: list[str], per_second: float, burst: float) -> list[bool]:
     raise RuntimeError("no registry to keep shared rate limits in")
 
 
@@ -107,15 +107,15 @@ class AdapterContext:
     #: Records on a registration that its acknowledgement was given up on (the registry's
     #: ``acknowledgement_failed`` action: the operators see it, the queue gets its event).
     record_acknowledgement_failure: Callable[[str, dict[str, Any]], Awaitable[None]] = _not_recorded
-    #: One token from a bucket every process shares (the registry's ``take_token``).
-    take_token: TakeToken = _no_shared_buckets
+    #: A token from each of several buckets every process shares (the registry's ``take_tokens``).
+    take_tokens: TakeTokens = _no_shared_buckets
 
     def rate_limiter(self, name: str, per_minute: float, burst: int | None = None,
                      scope: str = "process") -> SharedRateLimiter:
         """A rate limit for this door's handlers (``await limit.allow(key)``), counted in
         this process (``scope: process``) or in the registry, for every process together
         (``scope: registry``)."""
-        take = self.take_token if scope == "registry" else None
+        take = self.take_tokens if scope == "registry" else None
         return SharedRateLimiter(per_minute, burst, take, f"rate:{self.instance}:{name}")
 
 

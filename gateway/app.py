@@ -76,7 +76,7 @@ def create_app(config: GatewayConfig, registry: Registry | None = None, *, prima
                                  metrics=metrics, config=config, texts=texts, acknowledgement_retry=acknowledgement_retry,
                                  worker=worker, load_complaint=registry.get_message,
                                  record_acknowledgement_failure=functools.partial(_record_acknowledgement_failure, registry),
-                                 take_token=registry.take_token,
+                                 take_tokens=registry.take_tokens,
                                  number_pattern=registry.number_format.pattern())
         adapter = cls(context)
         if not primary and not adapter.runs_in_every_worker():

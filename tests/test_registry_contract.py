@@ -489,7 +489,8 @@ async def _gone_ahead(registry: Registry, what: str) -> int:
     if what == "attempts":
         answers = await asyncio.gather(*(registry.count_attempt("login:user:olga", 7, 60, 60) for _ in range(20)))
         return [a == 0 for a in answers].count(True)
-    return (await asyncio.gather(*(registry.take_token("rate:web:192.0.2.1", 0.01, 7) for _ in range(20)))).count(True)
+    return [taken for answers in await asyncio.gather(*(registry.take_tokens(["rate:web:192.0.2.1"], 0.01, 7) for _ in range(20)))
+            for taken in answers].count(True)
 
 
 def _limited_worker(kind: str, tmp: str, url: str, what: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -525,7 +526,7 @@ async def test_processes_at_once_share_one_limit(backend: str, tmp_path: Path, r
 
 async def test_a_token_bucket_gives_its_burst_then_refills_at_its_rate(registry: Registry) -> None:
     async def take(n: int, name: str = "rate:web:198.51.100.7", per_second: float = 4.0) -> list[bool]:
-        return [await registry.take_token(name, per_second, 3) for _ in range(n)]
+        return [(await registry.take_tokens([name], per_second, 3))[0] for _ in range(n)]
 
     assert await take(4) == [True, True, True, False]
     assert await take(1, "rate:web:198.51.100.8") == [True]  # another key has a bucket of its own
@@ -543,16 +544,18 @@ async def test_a_bucket_full_again_is_forgotten(registry: Registry) -> None:
         assert isinstance(registry, SqliteRegistry)
         return int(registry._locks().execute("SELECT count(*) FROM buckets").fetchone()[0])
 
-    assert await registry.take_token("rate:web:198.51.100.9", 20.0, 2)
+    assert await registry.take_tokens(["rate:web:198.51.100.9"], 20.0, 2) == [True]
     assert await buckets() == 1
     await asyncio.sleep(0.15)  # full again after 0.05 s
-    assert await registry.take_token("rate:web:198.51.100.10", 20.0, 2)
+    assert await registry.take_tokens(["rate:web:198.51.100.10"], 20.0, 2) == [True]
     assert await buckets() == 1  # on SQLite the full bucket goes at the next take; on Redis it expired
 
 
 async def test_tokens_taken_at_once_are_no_more_than_the_burst(registry: Registry) -> None:
-    results = await asyncio.gather(*(registry.take_token("rate:web:203.0.113.9", 0.01, 5) for _ in range(40)))
-    assert results.count(True) == 5
+    results = await asyncio.gather(*(registry.take_tokens(["rate:web:203.0.113.9"], 0.01, 5) for _ in range(40)))
+    assert [answers[0] for answers in results].count(True) == 5
+    # several names in one call: each in turn, a name twice takes two
+    assert await registry.take_tokens(["rate:a", "rate:b", "rate:a", "rate:a"], 0.01, 2) == [True, True, True, False]
 
 
 async def test_list_messages_pages_newest_first(registry: Registry) -> None:

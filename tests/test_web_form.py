@@ -1,6 +1,7 @@
 """The web form door, end to end over real HTTP."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -136,14 +137,40 @@ async def test_each_worker_counts_alone_by_default(make_config, start_gateway):
     assert statuses == [201, 201, 429, 429]
 
 
+async def test_requests_arriving_together_are_answered_by_one_registry_call():
+    from gateway.http import SharedRateLimiter
+
+    calls: list[list[str]] = []
+    left: dict[str, int] = {}
+
+    async def take(names: list[str], per_second: float, burst: float) -> list[bool]:
+        calls.append(names)
+        await asyncio.sleep(0.01)  # a round trip, while more requests arrive
+        answers = []
+        for name in names:
+            left[name] = left.get(name, int(burst)) - 1
+            answers.append(left[name] >= 0)
+        return answers
+
+    limit = SharedRateLimiter(3, take=take, name="rate:web:address")
+    first = [asyncio.ensure_future(limit.allow("198.51.100.7")) for _ in range(5)]
+    await asyncio.sleep(0.005)  # the first call is out: these wait for the next one, together
+    later = [asyncio.ensure_future(limit.allow(f"198.51.100.{i}")) for i in (7, 8, 9)]
+    assert await asyncio.gather(*first) == [True, True, True, False, False]
+    assert await asyncio.gather(*later) == [False, True, True]
+    assert calls == [["rate:web:address:198.51.100.7"] * 5,
+                     ["rate:web:address:198.51.100.7", "rate:web:address:198.51.100.8", "rate:web:address:198.51.100.9"]]
+
+
 async def test_a_shared_rate_limit_falls_back_to_the_process_when_the_registry_cannot_count(caplog):
     from gateway.http import SharedRateLimiter
 
-    async def registry_down(name: str, per_second: float, burst: float) -> bool:
+    async def registry_down(names: list[str], per_second: float, burst: float) -> list[bool]:
         raise ConnectionError("redis is down")
 
     limit = SharedRateLimiter(2, take=registry_down, name="rate:web:address")
     assert [await limit.allow("198.51.100.7") for _ in range(3)] == [True, True, False]
+    assert await asyncio.gather(*(limit.allow("198.51.100.8") for _ in range(3))) == [True, True, False]
     warnings = [r for r in caplog.records if "shared rate limit unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "redis is down" in warnings[0].error  # type: ignore[attr-defined]
 

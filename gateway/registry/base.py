@@ -527,8 +527,8 @@ class Registry(ABC):
 
     # -- shared rate limits -----------------------------------------------------------
     @abstractmethod
-    async def take_token(self, name: str, per_second: float, burst: float) -> bool:
-        """One token from the bucket ``name`` (a door's requests from one address, say),
-        in one atomic step for every process: True when there was one. The bucket holds up
-        to ``burst`` tokens, refilled at ``per_second`` on the registry's clock, and is
-        forgotten once full again."""
+    async def take_tokens(self, names: list[str], per_second: float, burst: float) -> list[bool]:
+        """One token from each bucket of ``names`` in turn (a door's requests from one
+        address, say; a name twice takes two), in one atomic step for every process: per
+        name, True when there was one. A bucket holds up to ``burst`` tokens, refilled at
+        ``per_second`` on the registry's clock, and is forgotten once full again."""

@@ -77,22 +77,26 @@ return 0
 """
 
 
-#: A token bucket: KEYS[1] a hash (tokens, at in ms), ARGV per millisecond, burst.
-_TAKE_TOKEN = """
+#: Token buckets: each of KEYS a hash (tokens, at in ms), a token taken from each in turn;
+#: ARGV per millisecond, burst. Per key, 1 when there was a token.
+_TAKE_TOKENS = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local taken = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  taken = 1
+local taken = {}
+for i, key in ipairs(KEYS) do
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  taken[i] = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    taken[i] = 1
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', now)
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate) + 1)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1)
 return taken
 """
 
@@ -181,7 +185,7 @@ class RedisRegistry(Registry):
         self._lock_script = self._redis.register_script(_LOCK)
         self._unlock_script = self._redis.register_script(_UNLOCK)
         self._attempt_script = self._redis.register_script(_ATTEMPT)
-        self._take_token_script = self._redis.register_script(_TAKE_TOKEN)
+        self._take_tokens_script = self._redis.register_script(_TAKE_TOKENS)
         self._message_count_script = self._redis.register_script(_MESSAGE_COUNT + "return message_count(KEYS[1], ARGV[1])")
         self._forget_customer_script = self._redis.register_script(_FORGET_CUSTOMER)
         self._suggestion_identities_script = self._redis.register_script(_SUGGESTION_IDENTITIES)
@@ -720,11 +724,13 @@ class RedisRegistry(Registry):
             raise RegistryError(f"redis attempts: {exc}") from exc
         return int(left) / 1000
 
-    async def take_token(self, name: str, per_second: float, burst: float) -> bool:
+    async def take_tokens(self, names: list[str], per_second: float, burst: float) -> list[bool]:
         try:
-            return bool(await self._take_token_script(keys=[self.prefix + "bucket:" + name], args=[per_second / 1000, burst]))
+            taken = await self._take_tokens_script(keys=[self.prefix + "bucket:" + name for name in names],
+                                                   args=[per_second / 1000, burst])
         except RedisError as exc:
-            raise RegistryError(f"redis bucket: {exc}") from exc
+            raise RegistryError(f"redis buckets: {exc}") from exc
+        return [bool(t) for t in taken]
 
     async def clear_attempts(self, name: str) -> None:
         try:

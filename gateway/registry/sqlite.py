@@ -932,18 +932,20 @@ class SqliteRegistry(Registry):
 
         await self._locks_transaction(clear)
 
-    async def take_token(self, name: str, per_second: float, burst: float) -> bool:
-        def take(db: sqlite3.Connection) -> bool:
+    async def take_tokens(self, names: list[str], per_second: float, burst: float) -> list[bool]:
+        def take(db: sqlite3.Connection) -> list[bool]:
             now = time.time()
             db.execute("DELETE FROM buckets WHERE full_at <= ?", (now,))  # full again: as good as new
-            row = db.execute("SELECT tokens, at FROM buckets WHERE name=?", (name,)).fetchone()
-            tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * per_second)
-            taken = tokens >= 1
-            tokens -= 1 if taken else 0
-            db.execute("INSERT INTO buckets(name, tokens, at, full_at) VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE"
-                       " SET tokens=excluded.tokens, at=excluded.at, full_at=excluded.full_at",
-                       (name, tokens, now, now + (burst - tokens) / per_second))
-            return taken
+            answers = []
+            for name in names:
+                row = db.execute("SELECT tokens, at FROM buckets WHERE name=?", (name,)).fetchone()
+                tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * per_second)
+                answers.append(tokens >= 1)
+                tokens -= 1 if answers[-1] else 0
+                db.execute("INSERT INTO buckets(name, tokens, at, full_at) VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE"
+                           " SET tokens=excluded.tokens, at=excluded.at, full_at=excluded.full_at",
+                           (name, tokens, now, now + (burst - tokens) / per_second))
+            return answers
 
         return await self._locks_transaction(take)
 
