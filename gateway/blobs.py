@@ -329,9 +329,13 @@ class BlobStore:
 
     def set_purge_deferred(self, digests: Iterable[str]) -> None:
         rows = [(digest,) for digest in sorted(set(digests))]
+
+        def replace(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM purge_deferred")
+            db.executemany("INSERT INTO purge_deferred VALUES (?)", rows)
+
         with self._db_lock:
-            write_transaction(self._connection(), lambda db: (db.execute("DELETE FROM purge_deferred"),
-                                                              db.executemany("INSERT INTO purge_deferred VALUES (?)", rows)))
+            write_transaction(self._connection(), replace)
 
     def _delete_row(self, sha256: str, put_before: float) -> bool:
         with self._db_lock:
