@@ -772,6 +772,18 @@ async def test_a_customer_who_writes_again_while_the_purge_runs_keeps_their_iden
 
 
 @pytest.mark.usefixtures("small_purge_chunks")
+async def test_a_customer_merged_into_one_with_newer_complaints_keeps_their_identities(registry: Registry) -> None:
+    old = await registry.submit(complaint("Письмо двухлетней давности", ids=[("email", "boris@example.com")], name="Борис",
+                                          at=NOW - timedelta(days=800)))
+    active = await registry.submit(complaint("Свежая жалоба по телефону", ids=[("phone", "+79161234567")], at=NOW))
+    await registry.merge_customers(old.customer_id or "", active.customer_id or "", "olga")
+    result = await registry.purge((NOW - timedelta(days=365)).isoformat().replace("+00:00", "Z"))
+    assert (result["messages"], result["customers"]) == (1, 0)  # the customer as merged has a newer complaint
+    again = await registry.submit(complaint("Снова пишу с почты", ids=[("email", "boris@example.com")], at=NOW))
+    assert again.customer_id == active.customer_id
+
+
+@pytest.mark.usefixtures("small_purge_chunks")
 async def test_purge_removes_the_identities_of_merge_suggestions_made_before_the_cutoff(registry: Registry) -> None:
     for i in range(3):  # three suggestions: each last complaint's two identities belong to two customers
         await registry.submit(complaint("Нет связи", ids=[("phone", f"+7916123456{i}")]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from importlib import resources
 from typing import Any, cast
@@ -628,8 +628,11 @@ class RedisRegistry(Registry):
                         pipe.hset(key, "body", value)
                     counts = await pipe.execute()
                 touched.update(zip(first_touched, counts))
-        # customers with nothing newer lose their identities and name, unless one writes meanwhile
-        stale, candidates = 0, [(c, n) for c, n in touched.items() if c not in newer]
+        # customers with nothing newer (as merged: all its parts together) lose their identities
+        # and name, unless one writes meanwhile
+        current = await self._merged_customers()
+        active = {current(customer_id) for customer_id in newer}
+        stale, candidates = 0, [(c, n) for c, n in touched.items() if current(c) not in active]
         for start in range(0, len(candidates), PURGE_CHUNK):
             async with self.r.pipeline(transaction=False) as pipe:
                 for customer_id, count in candidates[start:start + PURGE_CHUNK]:
@@ -657,6 +660,21 @@ class RedisRegistry(Registry):
                     keys=[self.prefix + "merge_suggestions"], args=[suggestion_id, suggestion["identities"], kinds])
         return {"messages": purged, "customers": stale, "dead_letters": dead, "events": int(events),
                 "actions": actions, "merge_suggestions": suggestions, "blobs": sorted(freed - named)}
+
+    async def _merged_customers(self) -> Callable[[str], str]:
+        """The customer a customer is merged into now (following merges of merges), by the
+        merges not undone."""
+        into = {entry["source"]: entry["target"] for entry in map(json.loads, (await self.r.hgetall(self.prefix + "merges")).values())
+                if not entry.get("undone_at")}
+
+        def current(customer_id: str) -> str:
+            seen = {customer_id}
+            while customer_id in into and into[customer_id] not in seen:
+                customer_id = into[customer_id]
+                seen.add(customer_id)
+            return customer_id
+
+        return current
 
     async def _purge_actions(self, before: str, now: str) -> int:
         """The texts and errors of actions taken before ``before``, out of the audit list and

@@ -147,6 +147,13 @@ def _events_by_seq(db: sqlite3.Connection, seqs: list[int]) -> dict[int, tuple[A
     return found
 
 
+#: Whether the customer (as merged: itself and every customer merged into it) has a message
+#: received at or after the cutoff.
+_NEWER_IN_MERGED_CUSTOMER = """
+WITH RECURSIVE part(id) AS (SELECT ? UNION SELECT c.customer_id FROM customers c JOIN part ON c.merged_into = part.id)
+SELECT 1 FROM messages WHERE customer_id IN (SELECT id FROM part) AND received_epoch >= ? LIMIT 1"""
+
+
 def _in_list(sql: str, keys: list[int]) -> str:
     """``sql`` with its ``IN ({})`` holding a parameter per key (at most ``_IN_CHUNK`` keys)."""
     return sql.format(",".join("?" * len(keys)))
@@ -777,9 +784,8 @@ class SqliteRegistry(Registry):
                 result["messages"] += 1
                 if customer_id:
                     touched.add(customer_id)
-            for customer_id in sorted(touched):
-                if db.execute("SELECT 1 FROM messages WHERE customer_id=? AND received_epoch >= ? LIMIT 1",
-                              (customer_id, cutoff)).fetchone() is None:
+            for customer_id in sorted(touched):  # nothing newer for the customer as merged, all its parts together
+                if db.execute(_NEWER_IN_MERGED_CUSTOMER, (self._current_customer(db, customer_id), cutoff)).fetchone() is None:
                     db.execute("DELETE FROM identities WHERE customer_id=?", (customer_id,))
                     db.execute("UPDATE customers SET name=NULL WHERE customer_id=?", (customer_id,))
                     result["customers"] += 1
