@@ -1,7 +1,6 @@
 """Shared helpers for push adapters: bounded bodies, rate limits, JSON errors."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -11,6 +10,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from gateway.batching import Batcher
 
 log = logging.getLogger("complaint_gateway.http")
 
@@ -106,16 +107,15 @@ class SharedRateLimiter:
     ``RateLimiter``'s buckets in this process; with it (``AdapterContext.rate_limiter`` gives
     the registry's ``take_tokens``), one bucket per key for every process of ``http.workers``
     and every machine on the same registry. Requests that arrive while the registry answers
-    the ones before are answered together by its next call, so under load the cost per
-    request is a share of a round trip. When the registry cannot answer, this process's own
-    bucket decides, and a warning says so at most once a minute."""
+    the ones before are answered together by its next call (``Batcher``), so under load the
+    cost per request is a share of a round trip. When the registry cannot answer, this
+    process's own bucket decides, and a warning says so at most once a minute."""
 
     def __init__(self, per_minute: float, burst: int | None = None, take: TakeTokens | None = None, name: str = "") -> None:
         self.local = RateLimiter(per_minute, burst)
         self.take = take
         self.name = name
-        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
-        self._taking: asyncio.Task[None] | None = None
+        self._batcher: Batcher[str, bool] = Batcher(self._take_many, SHARED_BATCH)
         self._warned_at = -math.inf
 
     @property
@@ -125,32 +125,18 @@ class SharedRateLimiter:
     async def allow(self, key: str) -> bool:
         if self.take is None or not self.local.enabled:
             return self.local.allow(key)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append((key, future))
-        if self._taking is None:  # starts on the loop's next turn: requests read in this turn join
-            self._taking = loop.create_task(self._take_waiting())
-        return await future
+        return await self._batcher(key)
 
-    async def _take_waiting(self) -> None:
+    async def _take_many(self, keys: list[str]) -> list[bool | Exception]:
         take = self.take
-        if take is None:  # allow() starts this only with it
-            return
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:SHARED_BATCH], self._waiting[SHARED_BATCH:]
-                keys = [key for key, _ in batch]
-                try:
-                    answers = await take([f"{self.name}:{key}" for key in keys], self.local.rate, self.local.capacity)
-                except Exception as exc:  # the registry is down: the limit still holds, per process
-                    now = time.monotonic()
-                    if now - self._warned_at >= 60:
-                        self._warned_at = now
-                        log.warning("shared rate limit unavailable: counted in this process",
-                                    extra={"limit": self.name, "error": repr(exc)})
-                    answers = [self.local.allow(key) for key in keys]
-                for (_, future), allowed in zip(batch, answers):
-                    if not future.done():  # its request was cancelled meanwhile
-                        future.set_result(allowed)
-        finally:
-            self._taking = None
+            if take is None:  # allow() does not batch without it
+                raise RuntimeError("no shared buckets")
+            return list(await take([f"{self.name}:{key}" for key in keys], self.local.rate, self.local.capacity))
+        except Exception as exc:  # the registry is down: the limit still holds, per process
+            now = time.monotonic()
+            if now - self._warned_at >= 60:
+                self._warned_at = now
+                log.warning("shared rate limit unavailable: counted in this process",
+                            extra={"limit": self.name, "error": repr(exc)})
+            return [self.local.allow(key) for key in keys]

@@ -15,6 +15,7 @@ from gateway.adapters import (
     Submitted,
     TemporaryFailure,
 )
+from gateway.batching import Batcher
 from gateway.config import ConfigError, compile_pattern
 from gateway.http import MalformedBody, RateLimiter, SharedRateLimiter, client_address, json_error, parse_json, read_body
 from gateway.inbound import Inbound, InboundAttachment, Receipt, safe_filename
@@ -23,13 +24,14 @@ from gateway.outbound import proxy_arguments
 from normalizer.schema import Attachment, Complaint, Customer, Identity
 
 SDK_VERSION = "1.3"  # 1.1: ConfigError, compile_pattern and Adapter.check_settings; 1.2: proxy_arguments;
-#                      1.3: SharedRateLimiter and AdapterContext.rate_limiter
+#                      1.3: SharedRateLimiter, AdapterContext.rate_limiter and Batcher
 
 __all__ = [
     "SDK_VERSION",
     "Adapter",
     "AdapterContext",
     "Attachment",
+    "Batcher",
     "Complaint",
     "ConfigError",
     "Customer",

@@ -30,6 +30,7 @@ from channels.social.common import (
 from channels.social.vk_client import VK_API_URL, VkClient
 from channels.social.vk_events import EventIgnored, VkEvent, event_key, parse_event
 from gateway.adapters import AdapterContext, PullAdapter, PushAdapter, Submitted, TemporaryFailure
+from gateway.batching import Batcher
 from gateway.http import BodyTooLarge, read_body
 from gateway.inbound import Inbound, Receipt
 from gateway.outbound import proxy_arguments
@@ -95,10 +96,11 @@ class VkAdapter(PushAdapter, PullAdapter):
         self.client = VkClient(s["access_token"], s.get("api_version", "5.199"), s.get("api_base_url", VK_API_URL),
                                float(s.get("api_timeout_seconds", 10.0)))
         size = int(s.get("name_cache_size", 10_000))
-        self._name_requests: dict[int, asyncio.Future[str | None]] = {}
-        self._name_lookup: asyncio.Task[None] | None = None
-        self._sends: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        # writers' names waiting together are asked for in one users.get (up to 1000 ids), and
+        # acknowledgements waiting together go out in one execute: VK allows 20 calls a second
+        self._names: Batcher[int, str | None] = Batcher(self._look_up_names, 1000, self.spawn)
+        self._name_lookups: dict[int, asyncio.Future[str | None]] = {}
+        self._sends: Batcher[dict[str, Any], Any] = Batcher(self._send_many, SENDS_PER_CALL, self.spawn)
         self.names: TTLCache[int, str | None] | None = TTLCache(size, float(s.get("name_cache_ttl_seconds", 86_400))) \
             if size else None
         self.cursor_name = f"vk:{self.instance}:ts"
@@ -248,41 +250,31 @@ class VkAdapter(PushAdapter, PullAdapter):
         writer waiting (up to 1000), because VK allows a community 20 calls a second."""
         if self.names is not None and user_id in self.names:
             return self.names[user_id]
-        future = self._name_requests.get(user_id)
-        if future is None:
-            future = self._name_requests[user_id] = asyncio.get_running_loop().create_future()
-            if self._name_lookup is None:
-                self._name_lookup = self.spawn(self._look_up_names())  # awaited at shutdown
+        lookup = self._name_lookups.get(user_id)  # a writer already being looked up is not asked for again
+        if lookup is None:
+            lookup = self._name_lookups[user_id] = asyncio.ensure_future(self._names(user_id))
+            lookup.add_done_callback(lambda _: self._name_lookups.pop(user_id, None))
         try:
             async with asyncio.timeout(self.name_timeout):
-                return await asyncio.shield(future)
+                return await asyncio.shield(lookup)  # the look-up goes on for the cache
         except TimeoutError:  # a name is nice to have; the complaint goes on without it
             self.log.info("users.get did not answer in time", extra={"channel": self.instance})
             return None
 
-    async def _look_up_names(self) -> None:
+    async def _look_up_names(self, user_ids: list[int]) -> list[str | None | Exception]:
+        names: dict[int, str | None] = dict.fromkeys(user_ids)  # a writer waiting twice is asked for once
         try:
-            while self._name_requests:
-                ids = list(self._name_requests)[:1000]
-                waiting = {user_id: self._name_requests.pop(user_id) for user_id in ids}
-                names: dict[int, str | None] = dict.fromkeys(ids)
-                try:
-                    users = await self.client.call("users.get", user_ids=",".join(map(str, ids)))
-                except Exception as exc:  # the complaints go on without names
-                    self.log.info("users.get failed", extra={"channel": self.instance, "error": repr(exc)})
-                    users = None
-                else:
-                    for user in users if isinstance(users, list) else []:
-                        if isinstance(user, dict) and user.get("id") in names:
-                            names[user["id"]] = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p) or None
-                    if self.names is not None:
-                        for user_id, name in names.items():
-                            self.names[user_id] = name
-                for user_id, future in waiting.items():
-                    if not future.done():
-                        future.set_result(names[user_id])
-        finally:
-            self._name_lookup = None
+            users = await self.client.call("users.get", user_ids=",".join(map(str, names)))
+        except Exception as exc:  # the complaints go on without names
+            self.log.info("users.get failed", extra={"channel": self.instance, "error": repr(exc)})
+            return [None] * len(user_ids)
+        for user in users if isinstance(users, list) else []:
+            if isinstance(user, dict) and user.get("id") in names:
+                names[user["id"]] = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p) or None
+        if self.names is not None:
+            for user_id, name in names.items():
+                self.names[user_id] = name
+        return [names[user_id] for user_id in user_ids]
 
     # -- answers ----------------------------------------------------------------------
     def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
@@ -312,34 +304,14 @@ class VkAdapter(PushAdapter, PullAdapter):
         """``messages.send`` of an acknowledgement (a short text). Those waiting together go
         out together, up to ``SENDS_PER_CALL`` in one ``execute``: VK allows a community 20
         calls a second, so one call each would hold an acknowledging door to 20 complaints
-        a second."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._sends.append((params, future))
-        if self._sender is None:
-            self._sender = self.spawn(self._send_waiting())  # awaited at shutdown
-        return await future
+        a second. A call that fails as a whole fails each message, which its own retries
+        send again."""
+        return await self._sends(params)
 
-    async def _send_waiting(self) -> None:
-        try:
-            while self._sends:
-                batch, self._sends = self._sends[:SENDS_PER_CALL], self._sends[SENDS_PER_CALL:]
-                results: list[Any]
-                try:
-                    if len(batch) == 1:
-                        results = [await self.client.call("messages.send", **batch[0][0])]
-                    else:
-                        results = await self.client.call_many("messages.send", [params for params, _ in batch])
-                except Exception as exc:  # the call as a whole failed: each message is tried again by its own retries
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results):
-                    if future.done():  # its acknowledgement was cancelled (shutdown)
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._sender = None
+    async def _send_many(self, batch: list[dict[str, Any]]) -> list[Any]:
+        if len(batch) == 1:
+            return [await self.client.call("messages.send", **batch[0])]
+        return list(await self.client.call_many("messages.send", batch))
 
     async def _public_reply(self, complaint: Complaint, text: str) -> None:
         meta = complaint.meta
