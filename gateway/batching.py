@@ -32,12 +32,16 @@ class Batcher(Generic[T, R]):
         self._calling: asyncio.Task[None] | None = None
 
     async def __call__(self, item: T) -> R:
+        return await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Hand ``item`` over; the future of its result (to share or to shield)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
         if self._calling is None:  # starts on the loop's next turn: items handed over in this turn join
             self._calling = (self._spawn or loop.create_task)(self._call_waiting())
-        return await future
+        return future
 
     async def _call_waiting(self) -> None:
         try:

@@ -252,7 +252,7 @@ class VkAdapter(PushAdapter, PullAdapter):
             return self.names[user_id]
         lookup = self._name_lookups.get(user_id)  # a writer already being looked up is not asked for again
         if lookup is None:
-            lookup = self._name_lookups[user_id] = asyncio.ensure_future(self._names(user_id))
+            lookup = self._name_lookups[user_id] = self._names.submit(user_id)
             lookup.add_done_callback(lambda _: self._name_lookups.pop(user_id, None))
         try:
             async with asyncio.timeout(self.name_timeout):
