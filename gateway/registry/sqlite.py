@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -143,19 +143,21 @@ def _events_by_seq(db: sqlite3.Connection, seqs: list[int]) -> dict[int, tuple[A
     found: dict[int, tuple[Any, ...]] = {}
     for start in range(0, len(seqs), _IN_CHUNK):
         chunk = seqs[start:start + _IN_CHUNK]
-        found.update((row[0], row) for row in db.execute(_EVENT_ROWS + f" WHERE seq IN ({','.join('?' * len(chunk))})", chunk))
+        found.update((row[0], row) for row in db.execute(_in_list(_EVENT_ROWS + " WHERE seq IN ({})", chunk), chunk))
     return found
 
 
-#: Whether the customer (as merged: itself and every customer merged into it) has a message
-#: received at or after the cutoff.
-_NEWER_IN_MERGED_CUSTOMER = """
-WITH RECURSIVE part(id) AS (SELECT ? UNION SELECT c.customer_id FROM customers c JOIN part ON c.merged_into = part.id)
-SELECT 1 FROM messages WHERE customer_id IN (SELECT id FROM part) AND received_epoch >= ? LIMIT 1"""
+#: The parts of a customer as merged (``part``): itself first, then every customer merged into
+#: it, and into those, breadth first.
+_MERGED_PARTS = ("WITH RECURSIVE part(id) AS"
+                 " (SELECT ? UNION SELECT c.customer_id FROM customers c JOIN part ON c.merged_into = part.id) ")
+#: Whether the customer as merged has a message received at or after the cutoff.
+_NEWER_IN_MERGED_CUSTOMER = (_MERGED_PARTS + "SELECT 1 FROM messages WHERE customer_id IN (SELECT id FROM part)"
+                             " AND received_epoch >= ? LIMIT 1")
 
 
-def _in_list(sql: str, keys: list[int]) -> str:
-    """``sql`` with its ``IN ({})`` holding a parameter per key (at most ``_IN_CHUNK`` keys)."""
+def _in_list(sql: str, keys: Sequence[Any]) -> str:
+    """``sql`` with its ``IN ({})`` holding a parameter per key (at most 32 766 keys)."""
     return sql.format(",".join("?" * len(keys)))
 
 
@@ -516,18 +518,12 @@ class SqliteRegistry(Registry):
             ).fetchone()
             if row is None:
                 return None
-            members, frontier = [customer_id], [customer_id]
-            while frontier:
-                found = [r[0] for r in db.execute(
-                    f"SELECT customer_id FROM customers WHERE merged_into IN ({','.join('?' * len(frontier))})", frontier)]
-                frontier = [f for f in found if f not in members]
-                members += frontier
-            marks = ",".join("?" * len(members))
+            members = [r[0] for r in db.execute(_MERGED_PARTS + "SELECT id FROM part", (customer_id,))]
             keys = [r[0] for r in db.execute(
-                f"SELECT key FROM identities WHERE customer_id IN ({marks}) ORDER BY created_at, key", members)]
-            numbers = [r[0] for r in db.execute(  # a registration's first message is its customer's, kind "new"
+                _in_list("SELECT key FROM identities WHERE customer_id IN ({}) ORDER BY created_at, key", members), members)]
+            numbers = [r[0] for r in db.execute(_in_list(  # a registration's first message is its customer's, kind "new"
                 "SELECT r.number FROM messages m JOIN registrations r ON r.number=m.number"
-                f" WHERE m.customer_id IN ({marks}) AND m.kind='new' ORDER BY r.created_at, r.number", members)]
+                " WHERE m.customer_id IN ({}) AND m.kind='new' ORDER BY r.created_at, r.number", members), members)]
             return {
                 "customer_id": row[0],
                 "name": row[1],
