@@ -10,10 +10,10 @@ in the dead letter, written in the same atomic step as the registration before t
 answered: no blob row and no flush of its own.
 
 Messages are handled in batches (group commit). Every message handed over while the
-previous batch was being written joins the next one: its blobs reach the disk with one
-flush, its complaints are registered in one round trip to Redis or one SQLite
-transaction. Nobody waits for a batch to fill: a message arriving alone is a batch of one.
-Each message still gets its own answer, dead letter or failure.
+previous batch was being prepared joins the next one: its blobs reach the disk with one
+flush. Every message prepared while the registry was busy is registered in the next round
+trip to Redis or SQLite transaction. Nobody waits for a batch to fill: a message arriving
+alone is a batch of one. Each message still gets its own answer, dead letter or failure.
 """
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ class Intake:
         self.inline_original_max_bytes = max(0, inline_original_max_bytes)
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
+        #: Messages prepared, in order of arrival, with their complaints (or why there is none).
+        self._prepared: list[tuple[_Waiting, Complaint | str]] = []
+        self._registrar: asyncio.Task[None] | None = None
 
     async def submit(self, inbound: Inbound) -> Submitted:
         """Store and register ``inbound``; raises ``TemporaryFailure`` if it could not be
@@ -79,31 +82,34 @@ class Intake:
 
     async def drain(self) -> None:
         """Wait until every message handed over is written (at shutdown)."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        while (task := self._writer or self._registrar) is not None:
+            await asyncio.shield(task)
 
     async def _write_batches(self) -> None:
-        """Batches go through two stages. Preparing: the blobs are written and flushed to
-        disk, and the messages normalised while the flush waits in a thread. Registering:
-        one registry round trip. A batch prepares while the one before registers;
-        registrations keep the order of arrival."""
-        registering: asyncio.Task[bool | None] | None = None
+        """Messages go through two stages. Preparing: a batch's blobs are written and flushed
+        to disk, and its messages normalised while the flush waits in a thread. Registering:
+        one registry round trip for every message prepared meanwhile (up to ``max_batch``).
+        Messages go on being prepared while earlier ones register, so the event loop works
+        while the registry does; registrations keep the order of arrival."""
         try:
-            while self._waiting or registering is not None:
-                if not self._waiting:  # messages handed over meanwhile are looked for again after it
-                    await registering  # type: ignore[misc]
-                    registering = None
-                    continue
+            while self._waiting:
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
                 prepared = await self._guarded(batch, self._prepare(batch))
-                if registering is not None:
-                    await registering
-                    registering = None
                 if prepared is not None:
-                    registering = asyncio.get_running_loop().create_task(
-                        self._guarded(batch, self._register(batch, prepared)))
+                    self._prepared.extend(zip(batch, prepared))
+                    if self._registrar is None:
+                        self._registrar = asyncio.get_running_loop().create_task(self._register_prepared())
         finally:
             self._writer = None
+
+    async def _register_prepared(self) -> None:
+        try:
+            while self._prepared:
+                taken, self._prepared = self._prepared[:self.max_batch], self._prepared[self.max_batch:]
+                batch = [item for item, _ in taken]
+                await self._guarded(batch, self._register(batch, [result for _, result in taken]))
+        finally:
+            self._registrar = None
 
     async def _guarded(self, batch: list[_Waiting], stage: Awaitable[T]) -> T | None:
         try:
@@ -144,7 +150,7 @@ class Intake:
     def _normalize_light(self, batch: list[_Waiting]) -> list[Complaint | str | None]:
         return [None if _heavy(item.inbound) else self._normalize(item.inbound) for item in batch]
 
-    async def _register(self, batch: list[_Waiting], results: list[Complaint | str]) -> bool:
+    async def _register(self, batch: list[_Waiting], results: list[Complaint | str]) -> None:
         complaints: list[Complaint] = []
         registering: list[_Waiting] = []
         for item, result in zip(batch, results):
@@ -155,14 +161,14 @@ class Intake:
                 self._settle(item, await self._dead_letter(item.inbound, str(result)))
 
         if not complaints:
-            return True
+            return
         try:
             receipts = await self.registry.submit_many(complaints)
         except Exception as exc:
             log.error("registry submit failed", extra={"error": repr(exc), "messages": len(complaints)})
             for item in registering:
                 self._fail(item, TemporaryFailure("the registry is not available"))
-            return False
+            return
         metrics, registered_at, logs = self.metrics, time.perf_counter(), log.isEnabledFor(logging.INFO)
         for item, complaint, receipt in zip(registering, complaints, receipts):
             if isinstance(receipt, Exception):
@@ -180,7 +186,6 @@ class Intake:
                     "channel": channel, "status": receipt.status, "registration_number": receipt.registration_number,
                     "customer_id": receipt.customer_id, "complaint_id": receipt.complaint_id})
             self._settle(item, Submitted(receipt, complaint))
-        return True
 
     def _normalize(self, inbound: Inbound) -> Complaint | str:
         """The complaint, or why there is none (the dead letter's reason)."""

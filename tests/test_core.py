@@ -198,6 +198,48 @@ async def test_a_message_handed_over_while_the_last_batch_registers_is_registere
     assert await registry.queue_length() == 2
 
 
+async def test_messages_are_prepared_while_earlier_ones_register_and_then_registered_together_in_order(
+        make_config, start_gateway) -> None:
+    client, intake, registry = await started(start_gateway, make_config())
+    real_submit_many, real_normalize = registry.submit_many, intake.normalizer.normalize
+    batches: list[list[str]] = []
+    normalized: list[str] = []
+    registering, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(complaints: Any) -> Any:
+        batches.append([c.channel_message_id for c in complaints])
+        registering.set()
+        await release.wait()
+        return await real_submit_many(complaints)
+
+    def counting(inbound: Inbound) -> Any:
+        normalized.append(inbound.message_id)
+        return real_normalize(inbound)
+
+    registry.submit_many = slow
+    intake.normalizer.normalize = counting
+
+    def submit(i: int) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
+                                                           text=f"Нет связи в квартире номер {i}")))
+
+    first = submit(1)
+    later = []
+    try:
+        await asyncio.wait_for(registering.wait(), 5)
+        for i in (2, 3, 4):  # one at a time, each a batch of its own
+            later.append(submit(i))
+            await asyncio.sleep(0.01)
+        assert normalized == ["m-1", "m-2", "m-3", "m-4"]  # prepared while the first registration waits
+        assert batches == [["m-1"]]
+    finally:
+        release.set()  # or the gateway's shutdown waits for the held registration
+    done = await asyncio.wait_for(asyncio.gather(first, *later), 5)
+    assert batches == [["m-1"], ["m-2", "m-3", "m-4"]]  # what was prepared meanwhile: one round trip
+    assert [d.receipt.registration_number[-6:] for d in done] == ["000001", "000002", "000003", "000004"]
+    assert await registry.queue_length() == 4
+
+
 async def test_a_registry_failure_for_one_message_fails_only_that_message(make_config, start_gateway) -> None:
     client, intake, registry = await started(start_gateway, make_config())
     real_submit_many = registry.submit_many
