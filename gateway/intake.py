@@ -66,6 +66,8 @@ class Intake:
         #: Messages prepared, in order of arrival, with their complaints (or why there is none).
         self._prepared: list[tuple[_Waiting, Complaint | str]] = []
         self._registrar: asyncio.Task[None] | None = None
+        #: Set whenever a registry round trip ends (a batch with blobs to flush waits for it).
+        self._registered = asyncio.Event()
 
     async def submit(self, inbound: Inbound) -> Submitted:
         """Store and register ``inbound``; raises ``TemporaryFailure`` if it could not be
@@ -89,11 +91,18 @@ class Intake:
         """Messages go through two stages. Preparing: a batch's blobs are written and flushed
         to disk, and its messages normalised while the flush waits in a thread. Registering:
         one registry round trip for every message prepared meanwhile (up to ``max_batch``).
-        Messages go on being prepared while earlier ones register, so the event loop works
-        while the registry does; registrations keep the order of arrival."""
+        Messages with nothing to flush (a web form, a webhook) go on being prepared while
+        earlier ones register, so the event loop works while the registry does. A batch with
+        blobs to flush is taken once the registry round trip under way ends: a flush costs
+        about as much for one message as for many, so messages gather meanwhile.
+        Registrations keep the order of arrival."""
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+                if self._registrar is not None and self._stores_blobs(self._waiting[:self.max_batch]):
+                    self._registered.clear()
+                    await self._registered.wait()
+                batch = self._waiting[:self.max_batch]
+                del self._waiting[:len(batch)]
                 prepared = await self._guarded(batch, self._prepare(batch))
                 if prepared is not None:
                     self._prepared.extend(zip(batch, prepared))
@@ -108,8 +117,18 @@ class Intake:
                 taken, self._prepared = self._prepared[:self.max_batch], self._prepared[self.max_batch:]
                 batch = [item for item, _ in taken]
                 await self._guarded(batch, self._register(batch, [result for _, result in taken]))
+                self._registered.set()
         finally:
             self._registrar = None
+            self._registered.set()
+
+    def _stores_blobs(self, batch: list[_Waiting]) -> bool:
+        """Whether preparing ``batch`` writes to the blob store (as ``_blobs_of`` decides, an
+        original's size alone telling whether it could be kept as text)."""
+        return any((inbound.raw is not None and inbound.raw_sha256 is None and inbound.raw_text is None
+                    and len(inbound.raw) > self.inline_original_max_bytes)
+                   or any(a.data is not None and a.sha256 is None for a in inbound.attachments)
+                   for inbound in (item.inbound for item in batch))
 
     async def _guarded(self, batch: list[_Waiting], stage: Awaitable[T]) -> T | None:
         try:

@@ -175,25 +175,46 @@ async def test_messages_arriving_together_are_written_in_batches_each_with_its_o
     assert len(await registry.list_dead_letters()) == 1
 
 
+class HeldRegistrations:
+    """The registry's round trips held until ``release`` is set; ``batches``: each one's message ids."""
+
+    def __init__(self, registry: Any) -> None:
+        self.real_submit_many = registry.submit_many
+        self.batches: list[list[str]] = []
+        self.registering, self.release = asyncio.Event(), asyncio.Event()
+        registry.submit_many = self.submit_many
+
+    async def submit_many(self, complaints: Any) -> Any:
+        self.batches.append([c.channel_message_id for c in complaints])
+        self.registering.set()
+        await self.release.wait()
+        return await self.real_submit_many(complaints)
+
+
+def submit_numbered(intake: Any, i: int, raw: bytes | None = None) -> asyncio.Future[Any]:
+    return asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
+                                                       text=f"Нет связи в квартире номер {i}", raw=raw)))
+
+
+async def submitted_while_the_first_registers(intake: Any, held: HeldRegistrations, more: int,
+                                              raw: bytes | None = None) -> list[asyncio.Future[Any]]:
+    """m-1 handed over and held in its registration, then ``more`` messages one at a time."""
+    submitted = [submit_numbered(intake, 1, raw)]
+    await asyncio.wait_for(held.registering.wait(), 5)
+    for i in range(2, 2 + more):
+        submitted.append(submit_numbered(intake, i, raw))
+        await asyncio.sleep(0.01)
+    return submitted
+
+
 async def test_a_message_handed_over_while_the_last_batch_registers_is_registered_too(make_config, start_gateway) -> None:
     client, intake, registry = await started(start_gateway, make_config())
-    real_submit_many = registry.submit_many
-    registering, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(complaints: Any) -> Any:
-        registering.set()
-        await release.wait()
-        return await real_submit_many(complaints)
-
-    registry.submit_many = slow
-    first = asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id="m-1", identities=[("phone", "+79161230001")],
-                                                        text="Нет связи в квартире номер 1")))
-    await asyncio.wait_for(registering.wait(), 5)
-    second = asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id="m-2", identities=[("phone", "+79161230002")],
-                                                         text="Нет связи в квартире номер 2")))
-    await asyncio.sleep(0.05)
-    release.set()
-    done = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    held = HeldRegistrations(registry)
+    try:
+        submitted = await submitted_while_the_first_registers(intake, held, 1)
+    finally:
+        held.release.set()
+    done = await asyncio.wait_for(asyncio.gather(*submitted), 5)
     assert [(d.receipt.status, d.receipt.registration_number[-6:]) for d in done] == [("new", "000001"), ("new", "000002")]
     assert await registry.queue_length() == 2
 
@@ -201,43 +222,49 @@ async def test_a_message_handed_over_while_the_last_batch_registers_is_registere
 async def test_messages_are_prepared_while_earlier_ones_register_and_then_registered_together_in_order(
         make_config, start_gateway) -> None:
     client, intake, registry = await started(start_gateway, make_config())
-    real_submit_many, real_normalize = registry.submit_many, intake.normalizer.normalize
-    batches: list[list[str]] = []
+    real_normalize = intake.normalizer.normalize
     normalized: list[str] = []
-    registering, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(complaints: Any) -> Any:
-        batches.append([c.channel_message_id for c in complaints])
-        registering.set()
-        await release.wait()
-        return await real_submit_many(complaints)
 
     def counting(inbound: Inbound) -> Any:
         normalized.append(inbound.message_id)
         return real_normalize(inbound)
 
-    registry.submit_many = slow
     intake.normalizer.normalize = counting
-
-    def submit(i: int) -> asyncio.Future[Any]:
-        return asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
-                                                           text=f"Нет связи в квартире номер {i}")))
-
-    first = submit(1)
-    later = []
-    try:
-        await asyncio.wait_for(registering.wait(), 5)
-        for i in (2, 3, 4):  # one at a time, each a batch of its own
-            later.append(submit(i))
-            await asyncio.sleep(0.01)
+    held = HeldRegistrations(registry)
+    try:  # m-2, m-3 and m-4 each a batch of its own
+        submitted = await submitted_while_the_first_registers(intake, held, 3)
         assert normalized == ["m-1", "m-2", "m-3", "m-4"]  # prepared while the first registration waits
-        assert batches == [["m-1"]]
+        assert held.batches == [["m-1"]]
     finally:
-        release.set()  # or the gateway's shutdown waits for the held registration
-    done = await asyncio.wait_for(asyncio.gather(first, *later), 5)
-    assert batches == [["m-1"], ["m-2", "m-3", "m-4"]]  # what was prepared meanwhile: one round trip
+        held.release.set()  # or the gateway's shutdown waits for the held registration
+    done = await asyncio.wait_for(asyncio.gather(*submitted), 5)
+    assert held.batches == [["m-1"], ["m-2", "m-3", "m-4"]]  # what was prepared meanwhile: one round trip
     assert [d.receipt.registration_number[-6:] for d in done] == ["000001", "000002", "000003", "000004"]
     assert await registry.queue_length() == 4
+
+
+async def test_messages_with_blobs_to_flush_gather_while_a_registration_is_under_way_and_share_one_flush(
+        make_config, start_gateway) -> None:
+    client, intake, registry = await started(start_gateway, make_config())
+    real_stage = intake.blobs.stage
+    staged: list[int] = []
+
+    def counting(items: list[bytes]) -> Any:
+        staged.append(len(items))
+        return real_stage(items)
+
+    intake.blobs.stage = counting
+    held = HeldRegistrations(registry)
+    try:  # mail-sized originals: above the 1 KB kept in the complaint, so each a blob
+        submitted = await submitted_while_the_first_registers(intake, held, 3, raw=b"x" * 2000)
+        assert staged == [1]  # the others wait for the registration under way
+    finally:
+        held.release.set()
+    done = await asyncio.wait_for(asyncio.gather(*submitted), 5)
+    assert staged == [1, 3]  # and then reach the disk with one flush
+    assert held.batches == [["m-1"], ["m-2", "m-3", "m-4"]]
+    assert [d.receipt.registration_number[-6:] for d in done] == ["000001", "000002", "000003", "000004"]
+    assert all(intake.blobs.exists(d.complaint.meta["raw"]["sha256"]) for d in done)
 
 
 async def test_a_registry_failure_for_one_message_fails_only_that_message(make_config, start_gateway) -> None:
