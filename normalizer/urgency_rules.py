@@ -17,7 +17,7 @@ import re._constants as re_constants
 import re._parser as re_parser
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -486,18 +486,25 @@ def _first_of_sequence(items: list[Any]) -> frozenset[str] | None:
     return None  # the whole pattern can match nothing: no first letter to rely on
 
 
-def _word_start_search(scan: re.Pattern[str], text: str) -> re.Match[str] | None:
-    r"""The first match of ``scan`` (a term without its leading ``(?<!\w)``) in ``text`` that
-    starts a word: the term's own ``search``, found faster, because ``re`` skips to the
-    possible first letters only in a pattern that does not begin with a lookbehind. At the
-    same start both patterns try the same alternatives in the same order, so the match is
-    the term's, end included."""
+def _word_start_matches(scan: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    r"""The matches of ``scan`` (a term without its leading ``(?<!\w)``) in ``text`` that start
+    a word: the term's own ``finditer``, found faster, because ``re`` skips to the possible
+    first letters only in a pattern that does not begin with a lookbehind. At the same start
+    both patterns try the same alternatives in the same order, so each match is the term's,
+    end included."""
     pos, end = 0, len(text)
     while pos <= end and (m := scan.search(text, pos)) is not None:  # past the end, search starts at the end again
-        if not m.start() or not _WORD_CHAR.match(text, m.start() - 1):
-            return m
-        pos = m.start() + 1
-    return None
+        start, stop = m.span()
+        if not start or not _WORD_CHAR.match(text, start - 1):
+            yield m
+            pos = stop if stop > start else stop + 1  # after an empty match, finditer moves on one
+        else:
+            pos = start + 1
+
+
+def _word_start_search(scan: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """The first of ``_word_start_matches``: the term's ``search``."""
+    return next(_word_start_matches(scan, text), None)
 
 
 def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
@@ -569,23 +576,18 @@ class Pattern:
         return cls(source, tuple(terms), window, tuple(re.compile(t.pattern.removeprefix(r"(?<!\w)")) for t in terms),
                    tuple(_found_in_joined_text(t) for t in terms))
 
-    def present_in(self, text: str) -> bool:
-        """Whether every term matches somewhere in ``text``."""
-        if self.scans:
-            return all(_word_start_match(scan, text) for scan in self.scans)
-        return all(term.search(text) is not None for term in self.terms)
-
     def find(self, sentence: Sentence) -> str | None:
         """The matched stretch of the sentence, or None."""
         text = sentence.text
         if len(self.terms) == 1:  # any match is within the window: the first one is the answer
             m = _word_start_search(self.scans[0], text) if self.scans else self.terms[0].search(text)
             return None if m is None else text[m.start():m.end()]
-        if not self.present_in(text):  # most sentences miss a term: find that out first
-            return None
-        spans = [[m.span() for m in term.finditer(text)] for term in self.terms]
-        if not all(spans):
-            return None
+        spans = []
+        for i, term in enumerate(self.terms):  # most sentences miss a term: the first missing one ends it
+            found = [m.span() for m in (_word_start_matches(self.scans[i], text) if self.scans else term.finditer(text))]
+            if not found:
+                return None
+            spans.append(found)
         starts = sorted(found[0][0] for found in spans)
         if all(len(found) == 1 for found in spans) and _WORD_START.match(text, starts[0]):
             # the usual case: one match a term, the first at a word's start; the words from the

@@ -16,6 +16,7 @@ from normalizer.urgency_rules import (
     UrgencyRules,
     _first_within,
     _gates_of,
+    _word_start_matches,
     _word_start_search,
     _words_of_alternatives,
     split_sentences,
@@ -48,6 +49,16 @@ def slow_classify(rules: UrgencyRules, text: str) -> tuple[str, str, str] | None
     return best
 
 
+def in_text(pattern: Pattern, text: str) -> bool:
+    """Whether every term of ``pattern`` matches somewhere in ``text``."""
+    return all(term.search(text) is not None for term in pattern.terms)
+
+
+def labelled_texts() -> list[str]:
+    return [json.loads(line)["text"] for name in ("urgency_labelled.jsonl", "urgency_holdout.jsonl")
+            for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def decided(rules: UrgencyRules, text: str) -> tuple[str, str, str] | None:
     match = rules.classify(text)
     return (match.rule, match.level, match.excerpt) if match else None
@@ -55,8 +66,7 @@ def decided(rules: UrgencyRules, text: str) -> tuple[str, str, str] | None:
 
 def test_packaged_rules_decide_as_the_sentence_by_sentence_search() -> None:
     rules = UrgencyRules.default()
-    texts = [json.loads(line)["text"] for name in ("urgency_labelled.jsonl", "urgency_holdout.jsonl")
-             for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = labelled_texts()
     texts += [f"{a} {b}\n{c}" for a, b, c in zip(texts, texts[1:], texts[2:])]  # several sentences
     assert sum(decided(rules, t) is not None for t in texts) > 100
     for text in texts:
@@ -65,8 +75,8 @@ def test_packaged_rules_decide_as_the_sentence_by_sentence_search() -> None:
 
 def test_a_term_inside_a_longer_word_is_no_match() -> None:
     pattern = Pattern.compile("газ(а|ом)?", 6, {}, "test")
-    assert not pattern.present_in("газета не пришла, бензогаз дорогой.")
-    assert pattern.present_in("газета не пришла, пахнет газом!")
+    assert not in_text(pattern, "газета не пришла, бензогаз дорогой.")
+    assert in_text(pattern, "газета не пришла, пахнет газом!")
     assert pattern.find(Sentence.of("Бензогаз? Пахнет газом")) == "газом"
 
 
@@ -86,7 +96,7 @@ def test_index_rules_out_only_patterns_that_match_no_sentence() -> None:
     for index in (SentenceIndex(sentences), SentenceIndex(sentences, rules.words)):
         ruled_out = 0
         for pattern in patterns:
-            in_a_sentence = any(pattern.present_in(s.text) for s in sentences)
+            in_a_sentence = any(in_text(pattern, s.text) for s in sentences)
             if in_a_sentence:
                 assert index.possible(pattern), pattern.source
             if len(pattern.terms) == 1:
@@ -190,6 +200,25 @@ def test_a_term_that_can_match_nothing_ends_its_search_at_the_end_of_the_text() 
     for text in ("porazilo", "porazilo mnie", "", "a ", " prad", "pradem"):
         found, expected = _word_start_search(scan, text), term.search(text)
         assert (found and found.span()) == (expected and expected.span()), text
+
+
+def test_every_match_of_a_term_found_from_word_starts_is_its_finditer() -> None:
+    rules = UrgencyRules.default()
+    patterns = [p for rule in rules.rules for p in (*(p for _, p in rule.patterns), *rule.unless)]
+    sentences = [s.text for text in labelled_texts() for s in split_sentences(text)]
+    sentences += [f"{a} {b}" for a, b in zip(sentences, sentences[1:])]  # terms matching more than once
+    compared = found = 0
+    for pattern in patterns:
+        for scan, term in zip(pattern.scans, pattern.terms):
+            for text in sentences:
+                expected = [m.span() for m in term.finditer(text)]
+                assert [m.span() for m in _word_start_matches(scan, text)] == expected, (term.pattern, text)
+                compared += 1
+                found += len(expected) > 1
+    assert compared > 10_000 and found > 100
+    scan, term = re.compile(r"(?:(prad\w*)?)(?!\w)"), re.compile(r"(?<!\w)(?:(prad\w*)?)(?!\w)")  # empty matches
+    for text in ("porazilo", "porazilo mnie", "", "a ", " prad", "pradem prad"):
+        assert [m.span() for m in _word_start_matches(scan, text)] == [m.span() for m in term.finditer(text)], text
 
 
 def test_a_term_that_can_match_no_word_is_refused() -> None:
