@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 
 from gateway.adapters import Submitted, TemporaryFailure
 from gateway.blobs import BlobStore
-from gateway.inbound import Inbound, Receipt
+from gateway.inbound import Inbound, InboundAttachment, Receipt
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from normalizer.pipeline import NormalizationError, Normalizer
@@ -98,7 +98,7 @@ class Intake:
         Registrations keep the order of arrival."""
         try:
             while self._waiting:
-                if self._registrar is not None and self._stores_blobs(self._waiting[:self.max_batch]):
+                if self._registrar is not None and _stores_blobs(self._waiting[:self.max_batch], self.inline_original_max_bytes):
                     self._registered.clear()
                     await self._registered.wait()
                 batch = self._waiting[:self.max_batch]
@@ -121,14 +121,6 @@ class Intake:
         finally:
             self._registrar = None
             self._registered.set()
-
-    def _stores_blobs(self, batch: list[_Waiting]) -> bool:
-        """Whether preparing ``batch`` writes to the blob store (as ``_blobs_of`` decides, an
-        original's size alone telling whether it could be kept as text)."""
-        return any((inbound.raw is not None and inbound.raw_sha256 is None and inbound.raw_text is None
-                    and len(inbound.raw) > self.inline_original_max_bytes)
-                   or any(a.data is not None and a.sha256 is None for a in inbound.attachments)
-                   for inbound in (item.inbound for item in batch))
 
     async def _guarded(self, batch: list[_Waiting], stage: Awaitable[T]) -> T | None:
         try:
@@ -258,19 +250,40 @@ def _heavy(inbound: Inbound) -> bool:
     return len(inbound.html or "") > 200_000 or len(inbound.text or "") > 500_000
 
 
+def _unplaced_raw(inbound: Inbound) -> bytes | None:
+    """The raw original, if it is neither in the blob store nor kept as text yet."""
+    return inbound.raw if inbound.raw_sha256 is None and inbound.raw_text is None else None
+
+
+def _unstored_data(attachment: InboundAttachment) -> bytes | None:
+    return attachment.data if attachment.sha256 is None else None
+
+
+def _stores_blobs(batch: list[_Waiting], inline_max_bytes: int) -> bool:
+    """Whether preparing ``batch`` writes to the blob store (as ``_blobs_of`` decides, an
+    original's size alone telling whether it could be kept as text)."""
+    for inbound in (item.inbound for item in batch):
+        raw = _unplaced_raw(inbound)
+        if (raw is not None and len(raw) > inline_max_bytes) or any(_unstored_data(a) is not None for a in inbound.attachments):
+            return True
+    return False
+
+
 def _blobs_of(inbounds: list[Inbound], inline_max_bytes: int) -> list[tuple[Any, str, bytes]]:
     """Every raw original and attachment not stored yet: (object, attribute for its digest,
     data). A small original that is UTF-8 text is kept as ``raw_text`` instead."""
     pending: list[tuple[Any, str, bytes]] = []
     for inbound in inbounds:
-        if inbound.raw is not None and inbound.raw_sha256 is None and inbound.raw_text is None:
-            inbound.raw_text = _as_text(inbound.raw) if len(inbound.raw) <= inline_max_bytes else None
+        raw = _unplaced_raw(inbound)
+        if raw is not None:
+            inbound.raw_text = _as_text(raw) if len(raw) <= inline_max_bytes else None
             if inbound.raw_text is None:
-                pending.append((inbound, "raw_sha256", inbound.raw))
+                pending.append((inbound, "raw_sha256", raw))
         for attachment in inbound.attachments:
-            if attachment.data is not None and attachment.sha256 is None:
-                attachment.size = len(attachment.data)
-                pending.append((attachment, "sha256", attachment.data))
+            data = _unstored_data(attachment)
+            if data is not None:
+                attachment.size = len(data)
+                pending.append((attachment, "sha256", data))
     return pending
 
 

@@ -191,6 +191,18 @@ class HeldRegistrations:
         return await self.real_submit_many(complaints)
 
 
+def record_calls(owner: Any, method: str, what: Any) -> list[Any]:
+    """``owner.method`` replaced by itself recording ``what(argument)`` of each call, in the list returned."""
+    real, calls = getattr(owner, method), []
+
+    def recording(argument: Any) -> Any:
+        calls.append(what(argument))
+        return real(argument)
+
+    setattr(owner, method, recording)
+    return calls
+
+
 def submit_numbered(intake: Any, i: int, raw: bytes | None = None) -> asyncio.Future[Any]:
     return asyncio.ensure_future(intake.submit(Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
                                                        text=f"Нет связи в квартире номер {i}", raw=raw)))
@@ -222,14 +234,7 @@ async def test_a_message_handed_over_while_the_last_batch_registers_is_registere
 async def test_messages_are_prepared_while_earlier_ones_register_and_then_registered_together_in_order(
         make_config, start_gateway) -> None:
     client, intake, registry = await started(start_gateway, make_config())
-    real_normalize = intake.normalizer.normalize
-    normalized: list[str] = []
-
-    def counting(inbound: Inbound) -> Any:
-        normalized.append(inbound.message_id)
-        return real_normalize(inbound)
-
-    intake.normalizer.normalize = counting
+    normalized = record_calls(intake.normalizer, "normalize", lambda inbound: inbound.message_id)
     held = HeldRegistrations(registry)
     try:  # m-2, m-3 and m-4 each a batch of its own
         submitted = await submitted_while_the_first_registers(intake, held, 3)
@@ -246,14 +251,7 @@ async def test_messages_are_prepared_while_earlier_ones_register_and_then_regist
 async def test_messages_with_blobs_to_flush_gather_while_a_registration_is_under_way_and_share_one_flush(
         make_config, start_gateway) -> None:
     client, intake, registry = await started(start_gateway, make_config())
-    real_stage = intake.blobs.stage
-    staged: list[int] = []
-
-    def counting(items: list[bytes]) -> Any:
-        staged.append(len(items))
-        return real_stage(items)
-
-    intake.blobs.stage = counting
+    staged = record_calls(intake.blobs, "stage", len)  # messages per flush
     held = HeldRegistrations(registry)
     try:  # mail-sized originals: above the 1 KB kept in the complaint, so each a blob
         submitted = await submitted_while_the_first_registers(intake, held, 3, raw=b"x" * 2000)
