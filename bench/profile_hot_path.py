@@ -1,6 +1,6 @@
 """Where one request's CPU goes: a gateway process under load, sampled with py-spy.
 
-``python bench/profile_hot_path.py web|telegram|telegram_quiet|vk|smtp [--backend redis] [--seconds 10]``
+``python bench/profile_hot_path.py web|telegram|telegram_quiet|telegram_answering|vk|smtp [--backend redis] [--seconds 10]``
 starts a gateway with that door, loads it as the benchmarks do (wrk, or the SMTP load
 generator), samples the process with py-spy (``pip install py-spy``) and prints, per
 function of the gateway (and the libraries it calls most), the share of the event loop's
@@ -64,7 +64,7 @@ def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("door", choices=["web", "telegram", "telegram_quiet", "vk", "smtp"])
+    parser.add_argument("door", choices=["web", "telegram", "telegram_quiet", "telegram_answering", "vk", "smtp"])
     parser.add_argument("--backend", default="redis", choices=["redis", "sqlite"])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
@@ -92,9 +92,8 @@ def main() -> int:
             run_load(smtp, 16, 3)  # warm up: the language models load on first use
             load = lambda: run_load(smtp, 16, max(10, args.seconds * 10))
         else:
-            path = {"web": "/web/complaints", "telegram": "/channels/telegram/telegram",
-                    "telegram_quiet": "/channels/telegram/telegram_quiet", "vk": "/channels/vk/vk"}[args.door]
-            script = {"telegram": TELEGRAM_SCRIPT, "telegram_quiet": TELEGRAM_SCRIPT, "vk": VK_SCRIPT}.get(args.door)
+            path = "/web/complaints" if args.door == "web" else f"/channels/{args.door.partition('_')[0]}/{args.door}"
+            script = TELEGRAM_SCRIPT if args.door.startswith("telegram") else VK_SCRIPT if args.door == "vk" else None
             options = {"script": script} if script else {}
             env = {"BENCH_VK_USERS": str(RETURNING_VK_USERS)} if args.door == "vk" else None
             url = f"http://127.0.0.1:{server.port}{path}"

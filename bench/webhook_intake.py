@@ -7,7 +7,9 @@ the sender's name) go to the fake Telegram and VK servers of channels/social/fak
 a process of their own (``python bench/webhook_intake.py fakes TELEGRAM_PORT VK_PORT``), so
 the doors do everything they do in production. The row "no acknowledgement" runs the
 Telegram door with ``acknowledge: false``: the difference is the cost of answering the
-customer. VK rows: 200 returning users (names cached after the warm-up), and a new user
+customer; the row "acknowledged in the webhook response" answers with
+``acknowledge_in_webhook_response: true`` (the ``sendMessage`` call rides on the webhook's
+200, and Telegram makes it: no request of the gateway's own). VK rows: 200 returning users (names cached after the warm-up), and a new user
 every event (one users.get each, and vk-api allows 20 VK calls per second).
 """
 from __future__ import annotations
@@ -68,7 +70,8 @@ def wait_port(*ports: int, timeout: float = 30) -> None:
 
 def channels(telegram_api: str, vk_api: str) -> dict[str, Any]:
     """Both doors as docs/channels/telegram.md and vk.md set them up, their APIs the fakes.
-    ``telegram_quiet`` is the Telegram door once more without acknowledgements. The VK door
+    ``telegram_quiet`` is the Telegram door once more without acknowledgements, and
+    ``telegram_answering`` with them in the webhook's response. The VK door
     runs without acknowledgements: vk-api keeps a community's calls to VK's 20 per second,
     and 25 messages.send to an execute cap an acknowledging VK door at 500 complaints/s
     whatever the machine, below the load's rate (the backlog would outlast the run)."""
@@ -76,7 +79,8 @@ def channels(telegram_api: str, vk_api: str) -> dict[str, Any]:
                 "api_base_url": f"{telegram_api}/bot", "file_base_url": f"{telegram_api}/file/bot"}
     vk = {"adapter": "vk", "mode": "callback", "group_id": VK_GROUP, "access_token": VK_TOKEN, "secret": VK_SECRET,
           "confirmation_code": "bench-confirmation", "api_base_url": f"{vk_api}/method/", "acknowledge": False}
-    return {"telegram": telegram, "telegram_quiet": {**telegram, "acknowledge": False}, "vk": vk}
+    return {"telegram": telegram, "telegram_quiet": {**telegram, "acknowledge": False},
+            "telegram_answering": {**telegram, "acknowledge_in_webhook_response": True}, "vk": vk}
 
 
 PATH = "http://127.0.0.1:{port}/channels/"
@@ -118,6 +122,10 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
                 sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, no acknowledgement", server,
                                                     seconds, connections, PATH + "telegram/telegram_quiet",
                                                     script=TELEGRAM_SCRIPT, helpers=helpers)))
+                sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, acknowledged in the webhook "
+                                                    "response", server, seconds, connections,
+                                                    PATH + "telegram/telegram_answering", script=TELEGRAM_SCRIPT,
+                                                    helpers=helpers)))
             sides.append(("vk", vk_returning(f"webhook: vk, {backend}, 1 process, {RETURNING_VK_USERS} returning users",
                                              server, seconds, connections, helpers)))
             if backend == "redis":

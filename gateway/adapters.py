@@ -164,14 +164,15 @@ class Adapter:
         return True
 
     # -- intake -----------------------------------------------------------------------
-    async def deliver(self, inbound: Inbound) -> Submitted:
-        """Store and register ``inbound``; acknowledge the customer in the background.
+    async def deliver(self, inbound: Inbound, *, acknowledge: bool = True) -> Submitted:
+        """Store and register ``inbound``; acknowledge the customer in the background
+        (``acknowledge=False``: the door answers in its own protocol's response instead).
 
         Raises ``TemporaryFailure`` when the message could not be made durable: the
         adapter must then answer its protocol's "try again" (SMTP 451, HTTP 503).
         """
         submitted = await self.context.sink.submit(inbound)
-        if submitted.complaint is not None and self.should_acknowledge(submitted):
+        if acknowledge and submitted.complaint is not None and self.should_acknowledge(submitted):
             self.spawn(self._acknowledge_safely(submitted.receipt, submitted.complaint))
         return submitted
 

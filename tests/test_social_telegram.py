@@ -15,8 +15,9 @@ from channels.social.fakes import telegram as tg
 from channels.social.fakes.telegram import FakeTelegram
 from channels.social.fakes.testing import FlakySink, expected_acknowledgement, has_metric, wait_until
 from channels.social.telegram import SECRET_HEADER, plain_private_text
-from gateway.app import ADAPTERS
-from tests.conftest import registry_of
+from gateway.app import ADAPTERS, create_app
+from gateway.config import ConfigError, from_dict
+from tests.conftest import base_config, registry_of
 
 # the adapter silences this advice itself; pytest resets warning filters for each test
 pytestmark = [pytest.mark.filterwarnings("ignore:Please use 'Bot.getUpdates':telegram.warnings.PTBUserWarning"),
@@ -281,6 +282,62 @@ async def test_enabled_group_message_gets_a_public_acknowledgement(fake, make_co
     assert int(sent.params["chat_id"]) == -1001234567890
     assert new.registration_number in sent.params["text"] and "Anna" not in sent.params["text"]
     assert sent.params["text"] == expected_acknowledgement(client.server.app, new, public=True)
+
+
+async def test_acknowledgement_in_the_webhook_response_is_a_sendmessage_call_telegram_makes(fake, make_config,
+                                                                                           start_gateway):
+    client = await start_gateway(make_config(channels=tg_channel(fake, accept_groups=True,
+                                                                 acknowledge_in_webhook_response=True)))
+    update = tg.message_update(9030, ANNA, text="My internet has been down since Monday morning.", message_id=56)
+    resp = await client.post(PATH, json=update, headers=HEADERS)
+    assert resp.status == 200 and resp.content_type == "application/json"
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert await resp.json() == {"method": "sendMessage", "chat_id": 424242,
+                                 "text": expected_acknowledgement(client.server.app, new),
+                                 "reply_parameters": {"message_id": 56, "allow_sending_without_reply": True}}
+    assert new.registration_number in (await resp.json())["text"]
+
+    # a group message (read by python-telegram-bot, not the plain path): the public text, in the group
+    group = {"id": -1001234567890, "title": "Customers", "type": "supergroup"}
+    in_group = tg.message_update(9031, ANNA, text="Nobody answers the hotline, third day now.", chat=group, message_id=81)
+    answer = await (await client.post(PATH, json=in_group, headers=HEADERS)).json()
+    [second] = await registry_of(client).read_events("test", "c1")  # the events after the first
+    assert answer["chat_id"] == -1001234567890 and answer["reply_parameters"]["message_id"] == 81
+    assert answer["text"] == expected_acknowledgement(client.server.app, second, public=True)
+
+    await client.server.app[ADAPTERS]["telegram"].drain()  # nothing was sent in the background
+    assert [call.method for call in fake.calls if call.method == "sendMessage"] == []
+    assert await has_metric(client, 'complaint_gateway_acknowledgements_total{channel="telegram",result="in_webhook_response"} 2.0')
+
+
+async def test_a_redelivered_update_is_acknowledged_again_in_the_webhook_response(fake, make_config, start_gateway):
+    """Telegram sends an update again only when our answer, and the call in it, did not reach it."""
+    client = await start_gateway(make_config(channels=tg_channel(fake, acknowledge_in_webhook_response=True)))
+    update = tg.message_update(9032, ANNA, text="The TV box restarts every ten minutes.", message_id=57)
+    first, again = [await (await client.post(PATH, json=update, headers=HEADERS)).json() for _ in range(2)]
+    [new] = await registry_of(client).read_events("test", "c1")
+    assert first == again and new.registration_number in first["text"]
+    assert await has_metric(client, 'complaint_gateway_duplicate_total{channel="telegram"} 1.0')
+
+
+async def test_nothing_is_said_in_the_webhook_response_without_acknowledgements_or_a_complaint(fake, make_config,
+                                                                                               start_gateway):
+    quiet = await start_gateway(make_config(channels=tg_channel(fake, acknowledge=False,
+                                                                acknowledge_in_webhook_response=True)))
+    update = tg.message_update(9033, ANNA, text="The TV box restarts every ten minutes.")
+    resp = await quiet.post(PATH, json=update, headers=HEADERS)
+    assert (resp.status, await resp.text()) == (200, "ok")
+    answering = await start_gateway(make_config(channels=tg_channel(fake, acknowledge_in_webhook_response=True)))
+    start = tg.message_update(9034, ANNA, text="/start")  # greeted by its own sendMessage; no complaint
+    resp = await answering.post(PATH, json=start, headers=HEADERS)
+    assert (resp.status, await resp.text()) == (200, "ok")
+
+
+def test_acknowledging_in_the_webhook_response_needs_the_webhook_mode(tmp_path) -> None:
+    channel = {"adapter": "telegram", "token": "1:x", "mode": "polling", "acknowledge_in_webhook_response": True}
+    config = from_dict(base_config(tmp_path, channels={"telegram": channel}))
+    with pytest.raises(ConfigError, match=r"channels\.telegram\.acknowledge_in_webhook_response: False was expected"):
+        create_app(config)
 
 
 async def test_channel_posts_need_to_be_enabled(fake, make_config, start_gateway):

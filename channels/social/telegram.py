@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import warnings
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import aiohttp
@@ -39,7 +40,7 @@ from gateway.outbound import proxy_arguments
 from normalizer.schema import Complaint
 
 # getUpdates is called raw (each update parsed on its own, so one odd update cannot block
-# the poll), and so is sendMessage for texts (see ``_send_text``); PTB would otherwise
+# the poll), and so is sendMessage for texts (see ``_send_message``); PTB would otherwise
 # suggest its parsing wrappers on every call.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.(getUpdates|sendMessage)'", category=PTBUserWarning)
 
@@ -91,11 +92,13 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             "polling_timeout_seconds": {"type": "integer", "minimum": 0, "maximum": 50},
             "accept_groups": {"type": "boolean"},
             "accept_channels": {"type": "boolean"},
+            "acknowledge_in_webhook_response": {"type": "boolean"},
             "texts": {"type": "object", "additionalProperties": {
                 "type": "object", "additionalProperties": False,
                 "properties": {k: {"type": "string", "minLength": 1} for k in ("greeting", "contact_button", "contact_thanks")}}},
         },
         "if": {"properties": {"mode": {"const": "polling"}}, "required": ["mode"]},
+        "then": {"properties": {"acknowledge_in_webhook_response": {"const": False}}},  # no webhook to answer
         "else": {"required": ["secret_token"]},
     }
 
@@ -108,6 +111,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         self.max_body = int(s.get("max_body_bytes", 1024 * 1024))
         self.accept_groups = bool(s.get("accept_groups", False))
         self.accept_channels = bool(s.get("accept_channels", False))
+        self.acknowledge_in_response = bool(s.get("acknowledge_in_webhook_response", False))
         self.poll_timeout = int(s.get("polling_timeout_seconds", 25))
         timeout = float(s.get("api_timeout_seconds", 10.0))
         self._requests = (AiohttpBotRequest(timeout), AiohttpBotRequest(timeout, connections=1))
@@ -154,7 +158,9 @@ class TelegramAdapter(PushAdapter, PullAdapter):
 
     # -- webhook ----------------------------------------------------------------------
     async def webhook(self, request: web.Request) -> web.Response:
-        """Telegram's request: 200 once stored, 503 to be retried."""
+        """Telegram's request: 200 once stored, 503 to be retried. With
+        ``acknowledge_in_webhook_response`` the 200 carries the acknowledgement as a
+        ``sendMessage`` call, which Telegram makes itself (the Bot API's "reply to the webhook")."""
         given = request.headers.get(SECRET_HEADER)
         if not given:
             return reject(self, 401, "unsigned", "request without secret token")
@@ -170,10 +176,22 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         except MalformedPayload as exc:
             return reject(self, 400, "malformed", "malformed request", error=str(exc))
         try:
-            await self.handle_update(data, body)
+            submitted = await self.handle_update(data, body, acknowledge=not self.acknowledge_in_response)
         except TemporaryFailure:
             return web.Response(status=503, text="try again later", headers={"Retry-After": "30"})
+        if self.acknowledge_in_response and submitted is not None and self._answers_in_response(submitted):
+            assert submitted.complaint is not None  # _answers_in_response checked it
+            self.context.metrics.child(self.context.metrics.acknowledged, self.instance, "in_webhook_response").inc()
+            call = {"method": "sendMessage", **self._acknowledgement_params(submitted.receipt, submitted.complaint)}
+            return web.Response(body=orjson.dumps(call), content_type="application/json")
         return web.Response(text="ok")
+
+    def _answers_in_response(self, submitted: Submitted) -> bool:
+        """As ``should_acknowledge``, and a redelivery too: Telegram sends an update again
+        only when our answer did not reach it, so the acknowledgement in it was never made."""
+        if submitted.receipt.status == "duplicate":
+            submitted = Submitted(replace(submitted.receipt, status="new"), submitted.complaint)
+        return self.should_acknowledge(submitted)
 
     # -- polling ----------------------------------------------------------------------
     async def pull(self) -> None:
@@ -198,13 +216,14 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             await self.context.state.set_cursor(self.cursor_name, str(update_id + 1))
 
     # -- updates ----------------------------------------------------------------------
-    async def handle_update(self, data: dict[str, Any], raw: bytes) -> Submitted | None:
+    async def handle_update(self, data: dict[str, Any], raw: bytes, *, acknowledge: bool = True) -> Submitted | None:
         """Deliver one update (raises ``TemporaryFailure``); skip what is no complaint;
-        keep an update we cannot read as a dead letter."""
+        keep an update we cannot read as a dead letter. ``acknowledge=False``: the caller
+        acknowledges the complaint (in the webhook's response)."""
         key = str(data["update_id"])
         plain = plain_private_text(data)
         if plain is not None:  # most complaints: read without building python-telegram-bot's objects
-            return await self.deliver(self._plain_inbound(plain, key, raw))
+            return await self.deliver(self._plain_inbound(plain, key, raw), acknowledge=acknowledge)
         try:
             update = Update.de_json(data, self.bot)
             message = update.message or (update.channel_post if self.accept_channels else None)
@@ -225,7 +244,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
                 inbound = await self._inbound(message, key, raw)
         except Exception as exc:  # a message we cannot read is still kept
             inbound = self._not_understood(key, raw, exc)
-        submitted = await self.deliver(inbound)
+        submitted = await self.deliver(inbound, acknowledge=acknowledge)
         if inbound.meta.get("telegram_contact") == "own" and submitted.receipt.status != "duplicate":
             self.spawn(self._say(message, "contact_thanks", ReplyKeyboardRemove()))
         return submitted
@@ -347,10 +366,14 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             self.log.warning("message to the user failed", extra={"channel": self.instance, "what": what, "error": repr(exc)})
 
     async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
+        await self._send_message(self._acknowledgement_params(receipt, complaint))
+
+    def _acknowledgement_params(self, receipt: Receipt, complaint: Complaint) -> dict[str, Any]:
+        """``sendMessage``'s parameters for the acknowledgement: a reply to the customer's message."""
         meta = complaint.meta
         public = meta.get("telegram_chat_type") != "private"
         text = self.context.texts.render(complaint, receipt, door="chat", public=public)
-        await self._send_text(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"])
+        return _message_params(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"])
 
     def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
         """Never again when the bot may not write to the chat (blocked, kicked: 403), the chat
@@ -370,20 +393,25 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         complaint, privately to the user (it may hold personal data)."""
         meta = complaint.meta
         if meta.get("telegram_chat_type") == "private":
-            await self._send_text(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"])
+            await self._send_message(_message_params(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"]))
         elif complaint.reply_to is not None and complaint.reply_to.kind == "telegram":
-            await self._send_text(int(complaint.reply_to.value), text)
+            await self._send_message(_message_params(int(complaint.reply_to.value), text))
         else:
             raise ValueError("the complaint has no Telegram chat to answer in")
 
-    async def _send_text(self, chat_id: int, text: str, reply_to: int | None = None) -> None:
+    async def _send_message(self, params: dict[str, Any]) -> None:
         """``sendMessage``, its answer not read into python-telegram-bot's objects: the sent
         message (Telegram's answer quotes the customer's message in it too) is never used, and
         ``Message.de_json`` of it cost 60 µs or more per acknowledgement. Errors are PTB's."""
-        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
-        if reply_to is not None:
-            params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
         await self.bot.do_api_request("sendMessage", api_kwargs=params)
+
+
+def _message_params(chat_id: int, text: str, reply_to: int | None = None) -> dict[str, Any]:
+    """``sendMessage``'s parameters: ``text`` in the chat, a reply to ``reply_to`` when it is still there."""
+    params: dict[str, Any] = {"chat_id": chat_id, "text": text}
+    if reply_to is not None:
+        params["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
+    return params
 
 
 #: The fields of a message ``plain_private_text`` reads or may leave unread (``entities`` marks
