@@ -9,8 +9,9 @@ the doors do everything they do in production. The row "no acknowledgement" runs
 Telegram door with ``acknowledge: false``: the difference is the cost of answering the
 customer; the row "acknowledged in the webhook response" answers with
 ``acknowledge_in_webhook_response: true`` (the ``sendMessage`` call rides on the webhook's
-200, and Telegram makes it: no request of the gateway's own). VK rows: 200 returning users (names cached after the warm-up), and a new user
-every event (one users.get each, and vk-api allows 20 VK calls per second).
+200, and Telegram makes it: no request of the gateway's own). VK rows: 200 returning
+users (names cached after the warm-up), and a new user every event (one users.get each,
+and vk-api allows 20 VK calls per second).
 """
 from __future__ import annotations
 
