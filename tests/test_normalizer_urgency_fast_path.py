@@ -171,6 +171,28 @@ def test_folding_drops_accents_of_latin_letters_only_as_the_letter_by_letter_ref
     assert fold("Zażółć gęślą jaźń") == "zazolc gesla jazn" and fold("Йод и ёлка") == "йод и елка"
 
 
+def test_the_patterns_written_to_begin_with_a_character_class_find_what_their_plain_forms_find() -> None:
+    """``re`` skips ahead to a pattern's first character class, not to an alternation of
+    classes or past a lookbehind; the rewritten patterns must match where the plain ones do."""
+    import random
+
+    from normalizer.urgency_rules import _COMBINING, _LATIN_ACCENTS, _MARK_AT_BREAK, _SENTENCE_END
+
+    plain_sentence_end = re.compile(r"[.!?…]\s+|[\n;]+")
+    plain_latin_accents = re.compile(f"(?<=[\\x00-\\u024f])[{_COMBINING}]+")
+    plain_mark_at_break = re.compile(f"[\\s;.!?…][{_COMBINING}]")  # two characters: the break and the mark
+
+    rnd = random.Random(5)
+    alphabet = "ab Яй.!?…;\n\t\u00a0\u2028e\u0301\u0308\u0306\u0483\u20dd\u0250ǅ"
+    samples = ["Нет света. Нет воды!\n\n;Газ", "x.\n;\n y", "a;. b", "Hi!! there", "e\u0301\u0308 и\u0306 \u0301x", ""]
+    samples += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 24))) for _ in range(20000)]
+    for text in samples:
+        assert [m.span() for m in _SENTENCE_END.finditer(text)] == [m.span() for m in plain_sentence_end.finditer(text)], repr(text)
+        assert [m.span() for m in _LATIN_ACCENTS.finditer(text)] == [m.span() for m in plain_latin_accents.finditer(text)], repr(text)
+        assert [m.end() for m in _MARK_AT_BREAK.finditer(text)] == [m.end() for m in plain_mark_at_break.finditer(text)], repr(text)
+    assert [m.group() for m in _SENTENCE_END.finditer("Нет света. Нет воды!\n\n;Газ")] == [". ", "!\n\n", ";"]
+
+
 def test_sentences_are_folded_as_each_sentence_alone() -> None:
     import random
     import re
