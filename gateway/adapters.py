@@ -176,10 +176,13 @@ class Adapter:
             self.spawn(self._acknowledge_safely(submitted.receipt, submitted.complaint))
         return submitted
 
-    def should_acknowledge(self, submitted: Submitted) -> bool:
+    def should_acknowledge(self, submitted: Submitted, *, in_response: bool = False) -> bool:
+        """Whether the customer is told (``in_response``: in the door's own response to this
+        delivery, which a redelivery is answered in too)."""
         complaint = submitted.complaint
+        receipt = submitted.receipt
         return (
-            submitted.receipt.answers_customer
+            (receipt.answers_in_response if in_response else receipt.answers_customer)
             and complaint is not None
             and not complaint.auto_submitted
             and "acknowledge" in self.capabilities

@@ -129,9 +129,8 @@ class SharedRateLimiter:
 
     async def _take_many(self, keys: list[str]) -> list[bool | Exception]:
         take = self.take
+        assert take is not None  # allow() batches only with it
         try:
-            if take is None:  # allow() does not batch without it
-                raise RuntimeError("no shared buckets")
             return list(await take([f"{self.name}:{key}" for key in keys], self.local.rate, self.local.capacity))
         except Exception as exc:  # the registry is down: the limit still holds, per process
             now = time.monotonic()

@@ -196,3 +196,9 @@ class Receipt:
     def answers_customer(self) -> bool:
         """Whether the customer should be told: never for redeliveries or robots."""
         return self.status in ("new", "follow_up", "repeat")
+
+    @property
+    def answers_in_response(self) -> bool:
+        """``answers_customer`` for a door that answers inside its own response (TwiML, a
+        webhook's answer): a redelivery too, because the answer to the first one did not arrive."""
+        return self.answers_customer or self.status == "duplicate"

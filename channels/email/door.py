@@ -84,13 +84,13 @@ class MailDoor(Adapter):
                 inbound.text = text
         return inbound
 
-    def should_acknowledge(self, submitted: Submitted) -> bool:
+    def should_acknowledge(self, submitted: Submitted, *, in_response: bool = False) -> bool:
         complaint = submitted.complaint
         if complaint is not None and complaint.meta.get("door") == "fax":
             return False  # the fax gateway's address is not the customer's: nothing to answer by mail
         if complaint is not None and complaint.meta.get("received_in_other_mailbox"):
             return False
-        return super().should_acknowledge(submitted) and self.sender.relay is not None
+        return super().should_acknowledge(submitted, in_response=in_response) and self.sender.relay is not None
 
     async def acknowledge(self, receipt: Receipt, complaint: Complaint) -> None:
         texts = self.context.texts

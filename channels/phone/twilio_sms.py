@@ -162,8 +162,7 @@ class TwilioSmsAdapter(TwilioAdapter):
         """The TwiML reply: the number for a complaint, nothing for a merged part or a robot."""
         response = MessagingResponse()
         receipt, complaint = submitted.receipt, submitted.complaint
-        answers = receipt.answers_customer or receipt.status == "duplicate"  # a redelivery is answered the same way
-        if self.reply and answers and complaint is not None and not complaint.auto_submitted and not merged:
+        if self.reply and receipt.answers_in_response and complaint is not None and not complaint.auto_submitted and not merged:
             response.message(self.context.texts.render(complaint, receipt, door="sms"))
         return response
 

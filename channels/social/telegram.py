@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import json
 import warnings
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import aiohttp
@@ -179,19 +178,13 @@ class TelegramAdapter(PushAdapter, PullAdapter):
             submitted = await self.handle_update(data, body, acknowledge=not self.acknowledge_in_response)
         except TemporaryFailure:
             return web.Response(status=503, text="try again later", headers={"Retry-After": "30"})
-        if self.acknowledge_in_response and submitted is not None and self._answers_in_response(submitted):
-            assert submitted.complaint is not None  # _answers_in_response checked it
+        # a redelivery is answered too: Telegram sends an update again only when our answer did not reach it
+        if self.acknowledge_in_response and submitted is not None and self.should_acknowledge(submitted, in_response=True):
+            assert submitted.complaint is not None  # should_acknowledge checked it
             self.context.metrics.child(self.context.metrics.acknowledged, self.instance, "in_webhook_response").inc()
             call = {"method": "sendMessage", **self._acknowledgement_params(submitted.receipt, submitted.complaint)}
             return web.Response(body=orjson.dumps(call), content_type="application/json")
         return web.Response(text="ok")
-
-    def _answers_in_response(self, submitted: Submitted) -> bool:
-        """As ``should_acknowledge``, and a redelivery too: Telegram sends an update again
-        only when our answer did not reach it, so the acknowledgement in it was never made."""
-        if submitted.receipt.status == "duplicate":
-            submitted = Submitted(replace(submitted.receipt, status="new"), submitted.complaint)
-        return self.should_acknowledge(submitted)
 
     # -- polling ----------------------------------------------------------------------
     async def pull(self) -> None:

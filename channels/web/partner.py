@@ -314,10 +314,10 @@ class PartnerApiAdapter(PushAdapter):
         }
 
     # -- callback -----------------------------------------------------------------------
-    def should_acknowledge(self, submitted: Submitted) -> bool:
+    def should_acknowledge(self, submitted: Submitted, *, in_response: bool = False) -> bool:
         complaint = submitted.complaint
         org = self.by_id.get(complaint.submitted_by.organisation) if complaint and complaint.submitted_by else None
-        return super().should_acknowledge(submitted) and org is not None and bool(org.callback_url)
+        return super().should_acknowledge(submitted, in_response=in_response) and org is not None and bool(org.callback_url)
 
     def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
         """Never: ``acknowledge`` retries the callback itself, as the channel's ``callback_*``
