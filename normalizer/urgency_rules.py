@@ -17,7 +17,7 @@ import re._constants as re_constants
 import re._parser as re_parser
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -212,22 +212,24 @@ class SentenceIndex:
             key = id(term)
             found = self._found.get(key)
             if found is None:
-                gated = words.gated.get(key) if words is not None else None
-                needed = words.needed.get(key) if words is not None else None
-                if gated is not None and gated[1].isdisjoint(self.gates_open):
-                    found = False  # not one of the words the term must begin with is in the text
-                elif gated is not None and gated[0]:
-                    found = True  # the term is one word, and that word is in the text
-                elif needed is not None and not any(alternative <= self.gates_open for alternative in needed):
-                    found = False  # every alternative needs a whole word the text does not hold
+                plan = words.plans.get(key) if words is not None else None
+                if plan is not None and not plan[0].isdisjoint(self.gates_open):
+                    found = True  # an alternative that is one whole word is in the text
+                elif plan is not None and (plan[1].isdisjoint(self.gates_open)
+                                           or not any(alternative <= self.gates_open for alternative in plan[2])):
+                    found = False  # every other alternative needs a whole word the text does not hold
                 else:
                     joinable = pattern.joinable[i] if pattern.joinable else _found_in_joined_text(term)
                     found = not joinable or (
-                        _word_start_match(pattern.scans[i], self.text) if pattern.scans else term.search(self.text) is not None)
+                        bool(_word_start_spans(pattern.scans[i], self.text, first=True)) if pattern.scans
+                        else term.search(self.text) is not None)
                 self._found[key] = found
             if not found:
                 return False
         return True
+
+
+_NO_GATES: frozenset[int] = frozenset()
 
 
 class WordTerms:
@@ -244,21 +246,25 @@ class WordTerms:
         gate_ids: dict[str, int] = {}
         #: The terms, kept alive: the look-ups below are by ``id(term)`` (see ``SentenceIndex``).
         self.terms = list(dict.fromkeys(terms))
-        #: id(term) -> (exact, the gates one of which it needs)
-        self.gated: dict[int, tuple[bool, frozenset[int]]] = {}
-        #: id(term) -> per alternative, the gates of all the whole words it needs (not only its first)
-        self.needed: dict[int, tuple[frozenset[int], ...]] = {}
+        #: id(term) -> the gates one of which it needs (its alternatives' first words)
+        self.gated: dict[int, frozenset[int]] = {}
+        #: id(term) -> what a text must hold for it to match: (the gates of its alternatives
+        #: that are one whole word and nothing else; the first words of the others; per other
+        #: alternative, the gates of every whole word it needs, not only its first)
+        self.plans: dict[int, tuple[frozenset[int], frozenset[int], tuple[frozenset[int], ...]]] = {}
+        def gate(source: str) -> int:
+            return gate_ids.setdefault(source, len(gate_ids))
+
         for term in self.terms:
-            plan = _gates_of(_inner(term))
-            if plan is None:
-                continue
-            exact, sources = plan
-            ids = frozenset(gate_ids.setdefault(source, len(gate_ids)) for source in sources)
-            self.gated[id(term)] = (exact, ids)
+            gates = _gates_of(_inner(term))
             words = _words_of_alternatives(_inner(term))
-            if not exact and words is not None and any(len(alternative) > 1 for alternative in words):
-                self.needed[id(term)] = tuple(frozenset(gate_ids.setdefault(word, len(gate_ids)) for word in alternative)
-                                          for alternative in words)
+            if gates is None or words is None:
+                continue  # some alternative does not begin with one whole word
+            others = [i for i, (_, whole) in enumerate(gates) if not whole]
+            self.gated[id(term)] = frozenset(gate(first) for first, _ in gates)
+            self.plans[id(term)] = (frozenset(gate(first) for first, whole in gates if whole),
+                                    frozenset(gate(gates[i][0]) for i in others),
+                                    tuple(frozenset(gate(word) for word in words[i]) for i in others))
         self.gates = [re.compile(source) for source in gate_ids]
         self.max_words = max_words
         self._by_first: dict[str, list[int]] = {}
@@ -275,11 +281,12 @@ class WordTerms:
     def of_word(self, word: str) -> frozenset[int]:
         known = self._words.get(word)
         if known is None:
-            candidates = self._by_first.get(word[0], [])
-            known = frozenset(i for i in (*candidates, *self._any_first) if self.gates[i].fullmatch(word))
-            if len(self._words) >= self.max_words:
-                self._words.clear()
-            self._words[word] = known
+            candidates = self._by_first.get(word[0], ())
+            known = frozenset(i for i in (*candidates, *self._any_first) if self.gates[i].fullmatch(word)) or _NO_GATES
+            if not word[0].isdigit():  # numbers (contracts, dates, amounts) seldom come again: not remembered
+                if len(self._words) >= self.max_words:
+                    self._words.clear()
+                self._words[word] = known
         return known
 
     def gates_in(self, text: str) -> frozenset[int]:
@@ -378,14 +385,14 @@ def _stretches_of(source: str) -> list[list[str]] | None:
     return result
 
 
-def _gates_of(source: str) -> tuple[bool, list[str]] | None:
-    """(exact, gates) of a term: the one-word regular expressions one of which must match a
-    whole word of any text the term matches (each alternative's first stretch); exact when
-    the term is nothing but them. None when some alternative does not begin with one whole word."""
+def _gates_of(source: str) -> list[tuple[str, bool]] | None:
+    """The gates of a term: per alternative, its first stretch, a one-word regular expression
+    that must match a whole word of any text the alternative matches, and whether it is the
+    whole alternative. None when some alternative does not begin with one whole word."""
     stretches = _stretches_of(source)
     if stretches is None or not all(_one_word(alternative[0]) for alternative in stretches):
         return None
-    return all(len(alternative) == 1 for alternative in stretches), [alternative[0] for alternative in stretches]
+    return [(alternative[0], len(alternative) == 1) for alternative in stretches]
 
 
 def _words_of_alternatives(source: str) -> list[list[str]] | None:
@@ -490,29 +497,24 @@ def _first_of_sequence(items: list[Any]) -> frozenset[str] | None:
     return None  # the whole pattern can match nothing: no first letter to rely on
 
 
-def _word_start_matches(scan: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
-    r"""The matches of ``scan`` (a term without its leading ``(?<!\w)``) in ``text`` that start
-    a word: the term's own ``finditer``, found faster, because ``re`` skips to the possible
-    first letters only in a pattern that does not begin with a lookbehind. At the same start
-    both patterns try the same alternatives in the same order, so each match is the term's,
-    end included."""
+def _word_start_spans(scan: re.Pattern[str], text: str, first: bool = False) -> list[tuple[int, int]]:
+    r"""The spans of the matches of ``scan`` (a term without its leading ``(?<!\w)``) in
+    ``text`` that start a word (only the first with ``first``): the spans of the term's own
+    ``finditer``, found faster, because ``re`` skips to the possible first letters only in a
+    pattern that does not begin with a lookbehind. At the same start both patterns try the
+    same alternatives in the same order, so each match is the term's, end included."""
+    spans: list[tuple[int, int]] = []
     pos, end = 0, len(text)
     while pos <= end and (m := scan.search(text, pos)) is not None:  # past the end, search starts at the end again
         start, stop = m.span()
         if not start or not _WORD_CHAR.match(text, start - 1):
-            yield m
+            spans.append((start, stop))
+            if first:
+                break
             pos = stop if stop > start else stop + 1  # after an empty match, finditer moves on one
         else:
             pos = start + 1
-
-
-def _word_start_search(scan: re.Pattern[str], text: str) -> re.Match[str] | None:
-    """The first of ``_word_start_matches``: the term's ``search``."""
-    return next(_word_start_matches(scan, text), None)
-
-
-def _word_start_match(scan: re.Pattern[str], text: str) -> bool:
-    return _word_start_search(scan, text) is not None
+    return spans
 
 
 def _word_number(position: tuple[int, int, int]) -> int:
@@ -555,7 +557,7 @@ class Pattern:
     source: str
     terms: tuple[re.Pattern[str], ...]
     window: int
-    #: The terms without their leading ``(?<!\w)``, for the quick check (see ``_word_start_match``).
+    #: The terms without their leading ``(?<!\w)``, for the quick check (see ``_word_start_spans``).
     scans: tuple[re.Pattern[str], ...] = ()
     #: Per term, ``_found_in_joined_text`` worked out once.
     joinable: tuple[bool, ...] = ()
@@ -584,11 +586,14 @@ class Pattern:
         """The matched stretch of the sentence, or None."""
         text = sentence.text
         if len(self.terms) == 1:  # any match is within the window: the first one is the answer
-            m = _word_start_search(self.scans[0], text) if self.scans else self.terms[0].search(text)
+            if self.scans:
+                found = _word_start_spans(self.scans[0], text, first=True)
+                return text[found[0][0]:found[0][1]] if found else None
+            m = self.terms[0].search(text)
             return None if m is None else text[m.start():m.end()]
-        spans = []
+        spans: list[list[tuple[int, int]]] = []
         for i, term in enumerate(self.terms):  # most sentences miss a term: the first missing one ends it
-            found = [m.span() for m in (_word_start_matches(self.scans[i], text) if self.scans else term.finditer(text))]
+            found = _word_start_spans(self.scans[i], text) if self.scans else [m.span() for m in term.finditer(text)]
             if not found:
                 return None
             spans.append(found)
@@ -676,7 +681,7 @@ class UrgencyRules:
                     self._let_in.setdefault(gate, []).append((r, i))
 
     def _gates_of_pattern(self, pattern: Pattern) -> frozenset[int] | None:
-        needed = [self.words.gated[id(t)][1] for t in pattern.terms if id(t) in self.words.gated]
+        needed = [self.words.gated[id(t)] for t in pattern.terms if id(t) in self.words.gated]
         return min(needed, key=len) if needed else None
 
     def classify(self, text: str) -> RuleMatch | None:
