@@ -235,11 +235,11 @@ _NO_GATES: frozenset[int] = frozenset()
 class WordTerms:
     """Most terms are alternatives that each begin with one whole word: ``нет``,
     ``отключ\\w*``, ``не работает`` (which begins with ``не``). Such a term can only match a
-    text that holds one of those first words (its *gates*); a term whose alternatives are
-    all single words matches exactly when one is there. Which gates a word opens is learned
+    text that holds one of those first words (its *gates*); a term with an alternative that
+    is a single word matches when that word is there. Which gates a word opens is learned
     once per distinct word (trying only the gates that can begin with its first letter),
     then it is a dictionary look-up: the terms of most complaints are ruled out without one
-    regular-expression search."""
+    regular-expression search. Numbers are not remembered: each complaint brings its own."""
 
     def __init__(self, terms: list[re.Pattern[str]], max_words: int = 200_000) -> None:
         self.gates: list[re.Pattern[str]] = []
@@ -252,6 +252,7 @@ class WordTerms:
         #: that are one whole word and nothing else; the first words of the others; per other
         #: alternative, the gates of every whole word it needs, not only its first)
         self.plans: dict[int, tuple[frozenset[int], frozenset[int], tuple[frozenset[int], ...]]] = {}
+
         def gate(source: str) -> int:
             return gate_ids.setdefault(source, len(gate_ids))
 
