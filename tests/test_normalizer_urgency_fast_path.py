@@ -355,3 +355,24 @@ def test_numbers_are_not_remembered_as_words() -> None:
         assert decided(rules, f"Договор {n * 7919}: нет света") == ("total_loss_of_service", "high", "нет света")
     assert decided(rules, "Не могу дозвониться на 112, пахнет газом")[1] == "immediate"  # type: ignore[index]
     assert sorted(rules.words._words) == sorted(["газом", "дозвониться", "договор", "могу", "на", "не", "нет", "пахнет", "света"])
+
+
+def test_a_term_with_a_one_word_alternative_in_the_text_is_possible_without_a_search() -> None:
+    rules = UrgencyRules.from_config({"rules": [
+        {"name": "outage_test", "level": "high", "patterns": {"ru": ["(нет|не работает) + свет\\w*"]}}]})
+    pattern = next(p for rule in rules.rules if rule.name == "outage_test" for _, p in rule.patterns)
+    first = Pattern(pattern.source, pattern.terms[:1], pattern.window, pattern.scans[:1], pattern.joinable[:1])
+    whole, others, words = rules.words.plans[id(first.terms[0])]
+    assert (len(whole), len(others), len(words), len(words[0])) == (1, 1, 1, 2)  # "нет"; "не" of "не работает"
+
+    def possible(text: str, searchable: bool) -> bool:
+        index = SentenceIndex(split_sentences(text), rules.words)
+        if not searchable:
+            index.text = ""  # what a search reads: an answer that needs one comes out False
+        return index.possible(first)
+
+    assert possible("Нет света третий день", searchable=False)  # "нет" is a whole alternative: no search
+    assert not possible("Не горит свет", searchable=True)  # "не" without "работает": ruled out by the words
+    assert not possible("Не работает свет", searchable=False) and possible("Не работает свет", searchable=True)
+    for text in ("Нет света третий день", "Не горит свет", "Не работает свет", "Свет не работает? Нет."):
+        assert decided(rules, text) == slow_classify(rules, text), text
