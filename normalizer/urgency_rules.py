@@ -161,10 +161,20 @@ class Sentence:
 
 
 def split_sentences(text: str) -> list[Sentence]:
+    return _split_folded(*_folded(text))
+
+
+def _folded(text: str) -> tuple[str, bool]:
+    """The text casefolded, folded whole when its sentences fold as they would alone (then
+    True: its words are its sentences' words)."""
     folded = text.casefold()  # folding twice changes nothing: the sentences fold as they would alone
     whole = _BEYOND_CASE.search(folded) is None  # most texts: folding is lower case and one space
     if not whole and _MARK_AT_BREAK.search(folded) is None:
         folded, whole = _fold_beyond_case(folded), True
+    return folded, whole
+
+
+def _split_folded(folded: str, whole: bool) -> list[Sentence]:
     parts, start = [], 0
     for end in _SENTENCE_END.finditer(folded):
         cut = end.start() + 1 if folded[end.start()] in ".!?…" else end.start()
@@ -199,12 +209,16 @@ class SentenceIndex:
     complaints) before they are tried sentence by sentence. ``WordTerms`` answers for most
     terms from the text's words alone; the others are searched once."""
 
-    def __init__(self, sentences: list[Sentence], words: WordTerms | None = None) -> None:
+    def __init__(self, sentences: list[Sentence], words: WordTerms | None = None,
+                 gates_open: frozenset[int] | None = None) -> None:
+        """``gates_open``: the gates the sentences' words open, when already known."""
         self.text = "\n".join(s.text for s in sentences)
         #: per term (by ``id``: hashing a compiled pattern hashes its whole program, about 1 µs)
         self._found: dict[int, bool] = {}
         self._words = words
-        self.gates_open = words.gates_in(self.text) if words is not None else frozenset()
+        if gates_open is None:
+            gates_open = words.gates_in(self.text) if words is not None else frozenset()
+        self.gates_open = gates_open
 
     def possible(self, pattern: Pattern) -> bool:
         words = self._words
@@ -686,8 +700,14 @@ class UrgencyRules:
         return min(needed, key=len) if needed else None
 
     def classify(self, text: str) -> RuleMatch | None:
-        sentences = split_sentences(text[: self.max_chars])
-        index = SentenceIndex(sentences, self.words)
+        folded, whole = _folded(text[: self.max_chars])
+        gates_open = None
+        if whole:  # the text's words are its sentences': a text no pattern can match is not cut
+            gates_open = self.words.gates_in(folded)
+            if not self._ungated and all(gate not in self._let_in for gate in gates_open):
+                return None
+        sentences = _split_folded(folded, whole)
+        index = SentenceIndex(sentences, self.words, gates_open)
         # a pattern can only match when one of the gates its rarest gated term needs is open
         chosen: dict[int, set[int]] = {r: set(ungated) for r, ungated in self._ungated.items()}
         for gate in index.gates_open:

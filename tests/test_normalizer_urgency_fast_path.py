@@ -376,3 +376,16 @@ def test_a_term_with_a_one_word_alternative_in_the_text_is_possible_without_a_se
     assert not possible("Не работает свет", searchable=False) and possible("Не работает свет", searchable=True)
     for text in ("Нет света третий день", "Не горит свет", "Не работает свет", "Свет не работает? Нет."):
         assert decided(rules, text) == slow_classify(rules, text), text
+
+
+def test_a_text_no_pattern_can_match_is_not_cut_into_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
+    import normalizer.urgency_rules as module
+
+    cut: list[str] = []
+    split_folded = module._split_folded
+    monkeypatch.setattr(module, "_split_folded", lambda folded, whole: cut.append(folded) or split_folded(folded, whole))
+    rules = UrgencyRules.default()
+    assert rules.classify("Hi, my bill for March is wrong. Please check it.") is None
+    assert cut == []
+    assert decided(rules, "Нет света третий день. Пахнет газом!") == ("gas_smell", "immediate", "пахнет газом")
+    assert cut == ["нет света третий день. пахнет газом!"]
