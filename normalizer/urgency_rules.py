@@ -165,8 +165,9 @@ def split_sentences(text: str) -> list[Sentence]:
 
 
 def _folded(text: str) -> tuple[str, bool]:
-    """The text casefolded, folded whole when its sentences fold as they would alone (then
-    True: its words are its sentences' words)."""
+    """The text casefolded (folded whole, accents off, when that gives what folding each
+    sentence alone gives), and whether it is folded whole: then its words are its
+    sentences' words; otherwise ``_split_folded`` folds each sentence alone."""
     folded = text.casefold()  # folding twice changes nothing: the sentences fold as they would alone
     whole = _BEYOND_CASE.search(folded) is None  # most texts: folding is lower case and one space
     if not whole and _MARK_AT_BREAK.search(folded) is None:
