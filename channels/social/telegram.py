@@ -366,7 +366,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         meta = complaint.meta
         public = meta.get("telegram_chat_type") != "private"
         text = self.context.texts.render(complaint, receipt, door="chat", public=public)
-        return _message_params(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"])
+        return _reply_params(meta, text)
 
     def acknowledgement_retry_delay(self, error: Exception, backoff: float) -> float | None:
         """Never again when the bot may not write to the chat (blocked, kicked: 403), the chat
@@ -386,7 +386,7 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         complaint, privately to the user (it may hold personal data)."""
         meta = complaint.meta
         if meta.get("telegram_chat_type") == "private":
-            await self._send_message(_message_params(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"]))
+            await self._send_message(_reply_params(meta, text))
         elif complaint.reply_to is not None and complaint.reply_to.kind == "telegram":
             await self._send_message(_message_params(int(complaint.reply_to.value), text))
         else:
@@ -397,6 +397,11 @@ class TelegramAdapter(PushAdapter, PullAdapter):
         message (Telegram's answer quotes the customer's message in it too) is never used, and
         ``Message.de_json`` of it cost 60 µs or more per acknowledgement. Errors are PTB's."""
         await self.bot.do_api_request("sendMessage", api_kwargs=params)
+
+
+def _reply_params(meta: dict[str, Any], text: str) -> dict[str, Any]:
+    """``sendMessage``'s parameters for ``text`` as a reply to the customer's message (``meta``: its complaint's)."""
+    return _message_params(meta["telegram_chat_id"], text, reply_to=meta["telegram_message_id"])
 
 
 def _message_params(chat_id: int, text: str, reply_to: int | None = None) -> dict[str, Any]:
