@@ -1,4 +1,4 @@
-"""The Redis registry's submit script: what one call does when its arguments are broken."""
+"""The Redis registry's submit script: what one call does when its arguments are broken, or many."""
 from __future__ import annotations
 
 import pytest
@@ -45,5 +45,29 @@ async def test_a_registration_written_with_its_first_message_in_the_list_reads_t
             ("new", first.complaint_id), ("repeat", again.complaint_id)]
         state = await reg.registration_state("2026-000001")
         assert state is not None and list(state["kinds"].items()) == [(first.complaint_id, "new"), (again.complaint_id, "repeat")]
+    finally:
+        await reg.close()
+
+
+async def test_a_batch_past_luas_unpack_limit_reads_and_writes_every_identity_and_receipt(redis_url: str) -> None:
+    """The script reads a whole batch's receipts and identities, and writes what it adds to
+    them and to the timeline, in commands of at most 1 000 values: Lua's ``unpack`` refuses
+    about 8 000. 2 100 new customers with two identities each make 8 400 values to write."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        batch = [complaint(f"Жалоба {i}: нет связи", ids=[("phone", f"+7916{i:07d}"), ("email", f"c{i}@example.com")],
+                           message_id=f"m-{i}") for i in range(2100)]
+        receipts = await reg.submit_many(batch)
+        assert [r.registration_number for r in receipts] == [f"2026-{i:06d}" for i in range(1, 2101)]  # type: ignore[union-attr]
+        assert await reg.r.hlen("cgtest:identity") == 4200
+        assert await reg.r.hlen("cgtest:receipts") == await reg.r.zcard("cgtest:timeline") == 2100
+        customers = {r.customer_id for r in receipts}  # type: ignore[union-attr]
+        assert len(customers) == 2100
+        later = complaint("Снова нет связи", ids=[("email", "c2099@example.com")])
+        again = await reg.submit_many([complaint("Ещё раз", ids=[("email", "c2099@example.com")], message_id="m-2099"), later])
+        assert [r.status for r in again] == ["duplicate", "new"]  # type: ignore[union-attr]
+        assert again[1].customer_id == receipts[2099].customer_id  # type: ignore[union-attr]
+        assert [m.id for m in await reg.list_messages(limit=3)] == [later.id, batch[2099].id, batch[2098].id]
     finally:
         await reg.close()

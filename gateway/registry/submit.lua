@@ -50,10 +50,31 @@ local function next_number(name)
   return value
 end
 
+-- The receipts and identities hashes are read once per call, for the whole batch, and what
+-- the batch adds to them and to the timeline is written once at its end: these tables hold
+-- what was read and what is added meanwhile (false: not there).
+local receipts, identity = {}, {}
+local receipts_written, identities_written, timeline = {}, {}, {}
+
+-- Commands with many arguments are sent in chunks (Lua's unpack() has a limit).
+local CHUNK = 1000
+local function read_fields(key, fields, into)
+  for first = 1, #fields, CHUNK do
+    local last = math.min(first + CHUNK - 1, #fields)
+    local values = redis.call('HMGET', key, unpack(fields, first, last))
+    for i = first, last do into[fields[i]] = values[i - first + 1] end
+  end
+end
+local function write_all(command, key, values)
+  for first = 1, #values, CHUNK do
+    redis.call(command, key, unpack(values, first, math.min(first + CHUNK - 1, #values)))
+  end
+end
+
 -- position: the complaint's place in the timeline
 local function submit(a, template, position)
-  local receipt_field = a.channel .. "\n" .. a.message_id
-  local previous = redis.call('HGET', P .. 'receipts', receipt_field)
+  local receipt_field = a.receipt_field
+  local previous = receipts[receipt_field]
   if previous then
     return {'duplicate', previous}
   end
@@ -61,7 +82,7 @@ local function submit(a, template, position)
   -- one customer across doors ------------------------------------------------------------
   local owners, seen, unknown = {}, {}, {}
   for _, key in ipairs(a.identities) do
-    local cid = redis.call('HGET', P .. 'identity', key)
+    local cid = identity[key]
     if cid then
       cid = current(cid)
       if not seen[cid] then
@@ -98,12 +119,11 @@ local function submit(a, template, position)
     end
   end
   if #unknown > 0 then  -- one command each for all the new identities
-    local pairs_ = {}
     for _, key in ipairs(unknown) do
-      pairs_[#pairs_ + 1] = key
-      pairs_[#pairs_ + 1] = customer
+      identity[key] = customer
+      identities_written[#identities_written + 1] = key
+      identities_written[#identities_written + 1] = customer
     end
-    redis.call('HSET', P .. 'identity', unpack(pairs_))
     redis.call('SADD', P .. 'customer:' .. customer .. ':identities', unpack(unknown))
   end
 
@@ -186,23 +206,32 @@ local function submit(a, template, position)
   if number and kind ~= 'new' then  -- a registration's first message is its hash's complaint_id
     redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
   end
-  redis.call('ZADD', P .. 'timeline', position, a.id)
+  timeline[#timeline + 1] = position
+  timeline[#timeline + 1] = a.id
   if kind ~= 'automatic' then
     redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
                'complaint_id', a.id, 'complaint', body)
   end
   local receipt = cjson.encode({status = kind, registration_number = number or null, customer_id = customer,
                                 complaint_id = a.id})
-  redis.call('HSET', P .. 'receipts', receipt_field, receipt)
+  receipts[receipt_field] = receipt
+  receipts_written[#receipts_written + 1] = receipt_field
+  receipts_written[#receipts_written + 1] = receipt
   return {kind, number or '', customer, added}
 end
 
 -- Every complaint's parameters are decoded before anything is written: a call that fails
 -- here has changed nothing.
-local batch = {}
+local batch, receipt_fields, identity_keys = {}, {}, {}
 for i = 1, #ARGV, 2 do
-  batch[#batch + 1] = {cjson.decode(ARGV[i]), ARGV[i + 1]}
+  local a = cjson.decode(ARGV[i])
+  a.receipt_field = a.channel .. "\n" .. a.message_id
+  batch[#batch + 1] = {a, ARGV[i + 1]}
+  receipt_fields[#receipt_fields + 1] = a.receipt_field
+  for _, key in ipairs(a.identities) do identity_keys[#identity_keys + 1] = key end
 end
+read_fields(P .. 'receipts', receipt_fields, receipts)
+read_fields(P .. 'identity', identity_keys, identity)
 
 local timeline_base = redis.call('INCRBY', P .. 'timeline_seq', #batch) - #batch
 local replies = {}
@@ -217,4 +246,7 @@ end
 for name, value in pairs(counters) do
   redis.call('SET', P .. 'counter:' .. name, value)
 end
+write_all('HSET', P .. 'identity', identities_written)
+write_all('ZADD', P .. 'timeline', timeline)
+write_all('HSET', P .. 'receipts', receipts_written)
 return replies
