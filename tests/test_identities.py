@@ -1,5 +1,5 @@
 """Identities to their canonical form: the fast path for numbers already in E.164 answers as
-the full phonenumbers parse does, number by number."""
+the full phonenumbers parse (``parsed_e164``) does, number by number."""
 from __future__ import annotations
 
 import random
@@ -7,18 +7,7 @@ import random
 import phonenumbers
 import pytest
 
-from normalizer.steps.identities import _possible_as_written, normalize_identity, phone_e164
-
-
-def parsed_e164(value: str, region: str) -> str | None:
-    """What the full parse answers: E.164 when the number is possible, else None."""
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+from normalizer.steps.identities import _possible_as_written, normalize_identity, parsed_e164, phone_e164
 
 
 def e164_shaped(rng: random.Random) -> str:

@@ -47,6 +47,11 @@ def phone_e164(value: str, default_region: str) -> str | None:
         possible = _possible_as_written(value[1:])
         if possible is not None:
             return value if possible else None
+    return parsed_e164(value, default_region)
+
+
+def parsed_e164(value: str, default_region: str) -> str | None:
+    """``phone_e164`` by the full ``phonenumbers`` parse, whatever the number's shape."""
     try:
         number = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:
