@@ -9,7 +9,9 @@
 -- Returns one reply per complaint: {status, registration number or '', customer id, the pairs
 -- added to meta or ''}; {'duplicate', the first delivery's receipt JSON} for a redelivery;
 -- or {'error', why} for a complaint that failed alone (the others are registered all the
--- same, as separate calls would be).
+-- same, as separate calls would be). The batch's receipts and identities are read with one
+-- command each, and what it adds to them and to the timeline written with one command each
+-- at the end; each complaint sees what those before it in the batch added.
 local P = KEYS[1]
 local null = cjson.null
 

@@ -64,7 +64,7 @@ def parsed_e164(value: str, default_region: str) -> str | None:
 def _possible_as_written(digits: str) -> bool | None:
     """Whether the number whose digits (after the plus) are ``digits`` is possible, when its
     E.164 form is those very digits: what ``phonenumbers`` would answer, without its parse
-    (a third of the cost). None when that is not certain and the full parse must tell: no
+    (a quarter of the cost). None when that is not certain and the full parse must tell: no
     calling code in the first three digits, a national number of unusual length or with a
     leading zero, or one that begins as the country's national prefix (which the parse
     would strip: ``+44 0201234567`` is ``+44201234567``)."""
