@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import smtp_intake
 import webhook_intake
-from common import ROOT, Contender, compare, flush_redis, gateway, row
+from common import ROOT, Contender, against, compare, flush_redis, gateway, row
 from http_intake import bare_server, contender
 from run import print_table
 
@@ -71,8 +71,7 @@ def main() -> int:
                                stack.enter_context(gateway(backend, args.workers, flush=False, source=source)), args.seconds, 32)
                      for backend in args.backends.split(",") for name, source in trees]
         compare([bare, *sides])
-    base = bare.best()
-    rows = [row(bare.name, base)] + [row(c.name, {**c.best(), "ratio": c.best()["rps"] / base["rps"]}) for c in sides]
+    rows = [row(bare.name, bare.best())] + [row(c.name, against(c, bare)) for c in sides]
     if args.door == "smtp":  # mails per second, not requests
         rows = [{k: v for k, v in r.items() if k != "rps"} for r in rows]
     print_table(rows)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -248,6 +249,16 @@ def compare(contenders: list[Contender], repeats: int = REPEATS) -> None:
 
 def row(name: str, figures: dict[str, Any]) -> dict[str, Any]:
     return {"benchmark": name, **figures}
+
+
+def against(side: Contender, base: Contender) -> dict[str, float]:
+    """``side``'s figures and how it compares with ``base``, measured in the same turns:
+    ``ratio``, its best rate over the base's best; ``paired``, the median over the turns of
+    its rate over the base's in the same turn (steadier when the neighbours' load drifts
+    from turn to turn: a turn's two runs are at most a minute apart)."""
+    turns = [run["rps"] / base_run["rps"] for run, base_run in zip(side.runs, base.runs) if base_run["rps"]]
+    best = side.best()
+    return {**best, "ratio": best["rps"] / base.best()["rps"], "paired": statistics.median(turns) if turns else float("nan")}
 
 
 def dump(rows: list[dict[str, Any]]) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from common import REDIS_URL, Contender, Server, compare, flush_redis, free_port, gateway, process, redis_cpu_seconds, row, wrk
+from common import REDIS_URL, Contender, Server, against, compare, flush_redis, free_port, gateway, process, redis_cpu_seconds, row, wrk
 
 URL = "http://127.0.0.1:{port}/web/complaints"
 
@@ -40,5 +40,4 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
                           stack.enter_context(gateway(backend, workers=workers, flush=False)), seconds, connections)
                 for backend in ("redis", "sqlite") for workers in (1, 2)]
         compare([bare, *full])
-    base = bare.best()
-    return [row(bare.name, base)] + [row(c.name, {**c.best(), "ratio": c.best()["rps"] / base["rps"]}) for c in full]
+    return [row(bare.name, bare.best())] + [row(c.name, against(c, bare)) for c in full]

@@ -22,10 +22,10 @@ import smtp_intake
 import webhook_intake
 from common import REPEATS
 
-COLUMNS = ("rps", "msgs_per_s", "p50_ms", "p99_ms", "ratio", "spread_pct", "cpu_ms", "helper_cpu_ms", "busy_pct", "errors", "events_per_s", "vs_1e3",
-           "known_p50_ms", "new_p50_ms", "bytes")
-HEADINGS = {"msgs_per_s": "msgs/s", "spread_pct": "spread %", "cpu_ms": "cpu ms/req", "helper_cpu_ms": "helper ms/req", "busy_pct": "busy %",
-            "known_p50_ms": "p50 known", "new_p50_ms": "p50 new",
+COLUMNS = ("rps", "msgs_per_s", "p50_ms", "p99_ms", "ratio", "paired", "spread_pct", "cpu_ms", "helper_cpu_ms", "busy_pct", "errors",
+           "events_per_s", "vs_1e3", "known_p50_ms", "new_p50_ms", "bytes")
+HEADINGS = {"paired": "paired ratio", "msgs_per_s": "msgs/s", "spread_pct": "spread %", "cpu_ms": "cpu ms/req",
+            "helper_cpu_ms": "helper ms/req", "busy_pct": "busy %", "known_p50_ms": "p50 known", "new_p50_ms": "p50 new",
             "events_per_s": "events/s", "bytes": "B/customer"}
 
 

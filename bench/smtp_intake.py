@@ -30,7 +30,7 @@ from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, Contender, Server, compare, free_port, gateway, process, row
+from common import ROOT, Contender, Server, against, compare, free_port, gateway, process, row
 
 RECIPIENT = "complaints@example.com"
 
@@ -201,8 +201,7 @@ def run(connections: int = 16, per_connection: int = 60) -> list[dict[str, Any]]
                             flush=backend == "redis") for backend in ("redis", "sqlite")]
         compare(sides)
     bare, doors = sides[0], sides[1:]
-    base = bare.best()
-    return [_row(bare.name, base)] + [_row(s.name, {**s.best(), "ratio": s.best()["rps"] / base["rps"]}) for s in doors]
+    return [_row(bare.name, bare.best())] + [_row(s.name, against(s, bare)) for s in doors]
 
 
 def _row(name: str, figures: dict[str, float]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from common import ROOT, Contender, Server, compare, cpu_seconds, flush_redis, free_port, gateway, process, redis_cpu_seconds, row
+from common import ROOT, Contender, Server, against, compare, cpu_seconds, flush_redis, free_port, gateway, process, redis_cpu_seconds, row
 from http_intake import bare_server, contender
 
 TELEGRAM_TOKEN = "7000000001:AAH-fake-token_for-tests"  # the fake's default token
@@ -135,7 +135,7 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
         compare([*bares.values(), *(side for _, side in sides)])
     rows = [row(b.name, b.best()) for b in bares.values()]
     for door, side in sides:
-        rows.append(row(side.name, {**side.best(), "ratio": side.best()["rps"] / bares[door].best()["rps"]}))
+        rows.append(row(side.name, against(side, bares[door])))
     return rows
 
 
