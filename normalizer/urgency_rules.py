@@ -261,11 +261,10 @@ class WordTerms:
         gate_ids: dict[str, int] = {}
         #: The terms, kept alive: the look-ups below are by ``id(term)`` (see ``SentenceIndex``).
         self.terms = list(dict.fromkeys(terms))
-        #: id(term) -> the gates one of which it needs (its alternatives' first words)
-        self.gated: dict[int, frozenset[int]] = {}
         #: id(term) -> what a text must hold for it to match: (the gates of its alternatives
         #: that are one whole word and nothing else; the first words of the others; per other
-        #: alternative, the gates of every whole word it needs, not only its first)
+        #: alternative, the gates of every whole word it needs, not only its first). One gate
+        #: of the first two it needs in any case.
         self.plans: dict[int, tuple[frozenset[int], frozenset[int], tuple[frozenset[int], ...]]] = {}
 
         def gate(source: str) -> int:
@@ -277,7 +276,6 @@ class WordTerms:
             if gates is None or words is None:
                 continue  # some alternative does not begin with one whole word
             others = [i for i, (_, whole) in enumerate(gates) if not whole]
-            self.gated[id(term)] = frozenset(gate(first) for first, _ in gates)
             self.plans[id(term)] = (frozenset(gate(first) for first, whole in gates if whole),
                                     frozenset(gate(gates[i][0]) for i in others),
                                     tuple(frozenset(gate(word) for word in words[i]) for i in others))
@@ -697,7 +695,8 @@ class UrgencyRules:
                     self._let_in.setdefault(gate, []).append((r, i))
 
     def _gates_of_pattern(self, pattern: Pattern) -> frozenset[int] | None:
-        needed = [self.words.gated[id(t)] for t in pattern.terms if id(t) in self.words.gated]
+        plans = self.words.plans
+        needed = [plans[id(t)][0] | plans[id(t)][1] for t in pattern.terms if id(t) in plans]
         return min(needed, key=len) if needed else None
 
     def classify(self, text: str) -> RuleMatch | None:
