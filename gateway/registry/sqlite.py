@@ -463,8 +463,7 @@ class SqliteRegistry(Registry):
         ``messages_recent_simhash`` alone (no message row is read but the one that matches:
         each would be a look-up in the table of whole messages). The same words give the
         same SimHash, so an exact copy is always within the distance: its digest need not be
-        compared (the Redis script compares it first only because a string match costs it
-        less than the bit count)."""
+        compared (nor does the Redis script compare it)."""
         rows = db.execute(
             "SELECT simhash, rowid FROM messages WHERE customer_id=? AND kind='new' AND received_epoch>=?"
             " ORDER BY received_epoch DESC LIMIT ?",

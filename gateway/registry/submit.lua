@@ -155,18 +155,23 @@ local function submit(a, template, position)
   -- a customer created just now has no earlier complaint; 0 candidates: none is compared
   if kind == 'new' and #owners > 0 and a.candidates > 0 then
     local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
-    -- an entry: received epoch|SimHash high half|low half|digest|number
-    local oldest, ahi, alo, limit, digest = a.received - a.window, a.hi, a.lo, a.max_distance, '|' .. a.digest .. '|'
+    -- an entry: received epoch|SimHash high half|low half|digest|number. The fields are cut
+    -- at the bars one by one, the low half only when the high half is near enough. The
+    -- digest is not compared: the same words give the same SimHash, so an exact copy is
+    -- always within the distance.
+    local oldest, ahi, alo, limit = a.received - a.window, a.hi, a.lo, a.max_distance
+    local find, sub = string.find, string.sub
     for _, entry in ipairs(recent) do
-      local epoch, hi, lo, at = string.match(entry, '^([^|]+)|([^|]+)|([^|]+)()')
-      if tonumber(epoch) < oldest then break end
-      local near = string.find(entry, digest, at, true) == at  -- an exact copy
-      if not near then
-        local high = popcount(bxor(tonumber(hi), ahi))
-        near = high <= limit and high + popcount(bxor(tonumber(lo), alo)) <= limit
+      local bar1 = find(entry, '|', 1, true)
+      if tonumber(sub(entry, 1, bar1 - 1)) < oldest then break end
+      local bar2 = find(entry, '|', bar1 + 1, true)
+      local high, bar3 = popcount(bxor(tonumber(sub(entry, bar1 + 1, bar2 - 1)), ahi)), nil
+      if high <= limit then
+        bar3 = find(entry, '|', bar2 + 1, true)
+        if high + popcount(bxor(tonumber(sub(entry, bar2 + 1, bar3 - 1)), alo)) > limit then bar3 = nil end
       end
-      if near then
-        local num = string.match(entry, '^[^|]+|(.*)$', at + 1)
+      if bar3 then  -- near enough: a repeat
+        local num = string.match(entry, '^[^|]+|(.*)$', bar3 + 1)
         kind, number = 'repeat', num
         noted[#noted + 1] = '"repeat_of":' .. json_string(num)
         break
