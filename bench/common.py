@@ -127,20 +127,69 @@ def wait_workers(port: int, workers: int, timeout: float = 60) -> None:
             time.sleep(0.05)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and all its descendants (workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [pid]
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (workers), the process first."""
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        found.append(current)
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants (workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
             continue
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+#: Per thread (by id): seconds on a core and seconds runnable but waiting for one.
+ThreadTimes = dict[int, tuple[float, float]]
+
+
+def thread_times(pid: int) -> ThreadTimes:
+    """The scheduler's figures of each thread of a process and of its workers (Linux's
+    ``/proc/<pid>/task/<tid>/schedstat``)."""
+    times: ThreadTimes = {}
+    for current in process_tree(pid):
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for task in tasks:
+            try:
+                on_core, waiting = (int(v) / 1e9 for v in (task / "schedstat").read_text().split()[:2])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # the thread ended meanwhile
+            times[int(task.name)] = (on_core, waiting)
+    return times
+
+
+def thread_shares(before: ThreadTimes, after: ThreadTimes, seconds: float) -> list[tuple[int, float, float]]:
+    """Per thread alive at the end, the share of ``seconds`` it spent on a core and waiting
+    for one; a thread started meanwhile counts from zero. The busiest first."""
+    shares = []
+    for tid, (on_core, waiting) in after.items():
+        was_on_core, was_waiting = before.get(tid, (0.0, 0.0))
+        shares.append((tid, (on_core - was_on_core) / seconds, (waiting - was_waiting) / seconds))
+    return sorted(shares, key=lambda share: -share[1])
+
+
+def machine_idle_seconds() -> float:
+    """Idle seconds of all the machine's cores so far (``/proc/stat``: idle and waiting for I/O)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu_seconds() -> float:

@@ -6,12 +6,16 @@ generator), samples the process with py-spy (``pip install py-spy``) and prints,
 function of the gateway (and the libraries it calls most), the share of the event loop's
 samples and the event loop's milliseconds per request that share stands for. py-spy samples
 wall time: on a busy machine a function also "spends" the time the process waits for a
-core (socket writes that wake the client or Redis show this most). Figures only.
+core (socket writes that wake the client or Redis show this most). Before the profile it
+prints each of the gateway's threads' share of the load's time on a core and waiting for
+one (Linux's schedstat), and how idle the machine was: a main thread that is neither had
+nothing to do. Figures only.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +26,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import Server, cpu_seconds, free_port, gateway, process, settle, wrk
+from common import Server, cpu_seconds, free_port, gateway, machine_idle_seconds, process, process_tree, settle, thread_shares, thread_times, wrk
 from smtp_intake import run_load, smtp_channel, wait_smtp
 from webhook_intake import RETURNING_VK_USERS, TELEGRAM_SCRIPT, VK_SCRIPT, channels, wait_port
 
@@ -59,6 +63,19 @@ def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45) -> str:
     lines.append(f"{'share':>6} {'ms/req':>7}  function (self: the time in the function itself)")
     for name, n in own_self.most_common(25):
         lines.append(f"{n / total * 100:5.1f}% {n / total * loop_ms:7.3f}  {name}")
+    return "\n".join(lines)
+
+
+def describe_threads(shares: list[tuple[int, float, float]], pids: list[int], idle: float) -> str:
+    """The gateway's threads under the load. A worker's main thread runs its event loop (in
+    the multi-process mode the first process only watches its workers): a main thread
+    neither on a core nor waiting for one had nothing to do."""
+    lines = [f"threads under the load (on a core / waiting for one); the machine idle {idle * 100:.0f} % "
+             f"of its {os.cpu_count() or 0}00 %"]
+    for tid, on_core, waiting in shares:
+        if on_core >= 0.005 or waiting >= 0.005:
+            what = "main thread" if tid in pids else "thread"
+            lines.append(f"  {what} {tid}: {on_core * 100:5.1f} % / {waiting * 100:4.1f} %")
     return "\n".join(lines)
 
 
@@ -108,8 +125,12 @@ def main() -> int:
         before, began = cpu_seconds(server.pid), time.monotonic()
         figures: dict[str, float] = {}
         worker = threading.Thread(target=lambda: figures.update(load()))
+        threads_before, idle_before = thread_times(server.pid), machine_idle_seconds()
+        loaded = time.monotonic()
         worker.start()
         worker.join()
+        threads = thread_shares(threads_before, thread_times(server.pid), time.monotonic() - loaded)
+        idle = (machine_idle_seconds() - idle_before) / (time.monotonic() - loaded)
         settle(server.pid)
         elapsed = time.monotonic() - began
         sampler.send_signal(2)  # SIGINT: py-spy writes what it has
@@ -117,6 +138,7 @@ def main() -> int:
         done = figures.get("requests") or figures.get("mails") or 0
         cpu_ms = (cpu_seconds(server.pid) - before) * 1000 / done if done else float("nan")
         print(f"{args.door}, {args.backend}: {figures}")
+        print(describe_threads(threads, process_tree(server.pid), idle))
         print(summarise(raw, elapsed * 1000 / done if done else float("nan"), cpu_ms))
     return 0
 
