@@ -71,7 +71,7 @@ def describe_threads(shares: list[tuple[int, float, float]], pids: list[int], id
     the multi-process mode the first process only watches its workers): a main thread
     neither on a core nor waiting for one had nothing to do."""
     lines = [f"threads under the load (on a core / waiting for one); the machine idle {idle * 100:.0f} % "
-             f"of its {os.cpu_count() or 0}00 %"]
+             f"of its {(os.cpu_count() or 0) * 100} %"]
     for tid, on_core, waiting in shares:
         if on_core >= 0.005 or waiting >= 0.005:
             what = "main thread" if tid in pids else "thread"
