@@ -1,5 +1,5 @@
-"""The benchmark's comparison figures (bench/common.py): how a side's runs are set against
-the bare server's, turn by turn."""
+"""The benchmark's figures (bench/common.py): how a side's runs are set against the bare
+server's, turn by turn, and each thread's share of a load."""
 from __future__ import annotations
 
 import importlib.util

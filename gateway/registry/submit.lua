@@ -165,12 +165,9 @@ local function submit(a, template, position)
       local bar1 = find(entry, '|', 1, true)
       if tonumber(sub(entry, 1, bar1 - 1)) < oldest then break end
       local bar2 = find(entry, '|', bar1 + 1, true)
-      local high, bar3 = popcount(bxor(tonumber(sub(entry, bar1 + 1, bar2 - 1)), ahi)), nil
-      if high <= limit then
-        bar3 = find(entry, '|', bar2 + 1, true)
-        if high + popcount(bxor(tonumber(sub(entry, bar2 + 1, bar3 - 1)), alo)) > limit then bar3 = nil end
-      end
-      if bar3 then  -- near enough: a repeat
+      local high = popcount(bxor(tonumber(sub(entry, bar1 + 1, bar2 - 1)), ahi))
+      local bar3 = high <= limit and find(entry, '|', bar2 + 1, true)
+      if bar3 and high + popcount(bxor(tonumber(sub(entry, bar2 + 1, bar3 - 1)), alo)) <= limit then  -- a repeat
         local num = string.match(entry, '^[^|]+|(.*)$', bar3 + 1)
         kind, number = 'repeat', num
         noted[#noted + 1] = '"repeat_of":' .. json_string(num)
