@@ -53,9 +53,12 @@ def flush_redis() -> None:
 
 def gateway_config(tmp: Path, backend: str, port: int, channels: dict[str, Any] | None = None,
                    workers: int = 1) -> Path:
+    """``backend``: ``redis``, ``sqlite``, or ``sqlite_writer_process`` (SQLite with
+    ``registry.sqlite.writer_process``)."""
+    sqlite = {"path": str(tmp / "registry.sqlite3"), "synchronous": "FULL", "writer_process": backend == "sqlite_writer_process"}
     config = {
         "http": {"host": "127.0.0.1", "port": port, "workers": workers},
-        "registry": {"backend": backend, "sqlite": {"path": str(tmp / "registry.sqlite3"), "synchronous": "FULL"},
+        "registry": {"backend": "redis" if backend == "redis" else "sqlite", "sqlite": sqlite,
                      "redis": {"url": REDIS_URL, "prefix": "bench:"}},
         "blobs": {"path": str(tmp / "blobs"), "fsync": os.environ.get("BENCH_FSYNC", "1") == "1"},
         "logging": {"level": "WARNING"},

@@ -3,6 +3,9 @@ a bare aiohttp handler doing one Redis XADD, same load generator (wrk), same con
 
 All servers run at once and are measured in turns (bare, redis, sqlite, bare, ...), so a
 neighbour's load on the machine hits every side alike; each figure is the best of the runs.
+SQLite is measured with its submits in the gateway's process and, as a row of its own, in a
+writer process beside it (``registry.sqlite.writer_process``; its CPU is counted with the
+gateway's).
 """
 from __future__ import annotations
 
@@ -39,5 +42,7 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
         full = [contender(f"http: web form full path, {backend}, {workers} process{'es' if workers > 1 else ''}",
                           stack.enter_context(gateway(backend, workers=workers, flush=False)), seconds, connections)
                 for backend in ("redis", "sqlite") for workers in (1, 2)]
+        full.append(contender("http: web form full path, sqlite, 1 process and its writer process",
+                              stack.enter_context(gateway("sqlite_writer_process", flush=False)), seconds, connections))
         compare([bare, *full])
     return [row(bare.name, bare.best())] + [row(c.name, against(c, bare)) for c in full]

@@ -82,7 +82,7 @@ def describe_threads(shares: list[tuple[int, float, float]], pids: list[int], id
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("door", choices=["web", "telegram", "telegram_quiet", "telegram_answering", "vk", "smtp"])
-    parser.add_argument("--backend", default="redis", choices=["redis", "sqlite"])
+    parser.add_argument("--backend", default="redis", choices=["redis", "sqlite", "sqlite_writer_process"])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections, as in make bench")

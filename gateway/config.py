@@ -46,7 +46,8 @@ CORE_SCHEMA: dict[str, Any] = {
                 "backend": {"enum": ["sqlite", "redis", "redis_cluster"]},
                 "sqlite": {"type": "object", "additionalProperties": False, "properties": {
                     "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]},
-                    "cache_mb": {"type": "integer", "minimum": 1}, "write_lock_poll_ms": {"type": "integer", "minimum": 0}}},
+                    "cache_mb": {"type": "integer", "minimum": 1}, "write_lock_poll_ms": {"type": "integer", "minimum": 0},
+                    "writer_process": {"type": "boolean"}}},
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"}, "prefix": {"type": "string"},
                     "socket_timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}},

@@ -1,5 +1,6 @@
-"""One contract, two backends: every test here runs against SQLite and against Redis (and, from
-tests/test_registry_cluster.py, against a Redis Cluster)."""
+"""One contract, two backends: every test here runs against SQLite (with its submits in the
+gateway's process and in a writer process, ``registry.sqlite.writer_process``) and against
+Redis (and, from tests/test_registry_cluster.py, against a Redis Cluster)."""
 from __future__ import annotations
 
 import asyncio
@@ -42,14 +43,15 @@ def complaint(text: str = "Нет интернета с утра, роутер �
 
 def open_backend(kind: str, tmp_path: Path, redis_url: str, **settings: object) -> Registry:
     s = RegistrySettings(timezone="Europe/Moscow", **settings)  # type: ignore[arg-type]
-    if kind == "sqlite":
-        return SqliteRegistry(s, tmp_path / "registry.sqlite3", synchronous="NORMAL")
+    if kind in ("sqlite", "sqlite_writer_process"):
+        return SqliteRegistry(s, tmp_path / "registry.sqlite3", synchronous="NORMAL",
+                              writer_process=kind == "sqlite_writer_process")
     if kind == "redis_cluster":  # run by tests/test_registry_cluster.py, with redis_url pointing at a cluster
         return RedisClusterRegistry(s, redis_url, prefix="{cgtest}:")
     return RedisRegistry(s, redis_url, prefix="cgtest:")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite_writer_process", "redis"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -889,7 +891,8 @@ async def test_purge_of_actions_finishes_while_operators_of_another_process_go_o
 
     def operators() -> int:  # another gateway process: its own connection and event loop
         async def act() -> int:
-            other = open_backend(backend, tmp_path, redis_url)
+            # it submits nothing: no writer process to wait for while the purge runs
+            other = open_backend("sqlite" if backend == "sqlite_writer_process" else backend, tmp_path, redis_url)
             await other.open()
             acted = 0
             try:

@@ -63,17 +63,19 @@ class Gateway:
         return len(list(BlobStore(self.folder / "blobs").digests()))
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite_writer_process", "redis"])
 async def gateway(request: pytest.FixtureRequest, tmp_path: Path):
     own = OwnRedis(tmp_path) if request.param == "redis" else None
     if own is not None:
         own.start()
     http_port, smtp_port = free_port(), free_port()
-    raw = base_config(tmp_path, backend=request.param, redis_url=own.url if own else None, channels={
+    backend = "redis" if request.param == "redis" else "sqlite"
+    raw = base_config(tmp_path, backend=backend, redis_url=own.url if own else None, channels={
         "web": {"adapter": "web_form", "rate_limit_per_minute": 0},
         "email": {"adapter": "smtp", "host": "127.0.0.1", "port": smtp_port, "recipients": [RECIPIENT]}})
     raw["http"] = {"host": "127.0.0.1", "port": http_port, "shutdown_timeout_seconds": SHUTDOWN_SECONDS}
     raw["logging"] = {"level": "WARNING"}
+    raw["registry"]["sqlite"]["writer_process"] = request.param == "sqlite_writer_process"
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     process = GatewayProcess(config_path, http_port, tmp_path / "gateway.log")

@@ -18,7 +18,8 @@ def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None =
         sqlite = registry.get("sqlite") or {}
         return SqliteRegistry(settings, sqlite.get("path", "var/registry.sqlite3"), sqlite.get("synchronous", "FULL"),
                               int(sqlite.get("cache_mb", DEFAULT_CACHE_MB)),
-                              int(sqlite.get("write_lock_poll_ms", DEFAULT_WRITE_LOCK_POLL_MS)))
+                              int(sqlite.get("write_lock_poll_ms", DEFAULT_WRITE_LOCK_POLL_MS)),
+                              bool(sqlite.get("writer_process", False)))
     if backend == "redis":
         from gateway.registry.redis import RedisRegistry
 

@@ -2,7 +2,9 @@
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so several gateway processes sharing
 the file serialise their submits and never create two customers or two registrations.
-Calls run on one dedicated thread per process so the event loop never blocks on disk.
+Calls run on one dedicated thread per process so the event loop never blocks on disk; a
+batch of submits runs its statements on the event loop and flushes in a thread, or, with
+``registry.sqlite.writer_process``, runs whole in a writer process (``sqlite_writer``).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.ids import new_id
 from gateway.inbound import Receipt
@@ -38,6 +40,9 @@ from gateway.registry.base import (
 )
 from gateway.sqlite_wal import WriteLockBusy, connect_wal, write_transaction, write_transaction_flushed_aside, write_transaction_now
 from normalizer.schema import Complaint
+
+if TYPE_CHECKING:
+    from gateway.registry.sqlite_writer import SubmitWriter
 
 T = TypeVar("T")
 
@@ -208,12 +213,20 @@ class SqliteRegistry(Registry):
     backend = "sqlite"
 
     def __init__(self, settings: RegistrySettings, path: str | Path, synchronous: str = "FULL",
-                 cache_mb: int = DEFAULT_CACHE_MB, write_lock_poll_ms: int = DEFAULT_WRITE_LOCK_POLL_MS) -> None:
+                 cache_mb: int = DEFAULT_CACHE_MB, write_lock_poll_ms: int = DEFAULT_WRITE_LOCK_POLL_MS,
+                 writer_process: bool = False) -> None:
         super().__init__(settings)
         self.path = Path(path)
         self.synchronous = synchronous
         self.cache_mb = cache_mb
         self.write_lock_poll_ms = write_lock_poll_ms
+        #: Submits run in a writer process of their own (``registry.sqlite.writer_process``),
+        #: started by the first submit (the command line's reads start none).
+        self.writer: SubmitWriter | None = None
+        if writer_process:
+            from gateway.registry.sqlite_writer import SubmitWriter
+
+            self.writer = SubmitWriter(self.path, synchronous, cache_mb, write_lock_poll_ms)
         self._db: sqlite3.Connection | None = None
         self._locks_db: sqlite3.Connection | None = None
         self._lock_takes = 0
@@ -279,6 +292,8 @@ class SqliteRegistry(Registry):
         await self._run(self._open_sync)
 
     async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -301,10 +316,20 @@ class SqliteRegistry(Registry):
 
     # -- submit -----------------------------------------------------------------------
     async def _submit(self, plan: SubmitPlan) -> Receipt:
+        if self.writer is not None:
+            result = (await self.writer.submit([plan]))[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
         return await self._run(self._tx, lambda db: _Counters.around(
             db, lambda counters: self._submit_tx(db, plan, iso(utcnow()), counters)))
 
     async def _submit_many(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
+        if self.writer is not None:
+            return await self.writer.submit(plans)
+        return await self._submit_many_here(plans)
+
+    async def _submit_many_here(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         """One transaction, one commit (one flush to disk) for the batch. The submits run
         one after the other without a savepoint; if one of them fails, the transaction is
         rolled back and the batch runs again in a new one with a savepoint for each submit,
