@@ -30,6 +30,7 @@ from gateway.blobs import BlobStore
 from gateway.inbound import Inbound, InboundAttachment, Receipt
 from gateway.metrics import Metrics
 from gateway.registry import Registry
+from gateway.registry.base import SubmitPlan
 from normalizer.pipeline import NormalizationError, Normalizer
 from normalizer.schema import Complaint
 
@@ -64,7 +65,8 @@ class Intake:
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
         #: Messages prepared, in order of arrival, with their complaints (or why there is none).
-        self._prepared: list[tuple[_Waiting, Complaint | str]] = []
+        #: Each message prepared and not yet registered: its complaint and plan (or why it has none).
+        self._prepared: list[tuple[_Waiting, Complaint | str, SubmitPlan | Exception | None]] = []
         self._registrar: asyncio.Task[None] | None = None
         #: Set whenever a registry round trip ends (a batch with blobs to flush waits for it).
         self._registered = asyncio.Event()
@@ -105,7 +107,8 @@ class Intake:
                 del self._waiting[:len(batch)]
                 prepared = await self._guarded(batch, self._prepare(batch))
                 if prepared is not None:
-                    self._prepared.extend(zip(batch, prepared))
+                    self._prepared.extend((item, result, self.registry.plan(result) if isinstance(result, Complaint) else None)
+                                          for item, result in zip(batch, prepared))
                     if self._registrar is None:
                         self._registrar = asyncio.get_running_loop().create_task(self._register_prepared())
         finally:
@@ -115,8 +118,8 @@ class Intake:
         try:
             while self._prepared:
                 taken, self._prepared = self._prepared[:self.max_batch], self._prepared[self.max_batch:]
-                batch = [item for item, _ in taken]
-                await self._guarded(batch, self._register(batch, [result for _, result in taken]))
+                batch = [item for item, _, _ in taken]
+                await self._guarded(batch, self._register(batch, [(result, plan) for _, result, plan in taken]))
                 self._registered.set()
         finally:
             self._registrar = None
@@ -161,12 +164,15 @@ class Intake:
     def _normalize_light(self, batch: list[_Waiting]) -> list[Complaint | str | None]:
         return [None if _heavy(item.inbound) else self._normalize(item.inbound) for item in batch]
 
-    async def _register(self, batch: list[_Waiting], results: list[Complaint | str]) -> None:
+    async def _register(self, batch: list[_Waiting], results: list[tuple[Complaint | str, SubmitPlan | Exception | None]]) -> None:
         complaints: list[Complaint] = []
+        plans: list[SubmitPlan | Exception] = []
         registering: list[_Waiting] = []
-        for item, result in zip(batch, results):
+        for item, (result, plan) in zip(batch, results):
             if isinstance(result, Complaint):
                 complaints.append(result)
+                assert plan is not None  # planned as prepared
+                plans.append(plan)
                 registering.append(item)
             else:
                 self._settle(item, await self._dead_letter(item.inbound, str(result)))
@@ -174,7 +180,7 @@ class Intake:
         if not complaints:
             return
         try:
-            receipts = await self.registry.submit_many(complaints)
+            receipts = await self.registry.submit_many(complaints, plans)
         except Exception as exc:
             log.error("registry submit failed", extra={"error": repr(exc), "messages": len(complaints)})
             for item in registering:

@@ -149,9 +149,9 @@ async def test_messages_arriving_together_are_written_in_batches_each_with_its_o
     batches: list[int] = []
     real_submit_many = registry.submit_many
 
-    async def counting(complaints: Any) -> Any:
+    async def counting(complaints: Any, plans: Any = None) -> Any:
         batches.append(len(complaints))
-        return await real_submit_many(complaints)
+        return await real_submit_many(complaints, plans)
 
     registry.submit_many = counting
     inbounds = [Inbound(channel="web", message_id=f"m-{i}", identities=[("phone", f"+7916123{i:04d}")],
@@ -184,11 +184,11 @@ class HeldRegistrations:
         self.registering, self.release = asyncio.Event(), asyncio.Event()
         registry.submit_many = self.submit_many
 
-    async def submit_many(self, complaints: Any) -> Any:
+    async def submit_many(self, complaints: Any, plans: Any = None) -> Any:
         self.batches.append([c.channel_message_id for c in complaints])
         self.registering.set()
         await self.release.wait()
-        return await self.real_submit_many(complaints)
+        return await self.real_submit_many(complaints, plans)
 
 
 def record_calls(owner: Any, method: str, what: Any) -> list[Any]:
@@ -269,8 +269,8 @@ async def test_a_registry_failure_for_one_message_fails_only_that_message(make_c
     client, intake, registry = await started(start_gateway, make_config())
     real_submit_many = registry.submit_many
 
-    async def second_fails(complaints: Any) -> Any:
-        receipts = await real_submit_many(complaints)
+    async def second_fails(complaints: Any, plans: Any = None) -> Any:
+        receipts = await real_submit_many(complaints, plans)
         return [ConnectionError("lost") if i == 1 else r for i, r in enumerate(receipts)]
 
     registry.submit_many = second_fails
@@ -311,7 +311,7 @@ async def test_registry_failure_is_a_temporary_failure_for_the_door(make_config,
     client = await start_gateway(make_config())
     registry = registry_of(client)
 
-    async def broken(complaints: Any) -> Any:
+    async def broken(complaints: Any, plans: Any = None) -> Any:
         raise ConnectionError("registry down")
 
     registry.submit_many = broken  # type: ignore[method-assign]

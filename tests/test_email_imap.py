@@ -87,7 +87,7 @@ async def test_registry_failure_leaves_the_message_unread_and_retries(dovecot, m
     real_submit = registry.submit_many
     calls = []
 
-    async def broken_submit(complaints):
+    async def broken_submit(complaints, plans=None):
         calls.extend(complaints)
         raise ConnectionError("database is down")
 

@@ -82,7 +82,7 @@ async def test_registry_failure_answers_451_and_the_retry_registers(make_config,
     registry = registry_of(client)
     real_submit = registry.submit_many
 
-    async def broken_submit(complaints):
+    async def broken_submit(complaints, plans=None):
         raise ConnectionError("database is down")
 
     registry.submit_many = broken_submit

@@ -304,17 +304,24 @@ class Registry(ABC):
             complaint.id = receipt.complaint_id
         return receipt
 
-    async def submit_many(self, complaints: list[Complaint]) -> list[Receipt | Exception]:
+    def plan(self, complaint: Complaint) -> SubmitPlan | Exception:
+        """What ``submit_many`` computes for a complaint before the backend's atomic step (its
+        fingerprint, its counter), or why it cannot be registered. The intake plans each
+        complaint as it is prepared, while the batch before it is being registered."""
+        try:
+            return make_plan(complaint, self.settings, self.number_format)
+        except Exception as exc:  # a complaint the plan cannot be made for fails alone
+            return exc
+
+    async def submit_many(self, complaints: list[Complaint],
+                          plans: list[SubmitPlan | Exception] | None = None) -> list[Receipt | Exception]:
         """Register several complaints in this order, each atomically, in as few round trips
         (and, on SQLite, transactions) as the backend allows: the intake's group commit.
         One item's failure is returned in its place and does not touch the others; a
-        backend that cannot be reached at all raises."""
-        plans: list[SubmitPlan | Exception] = []
-        for complaint in complaints:
-            try:
-                plans.append(make_plan(complaint, self.settings, self.number_format))
-            except Exception as exc:  # a complaint the plan cannot be made for fails alone
-                plans.append(exc)
+        backend that cannot be reached at all raises. ``plans``: each complaint's ``plan``,
+        made earlier (made here when not given)."""
+        if plans is None:
+            plans = [self.plan(complaint) for complaint in complaints]
         ready = [plan for plan in plans if isinstance(plan, SubmitPlan)]
         results = iter(await self._submit_many(ready) if ready else [])
         receipts: list[Receipt | Exception] = []
