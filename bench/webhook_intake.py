@@ -132,6 +132,9 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
             if backend == "redis":
                 sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, a new user every event", server,
                                               seconds, connections, PATH + "vk/vk", script=VK_SCRIPT, helpers=helpers)))
+        with_writer = stack.enter_context(gateway("sqlite_writer_process", channels=doors, flush=False))
+        sides.append(("vk", vk_returning(f"webhook: vk, sqlite, 1 process and its writer process, {RETURNING_VK_USERS} "
+                                         "returning users", with_writer, seconds, connections, helpers)))
         compare([*bares.values(), *(side for _, side in sides)])
     rows = [row(b.name, b.best()) for b in bares.values()]
     for door, side in sides:
