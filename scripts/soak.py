@@ -9,6 +9,7 @@ deadline passes. Afterwards every message that got a success answer must be regi
 and on the queue exactly once, nothing twice, nothing half-registered. Only 127.0.0.1.
 
     .venv/bin/python scripts/soak.py --backend sqlite --messages 20000 --kills 5
+    .venv/bin/python scripts/soak.py --backend sqlite --sqlite-writer-process
     .venv/bin/python scripts/soak.py --backend redis   # a private redis-server, or --redis-url
 
 Exit status: 0 every promise kept and every message delivered, 1 a promise broken,
@@ -451,7 +452,8 @@ def write_config(path: Path, args: argparse.Namespace, http_port: int, smtp_port
     config = {
         "http": {"host": "127.0.0.1", "port": http_port, "shutdown_timeout_seconds": 10},
         "registry": {"backend": args.backend,
-                     "sqlite": {"path": str(path.parent / "registry.sqlite3"), "synchronous": args.sqlite_synchronous},
+                     "sqlite": {"path": str(path.parent / "registry.sqlite3"), "synchronous": args.sqlite_synchronous,
+                                "writer_process": args.sqlite_writer_process},
                      "redis": {"url": redis_url, "prefix": prefix}},
         "blobs": {"path": str(path.parent / "blobs"), "fsync": True},
         "normalizer": {"default_region": "RU", "timezone": "Europe/Moscow", "default_language": "ru"},
@@ -561,6 +563,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("SOAK_REDIS_URL"),
                         help="an existing Redis to use (keys under a fresh prefix); default: a private redis-server")
     parser.add_argument("--sqlite-synchronous", choices=("NORMAL", "FULL"), default="FULL")
+    parser.add_argument("--sqlite-writer-process", action="store_true",
+                        help="SQLite's submits in a writer process (registry.sqlite.writer_process); a kill leaves it to end alone")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a new one each run)")
     parser.add_argument("--workdir", type=Path, help="keep config, data and the gateway log here")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line at the end")

@@ -1,4 +1,4 @@
-"""A small soak run (scripts/soak.py) on both backends: mixed messages while the gateway is
+"""A small soak run (scripts/soak.py) on both backends (SQLite also with its writer process): mixed messages while the gateway is
 SIGKILLed and restarted; every acknowledged message is registered and queued exactly once."""
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ def run_soak(tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", "sqlite_writer_process", "redis"])
 def test_soak_with_kills_keeps_every_promise(backend: str, tmp_path: Path, redis_url: str) -> None:
-    extra = ("--backend", backend) + (("--redis-url", redis_url) if backend == "redis" else ())
+    """With SQLite's writer process, a killed gateway's writer goes on with the batch it holds
+    and ends alone, while the gateway started again has a new one."""
+    extra = (("--backend", "sqlite", "--sqlite-writer-process") if backend == "sqlite_writer_process"
+             else ("--backend", backend) + (("--redis-url", redis_url) if backend == "redis" else ()))
     status, output, result = run_soak(tmp_path, *extra)
     assert status == 0, output
     assert result["kills"] == KILLS and not result["broken"] and not result["incomplete"]
