@@ -94,7 +94,9 @@ class SubmitWriter:
         """The plans registered by the writer, each plan's complaint changed as
         ``_submit_tx`` changes it. The exchange goes on when the caller is cancelled, so
         that the next batch reads its own answer."""
-        return await asyncio.shield(asyncio.ensure_future(self._exchange(plans)))
+        exchange = asyncio.ensure_future(self._exchange(plans))
+        exchange.add_done_callback(_retrieved)
+        return await asyncio.shield(exchange)
 
     async def _exchange(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
         async with self._lock:
@@ -141,6 +143,13 @@ class SubmitWriter:
         """Close the socket and wait for the writer to finish its batch and exit."""
         async with self._lock:
             await self._ended()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a batch's failure as read: when its caller was cancelled no one awaits it, and
+    asyncio would report it as an exception never retrieved (the failure itself is logged)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _serve(sock: socket.socket, path: str, synchronous: str, cache_mb: int, write_lock_poll_ms: int) -> None:
