@@ -147,7 +147,7 @@ class SubmitWriter:
 
 def _retrieved(task: asyncio.Future[Any]) -> None:
     """Mark a batch's failure as read: when its caller was cancelled no one awaits it, and
-    asyncio would report it as an exception never retrieved (the failure itself is logged)."""
+    asyncio would report it as an exception never retrieved."""
     if not task.cancelled():
         task.exception()
 
