@@ -64,8 +64,8 @@ class Intake:
         self.inline_original_max_bytes = max(0, inline_original_max_bytes)
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
-        #: Messages prepared, in order of arrival, with their complaints (or why there is none).
-        #: Each message prepared and not yet registered: its complaint and plan (or why it has none).
+        #: Messages prepared and not yet registered, in order of arrival, with their complaints
+        #: and plans (or why there is none).
         self._prepared: list[tuple[_Waiting, Complaint | str, SubmitPlan | Exception | None]] = []
         self._registrar: asyncio.Task[None] | None = None
         #: Set whenever a registry round trip ends (a batch with blobs to flush waits for it).
