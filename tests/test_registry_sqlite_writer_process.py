@@ -87,7 +87,7 @@ async def test_a_writer_killed_with_a_batch_in_it_fails_that_batch_and_writes_no
     with caplog.at_level(logging.ERROR, logger="gateway.registry.sqlite"):
         batch = asyncio.ensure_future(registry.submit_many([complaint("Нет связи в квартире"),
                                                             complaint("Счёт выставлен дважды", ids=[("email", "a@example.com")])]))
-        await asyncio.sleep(0.3)  # past write_lock_poll_ms: the batch waits in the writer's thread
+        await asyncio.sleep(0.3)  # the batch waits for the lock in the writer
         assert not batch.done()
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(RegistryError, match=r"the writer process ended \(exit code -9\)"):

@@ -329,14 +329,14 @@ class SqliteRegistry(Registry):
             return await self.writer.submit(plans)
         return await self._submit_many_here(plans)
 
-    async def _submit_many_here(self, plans: list[SubmitPlan]) -> list[Receipt | Exception]:
+    async def _submit_many_here(self, plans: list[SubmitPlan], *, inline: bool = False) -> list[Receipt | Exception]:
         """One transaction, one commit (one flush to disk) for the batch. The submits run
         one after the other without a savepoint; if one of them fails, the transaction is
         rolled back and the batch runs again in a new one with a savepoint for each submit,
         so that the one that fails is undone alone. A savepoint makes SQLite copy every page
         the statements after it change (into a temporary file, made and deleted per batch,
         once the copies pass 64 KB), so only a batch that needs one has one. Either run is
-        written by ``_write_now_or_in_thread``."""
+        written by ``_write_now_or_in_thread``, or with ``inline`` by ``_write_inline``."""
         one_by_one = False
 
         def batch(db: sqlite3.Connection) -> list[Receipt | Exception]:
@@ -353,9 +353,18 @@ class SqliteRegistry(Registry):
 
         while True:
             try:
-                return await self._write_now_or_in_thread(batch)
+                return self._write_inline(batch) if inline else await self._write_now_or_in_thread(batch)
             except _OneByOne:
                 one_by_one = True
+
+    def _write_inline(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a write transaction on the calling thread, its commit (the flush) too: for
+        the writer process (``sqlite_writer``), whose loop has nothing else to do meanwhile, so
+        that handing the commit to a thread would only add the thread's wake-ups."""
+        try:
+            return self._locked(self._tx, fn)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"sqlite: {exc}") from exc
 
     async def _write_now_or_in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` in a write transaction: its statements on the event loop's own thread when

@@ -3,9 +3,9 @@
 A batch of submits costs the SQLite registry its statements on the event loop's thread and
 its flush to disk in a thread beside it. With this setting the batch goes, as one frame of
 JSON over a Unix socket, to a child process that runs the same transaction
-(``SqliteRegistry._submit_many_here``) on its own connection to the same file and sends back
-the receipts and what the submits decided about each complaint (its customer, its number, a
-follow-up refused, a repeat noted). The gateway's loop then spends its time on requests
+(``SqliteRegistry._submit_many_here``, its commit too on the writer's one thread) on its
+own connection to the same file and sends back the receipts and what the submits decided
+about each complaint (its customer, its number, a follow-up refused, a repeat noted). The gateway's loop then spends its time on requests
 while the statements run on another core: on a machine with a core to spare the web form
 registers about a quarter more complaints a second in one gateway process; on one whose
 cores are already full, the frames cost more than they save (see docs/performance.md).
@@ -174,7 +174,7 @@ async def _serve(sock: socket.socket, path: str, synchronous: str, cache_mb: int
                      for item in batch]
             metas = [dict(plan.complaint.meta) for plan in plans]
             try:
-                results = await registry._submit_many_here(plans)
+                results = await registry._submit_many_here(plans, inline=True)
             except Exception as exc:
                 _write_frame(writer, {"error": str(exc) if isinstance(exc, RegistryError) else f"sqlite: {exc!r}"})
                 continue
