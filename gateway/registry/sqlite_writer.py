@@ -35,7 +35,6 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,6 @@ from gateway.registry.base import RegistryError, RegistrySettings, SubmitPlan
 from normalizer.schema import Complaint
 
 log = logging.getLogger("gateway.registry.sqlite")
-
-_PLAN_FIELDS = [f.name for f in fields(SubmitPlan) if f.name != "complaint"]
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -170,8 +167,7 @@ async def _serve(sock: socket.socket, path: str, synchronous: str, cache_mb: int
                 batch = await _read_frame(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the gateway closed the socket, or ended
-            plans = [SubmitPlan(Complaint.from_dict(item["complaint"]), *(item[name] for name in _PLAN_FIELDS))
-                     for item in batch]
+            plans = [SubmitPlan(**{**item, "complaint": Complaint.from_dict(item["complaint"])}) for item in batch]
             metas = [dict(plan.complaint.meta) for plan in plans]
             try:
                 results = await registry._submit_many_here(plans, inline=True)
