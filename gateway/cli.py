@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -14,6 +15,8 @@ from typing import Any
 from gateway import __version__, plugins
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.registry.base import RegistryError
+
+log = logging.getLogger("gateway.cli")
 
 #: A purge keeps a blob stored again within this many minutes before it began (``retention.blob_grace_minutes``).
 DEFAULT_BLOB_GRACE_MINUTES = 60
@@ -55,6 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     host = args.host or http["host"]
     port = args.port if args.port is not None else int(http["port"])
     workers = args.workers if args.workers is not None else int(http.get("workers", 1))
+    _setup_logging(config)
+    for warning in config.warnings(workers):
+        log.warning("configuration: %s", warning)
     if workers <= 1:
         _serve(config, host, port, primary=True, reuse_port=False)
         return 0
@@ -65,13 +71,18 @@ def _serve(config: GatewayConfig, host: str, port: int, *, primary: bool, reuse_
     from aiohttp import web
 
     from gateway.app import create_app
+
+    _setup_logging(config)
+    web.run_app(create_app(config, primary=primary, worker=worker), host=host, port=port, reuse_port=reuse_port or None,
+                shutdown_timeout=float(config.http["shutdown_timeout_seconds"]), access_log=None,
+                print=lambda msg: print(msg, file=sys.stderr))
+
+
+def _setup_logging(config: GatewayConfig) -> None:
     from gateway.logs import setup_logging
 
     logging_section = config.section("logging")
     setup_logging(logging_section.get("level", "INFO"), logging_section.get("format", "json"))
-    web.run_app(create_app(config, primary=primary, worker=worker), host=host, port=port, reuse_port=reuse_port or None,
-                shutdown_timeout=float(config.http["shutdown_timeout_seconds"]), access_log=None,
-                print=lambda msg: print(msg, file=sys.stderr))
 
 
 def _worker(config_path: str | None, host: str, port: int, index: int) -> None:
@@ -128,6 +139,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     RetryPolicy.from_config(config.section("acknowledgements"))
     if enabled(config):
         load_settings(config)
+    for warning in config.warnings(int(config.http["workers"])):
+        print(f"{config.source}: warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK ({len(classes)} channel(s): {', '.join(f'{k} [{c.name}]' for k, c in classes.items())})")
     return 0
 

@@ -116,6 +116,18 @@ class GatewayConfig:
         registry["sqlite"] = sqlite
         return registry
 
+    def warnings(self, workers: int) -> list[str]:
+        """What this configuration allows but does worse than its alternative, run with
+        ``workers`` processes: ``check-config`` prints these and ``run`` logs them at start."""
+        found: list[str] = []
+        registry = self.registry
+        if workers > 1 and registry.get("backend", "sqlite") == "sqlite" and registry["sqlite"].get("writer_process"):
+            found.append(
+                f"registry.sqlite.writer_process is on with {workers} workers: each worker starts a writer "
+                "process and they take turns at the file's write lock, which registers fewer complaints a "
+                "second than the workers without writers (docs/performance.md); turn it off or run one worker")
+        return found
+
     @property
     def blobs_path(self) -> Path:
         return self.resolve(self.section("blobs").get("path", "var/blobs"))

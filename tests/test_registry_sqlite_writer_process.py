@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway.config import ConfigError, from_dict
+from gateway.config import ConfigError, GatewayConfig, from_dict
 from gateway.registry import RegistryError, RegistrySettings, build_registry
 from gateway.registry.sqlite import SqliteRegistry
 from gateway.testing.plugin import base_config
@@ -204,3 +204,47 @@ async def test_a_gateway_with_a_writer_registers_a_web_form_and_stops_with_it_on
         if not gateway.exited():
             gateway.kill()
     assert stored_texts(tmp_path / "registry.sqlite3") == ["Нет интернета третий день"]
+
+
+def test_several_workers_with_writers_are_warned_of_and_one_worker_or_redis_are_not(tmp_path: Path) -> None:
+    def config(backend: str) -> GatewayConfig:
+        return from_dict({"registry": {"backend": backend, "sqlite": {"path": str(tmp_path / "r.sqlite3"),
+                                                                      "writer_process": True}}})
+
+    [warning] = config("sqlite").warnings(2)
+    assert warning.startswith("registry.sqlite.writer_process is on with 2 workers: ")
+    assert "turn it off or run one worker" in warning
+    assert config("sqlite").warnings(1) == []
+    assert config("redis").warnings(2) == []
+    assert from_dict({"registry": {"backend": "sqlite"}}).warnings(4) == []
+
+
+def test_check_config_prints_the_warning_and_still_passes(tmp_path: Path) -> None:
+    raw = base_config(tmp_path)
+    raw["registry"]["sqlite"]["writer_process"] = True
+    raw["http"] = {"workers": 3}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(tmp_path / "config.yaml"), "check-config"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert ": OK (" in out.stdout
+    assert "warning: registry.sqlite.writer_process is on with 3 workers" in out.stderr
+
+
+async def test_a_gateway_run_with_workers_and_writers_logs_the_warning_once_at_start(tmp_path: Path) -> None:
+    http_port = free_port()
+    raw = base_config(tmp_path)
+    raw["registry"]["sqlite"]["writer_process"] = True
+    raw["http"] = {"host": "127.0.0.1", "port": http_port, "workers": 2}
+    raw["logging"] = {"level": "WARNING"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    gateway = GatewayProcess(tmp_path / "config.yaml", http_port, tmp_path / "gateway.log")
+    await gateway.start()
+    try:
+        assert await gateway.stop() == 0
+    finally:
+        if not gateway.exited():
+            gateway.kill()
+    warnings = [line for line in (tmp_path / "gateway.log").read_text().splitlines() if "writer_process is on" in line]
+    assert len(warnings) == 1
+    assert '"level": "WARNING"' in warnings[0] and "configuration: registry.sqlite.writer_process is on with 2 workers" in warnings[0]
