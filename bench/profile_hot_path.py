@@ -9,7 +9,9 @@ wall time: on a busy machine a function also "spends" the time the process waits
 core (socket writes that wake the client or Redis show this most). Before the profile it
 prints each of the gateway's threads' share of the load's time on a core and waiting for
 one (Linux's schedstat), and how idle the machine was: a main thread that is neither had
-nothing to do. Figures only.
+nothing to do. With ``--backend sqlite_writer_process`` SQLite's writer process is sampled
+too, and its profile printed after the gateway's: how much of the time it was active, and
+where that time went per request. Figures only.
 """
 from __future__ import annotations
 
@@ -36,7 +38,13 @@ LIBRARIES = re.compile(r"\((?:json|phonenumbers|lingua|email|aiosmtpd|telegram|h
 FRAME = re.compile(r" \((.*?):\d+\)")
 
 
-def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45) -> str:
+def samples(raw: Path) -> int:
+    """How many samples py-spy's raw output holds (each one a moment a thread was not idle)."""
+    return sum(int(line.rpartition(" ")[2]) for line in raw.read_text().splitlines())
+
+
+def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45, what: str = "the event loop",
+              cpu: str = "CPU in all threads") -> str:
     """Inclusive and self shares of the main threads' samples (of every worker), from py-spy's raw output."""
     inclusive: collections.Counter[str] = collections.Counter()
     own_self: collections.Counter[str] = collections.Counter()
@@ -54,8 +62,8 @@ def summarise(raw: Path, loop_ms: float, cpu_ms: float, top: int = 45) -> str:
             inclusive[name] += n
         if names:
             own_self[names[-1]] += n
-    lines = [(f"{total} samples of the event loop; per request: {loop_ms:.2f} ms of the loop's time, "
-              f"{cpu_ms:.2f} ms CPU in all threads"),
+    lines = [(f"{total} samples of {what}; per request: {loop_ms:.2f} ms of its time, "
+              f"{cpu_ms:.2f} ms {cpu}"),
              f"{'share':>6} {'ms/req':>7}  function (inclusive: itself and what it calls)"]
     for name, n in inclusive.most_common():
         if (OWN.search(name) or LIBRARIES.search(name)) and len(lines) < top:
@@ -118,11 +126,20 @@ def main() -> int:
             load = lambda: wrk(url, args.seconds, args.connections, env=env, **options)
         settle(server.pid)
         raw = args.raw or tmp / "profile.raw"
-        sampler = subprocess.Popen([spy, "record", "--pid", str(server.pid), "--rate", str(args.rate), "--format", "raw",
-                                    "--output", str(raw), "--nonblocking", "--threads",
-                                    *(["--subprocesses"] if args.workers > 1 else [])],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def sample(pid: int, output: Path, subprocesses: bool) -> subprocess.Popen[bytes]:
+            return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
+                                     "--output", str(output), "--nonblocking", "--threads",
+                                     *(["--subprocesses"] if subprocesses else [])],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        sampler = sample(server.pid, raw, args.workers > 1)
+        # SQLite's writer process (started by the warm-up's first submit), sampled on its own
+        writers = [pid for pid in process_tree(server.pid)[1:] if "sqlite_writer" in Path(f"/proc/{pid}/cmdline").read_text()]
+        writer_raw = raw.with_suffix(".writer.raw")
+        writer_sampler = sample(writers[0], writer_raw, False) if writers and args.workers == 1 else None
         before, began = cpu_seconds(server.pid), time.monotonic()
+        writer_before = cpu_seconds(writers[0]) if writer_sampler is not None else 0.0
         figures: dict[str, float] = {}
         worker = threading.Thread(target=lambda: figures.update(load()))
         threads_before, idle_before = thread_times(server.pid), machine_idle_seconds()
@@ -133,13 +150,21 @@ def main() -> int:
         idle = (machine_idle_seconds() - idle_before) / (time.monotonic() - loaded)
         settle(server.pid)
         elapsed = time.monotonic() - began
-        sampler.send_signal(2)  # SIGINT: py-spy writes what it has
-        sampler.wait(60)
+        for spying in (sampler, writer_sampler):
+            if spying is not None:
+                spying.send_signal(2)  # SIGINT: py-spy writes what it has
+                spying.wait(60)
         done = figures.get("requests") or figures.get("mails") or 0
         cpu_ms = (cpu_seconds(server.pid) - before) * 1000 / done if done else float("nan")
+        writer_cpu_ms = (cpu_seconds(writers[0]) - writer_before) * 1000 / done if writer_sampler is not None and done else float("nan")
         print(f"{args.door}, {args.backend}: {figures}")
         print(describe_threads(threads, process_tree(server.pid), idle))
         print(summarise(raw, elapsed * 1000 / done if done else float("nan"), cpu_ms))
+        if writer_sampler is not None:
+            active = samples(writer_raw) / args.rate
+            print(f"the writer process: active {active / elapsed * 100:.0f} % of the time")
+            print(summarise(writer_raw, active * 1000 / done if done else float("nan"), writer_cpu_ms, top=30,
+                            what="the writer process", cpu="its CPU"))
     return 0
 
 
