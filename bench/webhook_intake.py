@@ -11,7 +11,9 @@ customer; the row "acknowledged in the webhook response" answers with
 ``acknowledge_in_webhook_response: true`` (the ``sendMessage`` call rides on the webhook's
 200, and Telegram makes it: no request of the gateway's own). VK rows: 200 returning
 users (names cached after the warm-up), and a new user every event (one users.get each,
-and vk-api allows 20 VK calls per second).
+and vk-api allows 20 VK calls per second). On SQLite, the Telegram door without
+acknowledgements and VK's returning users run also with the registry's writer process
+(``registry.sqlite.writer_process``).
 """
 from __future__ import annotations
 
@@ -119,10 +121,10 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
             server = stack.enter_context(gateway(backend, channels=doors, flush=False))
             sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process", server, seconds, connections,
                                                 PATH + "telegram/telegram", script=TELEGRAM_SCRIPT, helpers=helpers)))
+            sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, no acknowledgement", server,
+                                                seconds, connections, PATH + "telegram/telegram_quiet",
+                                                script=TELEGRAM_SCRIPT, helpers=helpers)))
             if backend == "redis":
-                sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, no acknowledgement", server,
-                                                    seconds, connections, PATH + "telegram/telegram_quiet",
-                                                    script=TELEGRAM_SCRIPT, helpers=helpers)))
                 sides.append(("telegram", contender(f"webhook: telegram, {backend}, 1 process, acknowledged in the webhook "
                                                     "response", server, seconds, connections,
                                                     PATH + "telegram/telegram_answering", script=TELEGRAM_SCRIPT,
@@ -133,6 +135,9 @@ def run(seconds: float = 10, connections: int = 32) -> list[dict[str, Any]]:
                 sides.append(("vk", contender(f"webhook: vk, {backend}, 1 process, a new user every event", server,
                                               seconds, connections, PATH + "vk/vk", script=VK_SCRIPT, helpers=helpers)))
         with_writer = stack.enter_context(gateway("sqlite_writer_process", channels=doors, flush=False))
+        sides.append(("telegram", contender("webhook: telegram, sqlite, 1 process and its writer process, no acknowledgement",
+                                            with_writer, seconds, connections, PATH + "telegram/telegram_quiet",
+                                            script=TELEGRAM_SCRIPT, helpers=helpers)))
         sides.append(("vk", vk_returning(f"webhook: vk, sqlite, 1 process and its writer process, {RETURNING_VK_USERS} "
                                          "returning users", with_writer, seconds, connections, helpers)))
         compare([*bares.values(), *(side for _, side in sides)])
