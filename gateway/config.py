@@ -47,7 +47,7 @@ CORE_SCHEMA: dict[str, Any] = {
                 "sqlite": {"type": "object", "additionalProperties": False, "properties": {
                     "path": {"type": "string"}, "synchronous": {"enum": ["OFF", "NORMAL", "FULL", "EXTRA"]},
                     "cache_mb": {"type": "integer", "minimum": 1}, "write_lock_poll_ms": {"type": "integer", "minimum": 0},
-                    "writer_process": {"type": "boolean"}}},
+                    "writer_process": {"type": "boolean"}, "writer_checkpoint_pages": {"type": "integer", "minimum": 1}}},
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"}, "prefix": {"type": "string"},
                     "socket_timeout_seconds": {"type": "number", "exclusiveMinimum": 0}}},

@@ -165,6 +165,44 @@ async def test_a_writer_that_cannot_open_the_file_fails_the_batch_and_the_next_b
         await registry.close()
 
 
+async def wal_bytes_after_batches(path: Path, checkpoint_pages: int) -> int:
+    """The WAL file's size after six batches of sixteen new customers' complaints."""
+    registry = SqliteRegistry(RegistrySettings(), path, writer_process=True, checkpoint_pages=checkpoint_pages)
+    await registry.open()
+    try:
+        for batch in range(6):
+            receipts = await registry.submit_many([complaint(f"Нет связи, обращение {batch}-{i}", ids=[("phone", f"+7916{batch}{i:06d}")])
+                                                   for i in range(16)])
+            assert all(not isinstance(r, Exception) for r in receipts)
+        return (path.parent / (path.name + "-wal")).stat().st_size
+    finally:
+        await registry.close()
+
+
+async def test_the_writer_copies_its_wal_into_the_file_as_often_as_the_setting_says(tmp_path: Path) -> None:
+    """Every commit copies the WAL with a setting of one page, so the WAL starts again at each
+    batch and stays one batch long; with a setting above what six batches write, it holds them all."""
+    (tmp_path / "every").mkdir()
+    (tmp_path / "seldom").mkdir()
+    every_commit = await wal_bytes_after_batches(tmp_path / "every" / "registry.sqlite3", 1)
+    seldom = await wal_bytes_after_batches(tmp_path / "seldom" / "registry.sqlite3", 100_000)
+    assert seldom > 3 * every_commit, (every_commit, seldom)
+
+
+def test_the_writer_checkpoint_setting_applies_only_with_a_writer(tmp_path: Path) -> None:
+    def sqlite(**settings: object) -> SqliteRegistry:
+        reg = build_registry(from_dict({"registry": {"backend": "sqlite", "sqlite": {
+            "path": str(tmp_path / "r.sqlite3"), **settings}}}).registry)
+        assert isinstance(reg, SqliteRegistry)
+        return reg
+
+    assert sqlite(writer_process=True).checkpoint_pages == 10_000  # the default with a writer
+    assert sqlite(writer_process=True, writer_checkpoint_pages=2_500).checkpoint_pages == 2_500
+    assert sqlite(writer_process=False, writer_checkpoint_pages=2_500).checkpoint_pages is None  # SQLite's own
+    with pytest.raises(ConfigError, match="writer_checkpoint_pages"):
+        from_dict({"registry": {"backend": "sqlite", "sqlite": {"writer_checkpoint_pages": 0}}})
+
+
 def test_the_setting_starts_a_writer_and_takes_only_true_or_false(tmp_path: Path) -> None:
     config = from_dict({"registry": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "r.sqlite3"),
                                                                      "writer_process": True}}})

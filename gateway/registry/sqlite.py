@@ -54,6 +54,9 @@ DEFAULT_CACHE_MB = 256
 #: How long a batch of submits tries again on the event loop, every millisecond, while another
 #: process writes, before it waits in the executor's thread (``registry.sqlite.write_lock_poll_ms``).
 DEFAULT_WRITE_LOCK_POLL_MS = 50
+#: With a writer process, the registry's connections copy the WAL into the file once it holds
+#: this many pages (``registry.sqlite.writer_checkpoint_pages``; SQLite's own is 1 000).
+DEFAULT_WRITER_CHECKPOINT_PAGES = 10_000
 #: Values per ``IN (...)`` list: SQLite allows 32 766 parameters in a statement.
 _IN_CHUNK = 500
 
@@ -214,19 +217,26 @@ class SqliteRegistry(Registry):
 
     def __init__(self, settings: RegistrySettings, path: str | Path, synchronous: str = "FULL",
                  cache_mb: int = DEFAULT_CACHE_MB, write_lock_poll_ms: int = DEFAULT_WRITE_LOCK_POLL_MS,
-                 writer_process: bool = False) -> None:
+                 writer_process: bool = False, checkpoint_pages: int | None = None) -> None:
         super().__init__(settings)
         self.path = Path(path)
         self.synchronous = synchronous
         self.cache_mb = cache_mb
         self.write_lock_poll_ms = write_lock_poll_ms
+        #: The registry's connection copies the WAL into the file once the WAL holds this many
+        #: pages (SQLite's ``wal_autocheckpoint``; None: SQLite's own, 1 000). The copy runs in
+        #: the commit that passes it, so that commit's batch waits for it: with a writer
+        #: process, whose batches the gateway waits for, fewer and larger copies register
+        #: more (``registry.sqlite.writer_checkpoint_pages``, see docs/performance.md).
+        self.checkpoint_pages = checkpoint_pages
         #: Submits run in a writer process of their own (``registry.sqlite.writer_process``),
         #: started by the first submit (the command line's reads start none).
         self.writer: SubmitWriter | None = None
         if writer_process:
             from gateway.registry.sqlite_writer import SubmitWriter
 
-            self.writer = SubmitWriter(self.path, synchronous, cache_mb, write_lock_poll_ms)
+            self.checkpoint_pages = checkpoint_pages or DEFAULT_WRITER_CHECKPOINT_PAGES
+            self.writer = SubmitWriter(self.path, synchronous, cache_mb, write_lock_poll_ms, self.checkpoint_pages)
         self._db: sqlite3.Connection | None = None
         self._locks_db: sqlite3.Connection | None = None
         self._lock_takes = 0
@@ -283,6 +293,8 @@ class SqliteRegistry(Registry):
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = connect_wal(self.path, self.synchronous, SCHEMA, cache_mb=self.cache_mb)
+        if self.checkpoint_pages is not None:
+            self._db.execute(f"PRAGMA wal_autocheckpoint={int(self.checkpoint_pages)}")
         write_transaction(self._db, _customers_without_rowid)
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:

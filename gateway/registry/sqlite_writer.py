@@ -61,8 +61,8 @@ class SubmitWriter:
     """The gateway's side: starts the writer process, hands it batches one at a time, and
     starts a new one after a writer that ended."""
 
-    def __init__(self, path: Path, synchronous: str, cache_mb: int, write_lock_poll_ms: int) -> None:
-        self.args = [str(path), synchronous, str(cache_mb), str(write_lock_poll_ms)]
+    def __init__(self, path: Path, synchronous: str, cache_mb: int, write_lock_poll_ms: int, checkpoint_pages: int) -> None:
+        self.args = [str(path), synchronous, str(cache_mb), str(write_lock_poll_ms), str(checkpoint_pages)]
         self.process: subprocess.Popen[bytes] | None = None
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()  # one batch in the writer at a time, as in the gateway's own connection
@@ -149,11 +149,13 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-async def _serve(sock: socket.socket, path: str, synchronous: str, cache_mb: int, write_lock_poll_ms: int) -> None:
+async def _serve(sock: socket.socket, path: str, synchronous: str, cache_mb: int, write_lock_poll_ms: int,
+                 checkpoint_pages: int) -> None:
     from gateway.registry.sqlite import SqliteRegistry  # the writer runs the gateway's own transaction
 
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    registry = SqliteRegistry(RegistrySettings(), path, synchronous, cache_mb, write_lock_poll_ms)
+    registry = SqliteRegistry(RegistrySettings(), path, synchronous, cache_mb, write_lock_poll_ms,
+                              checkpoint_pages=checkpoint_pages)
     try:
         await registry.open()
     except Exception as exc:  # the gateway reports it
@@ -190,13 +192,14 @@ def _decided(plan: SubmitPlan, meta_received: dict[str, Any]) -> list[Any]:
 
 
 def main() -> None:
-    """``python -m gateway.registry.sqlite_writer FD PATH SYNCHRONOUS CACHE_MB WRITE_LOCK_POLL_MS``,
+    """``python -m gateway.registry.sqlite_writer FD PATH SYNCHRONOUS CACHE_MB WRITE_LOCK_POLL_MS CHECKPOINT_PAGES``,
     started by ``SubmitWriter`` with its end of a socket pair as FD."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    fd, path, synchronous, cache_mb, poll_ms = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    fd, path, synchronous = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    cache_mb, poll_ms, checkpoint_pages = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_serve(socket.socket(fileno=fd), path, synchronous, cache_mb, poll_ms))
+    asyncio.run(_serve(socket.socket(fileno=fd), path, synchronous, cache_mb, poll_ms, checkpoint_pages))
 
 
 if __name__ == "__main__":
