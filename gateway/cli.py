@@ -72,7 +72,6 @@ def _serve(config: GatewayConfig, host: str, port: int, *, primary: bool, reuse_
 
     from gateway.app import create_app
 
-    _setup_logging(config)
     web.run_app(create_app(config, primary=primary, worker=worker), host=host, port=port, reuse_port=reuse_port or None,
                 shutdown_timeout=float(config.http["shutdown_timeout_seconds"]), access_log=None,
                 print=lambda msg: print(msg, file=sys.stderr))
@@ -86,7 +85,9 @@ def _setup_logging(config: GatewayConfig) -> None:
 
 
 def _worker(config_path: str | None, host: str, port: int, index: int) -> None:
-    _serve(load_config(config_path), host, port, primary=index == 0, reuse_port=True, worker=index)
+    config = load_config(config_path)
+    _setup_logging(config)  # a spawned process: its parent's logging is not inherited
+    _serve(config, host, port, primary=index == 0, reuse_port=True, worker=index)
 
 
 def _serve_workers(config_path: str | None, host: str, port: int, workers: int) -> int:

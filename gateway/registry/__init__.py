@@ -13,14 +13,14 @@ def build_registry(registry: dict[str, Any], normalizer: dict[str, Any] | None =
     settings = RegistrySettings.from_config(registry, normalizer)
     backend = registry.get("backend", "sqlite")
     if backend == "sqlite":
-        from gateway.registry.sqlite import DEFAULT_CACHE_MB, DEFAULT_WRITE_LOCK_POLL_MS, DEFAULT_WRITER_CHECKPOINT_PAGES, SqliteRegistry
+        from gateway.registry.sqlite import DEFAULT_CACHE_MB, DEFAULT_WRITE_LOCK_POLL_MS, SqliteRegistry
 
         sqlite = registry.get("sqlite") or {}
         writer_process = bool(sqlite.get("writer_process", False))
         return SqliteRegistry(settings, sqlite.get("path", "var/registry.sqlite3"), sqlite.get("synchronous", "FULL"),
                               int(sqlite.get("cache_mb", DEFAULT_CACHE_MB)),
                               int(sqlite.get("write_lock_poll_ms", DEFAULT_WRITE_LOCK_POLL_MS)), writer_process,
-                              int(sqlite.get("writer_checkpoint_pages", DEFAULT_WRITER_CHECKPOINT_PAGES)) if writer_process else None)
+                              sqlite.get("writer_checkpoint_pages") if writer_process else None)  # the registry's default when not set
     if backend == "redis":
         from gateway.registry.redis import RedisRegistry
 
