@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -18,6 +19,7 @@ from aiohttp import FormData
 from openapi_spec_validator import validate as validate_spec
 
 from gateway.inbound import Inbound
+from gateway.inbox.filters import Filters
 from tests.conftest import registry_of
 from tests.test_email_support import adapter_of, relay_fixture, smtp_channel, smtp_send  # noqa: F401 (the relay fixture)
 from tests.test_inbox_support import (
@@ -106,6 +108,41 @@ async def test_filters_select_by_channel_urgency_state_language_date_and_text(ga
     bad = await api(gateway, "GET", "/inbox/api/complaints", expect=400, params={"urgency": "urgent", "since": "yesterday"},
                     headers=BEARER)
     assert set(bad["fields"]) == {"urgency", "since"}
+
+
+def test_the_live_view_compares_times_as_instants_not_as_text():
+    """A message that came at a whole second is before a bound half a second later, though
+    "09:00:00Z" sorts after "09:00:00.500000Z" as text."""
+    message = {"received_at": "2026-03-10T09:00:00Z", "channel": "web", "text": "Нет связи", "customer": {}}
+    assert not Filters.parse({"since": "2026-03-10T09:00:00.5Z"}, "UTC").matches(message, "new", "open")
+    assert Filters.parse({"until": "2026-03-10T09:00:00.5Z"}, "UTC").matches(message, "new", "open")
+    assert Filters.parse({"since": "2026-03-10T12:00:00+03:00"}, "UTC").matches(message, "new", "open")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_search_stopped_by_its_scan_limit_says_so_and_its_link_goes_on_to_the_older_match(
+        backend, make_config, start_gateway):
+    client = await start_gateway(make_config(backend=backend, channels=TWO_DOORS, inbox=inbox_section(search_scan_limit=3)))
+    registry = registry_of(client)
+    now = datetime.now(UTC)
+    old = complaint("web", text="Старый счёт выставлен дважды", received=now - timedelta(hours=2))
+    await registry.submit(old)
+    for i in range(5):
+        await registry.submit(complaint("web", text=f"Нет связи, жалоба {i}", received=now - timedelta(minutes=50 - i)))
+
+    query = {"q": "счёт"}  # the old complaint is the only match; five newer ones come first
+    first = await api(client, "GET", "/inbox/api/complaints", expect=200, params=query, headers=BEARER)
+    assert (first["items"], first["scan_limited"]) == ([], True) and first["next_before"]
+    second = await api(client, "GET", "/inbox/api/complaints", expect=200, params={**query, "before": first["next_before"]},
+                       headers=BEARER)
+    assert [r["complaint"]["id"] for r in second["items"]] == [old.id]
+
+    await login(client)  # anna reads English
+    html = await (await client.get("/inbox/?q=%D1%81%D1%87%D1%91%D1%82")).text()
+    assert "The search looked at 3 messages and stopped there" in html and 'id="empty"' not in html
+    link = re.search(r'<a rel="next" href="([^"]+)">Search older messages</a>', html)
+    assert link, "no link to search on"
+    assert old.id in await (await client.get(link.group(1).replace("&amp;", "&"))).text()
 
 
 async def test_list_page_shows_counts_per_channel_and_overdue_deadlines_in_words(gateway):

@@ -22,7 +22,7 @@ from gateway.inbound import Receipt
 from gateway.registry import Registry, RegistrySettings
 from gateway.registry import redis as redis_registry
 from gateway.registry import sqlite as sqlite_registry
-from gateway.registry.base import NumberFormat, RegistryError, make_plan, stored_json
+from gateway.registry.base import NumberFormat, RegistryError, SearchResult, make_plan, stored_json
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
@@ -687,13 +687,55 @@ async def test_search_filters(registry: Registry) -> None:
     tv = await registry.submit(complaint("Телевидение показывает чёрный экран", ids=[("email", "t@example.com")], channel="vk",
                                          at=NOW + timedelta(hours=1)))
     await registry.apply_action(tv.registration_number or "", "claim", "olga")
-    assert [r["complaint"]["channel"] for r in await registry.search()] == ["vk", "email"]
-    assert [r["complaint"]["id"] for r in await registry.search(channel="vk")] == [tv.complaint_id]
-    assert [r["state"] for r in await registry.search(state="claimed")] == ["claimed"]
-    assert [r["complaint"]["channel"] for r in await registry.search(text="ИНТЕРНЕТА")] == ["email"]
+    assert [r["complaint"]["channel"] for r in (await registry.search()).rows] == ["vk", "email"]
+    assert [r["complaint"]["id"] for r in (await registry.search(channel="vk")).rows] == [tv.complaint_id]
+    assert [r["state"] for r in (await registry.search(state="claimed")).rows] == ["claimed"]
+    assert [r["complaint"]["channel"] for r in (await registry.search(text="ИНТЕРНЕТА")).rows] == ["email"]
     since = (NOW + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
-    assert [r["complaint"]["channel"] for r in await registry.search(since=since)] == ["vk"]
-    assert await registry.search(urgency="immediate") == []
+    assert [r["complaint"]["channel"] for r in (await registry.search(since=since)).rows] == ["vk"]
+    until = (NOW + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    assert [r["complaint"]["channel"] for r in (await registry.search(until=until)).rows] == ["email"]
+    assert await registry.search(urgency="immediate") == SearchResult([], None, scan_limited=False)
+    # instants compare as instants: the e-mail came at 09:00:00Z, before 09:00:00.500000Z (not so as text)
+    half = (NOW + timedelta(seconds=0.5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert [r["complaint"]["channel"] for r in (await registry.search(since=half)).rows] == ["vk"]
+    assert [r["complaint"]["channel"] for r in (await registry.search(until=half)).rows] == ["email"]
+
+
+async def test_search_pages_by_next_before_and_says_when_there_is_no_more(registry: Registry) -> None:
+    ids = [(await registry.submit(complaint(f"Жалоба номер {i} про связь", ids=[("phone", f"+7916000{i:04d}")],
+                                            at=NOW + timedelta(minutes=i)))).complaint_id for i in range(5)]
+    first = await registry.search(limit=2)
+    assert [r["complaint"]["id"] for r in first.rows] == [ids[4], ids[3]]
+    assert (first.next_before, first.scan_limited) == (ids[3], False)
+    second = await registry.search(limit=2, before=first.next_before)
+    assert [r["complaint"]["id"] for r in second.rows] == [ids[2], ids[1]] and second.next_before == ids[1]
+    last = await registry.search(limit=2, before=second.next_before)
+    assert [r["complaint"]["id"] for r in last.rows] == [ids[0]] and last.next_before is None
+    exact = await registry.search(limit=5)  # exactly as many matches as asked for: no next page
+    assert len(exact.rows) == 5 and exact.next_before is None
+
+
+async def test_a_search_stopped_by_its_scan_limit_says_so_and_goes_on_to_an_older_match(registry: Registry) -> None:
+    """The one claimed registration is older than the scan limit reaches: the first page is
+    empty but says the search stopped, and paging on from it finds the match."""
+    old = await registry.submit(complaint("Старая жалоба на качество связи", ids=[("phone", "+79160009999")],
+                                          channel="email"))
+    await registry.apply_action(old.registration_number or "", "claim", "olga")
+    newer = [(await registry.submit(complaint(f"Новая жалоба {i} на связь", ids=[("phone", f"+7916100{i:04d}")],
+                                              at=NOW + timedelta(minutes=1 + i)))).complaint_id for i in range(7)]
+    page = await registry.search(kind="new", urgency="normal", text="старая", scan_limit=3)
+    assert (page.rows, page.scan_limited, page.next_before) == ([], True, newer[4])
+    seen: list[str] = []
+    for _ in range(10):
+        seen += [r["complaint"]["id"] for r in page.rows]
+        if page.next_before is None:
+            break
+        page = await registry.search(kind="new", urgency="normal", text="старая", scan_limit=3, before=page.next_before)
+    assert seen == [old.complaint_id] and page.next_before is None and not page.scan_limited
+    full = await registry.search(limit=2, scan_limit=2)  # a page full at the scan limit: it goes on from its last row
+    assert [r["complaint"]["id"] for r in full.rows] == [newer[6], newer[5]]
+    assert (full.next_before, full.scan_limited) == (newer[5], False)
 
 
 @pytest.fixture
@@ -842,9 +884,9 @@ async def test_a_registration_whose_acknowledgement_failed_is_marked_and_found_b
     assert (await registry.registration_state(failed.registration_number or "") or {})["acknowledgement_failed"] is True
     assert (await registry.registration_state(fine.registration_number or "") or {})["acknowledgement_failed"] is False
     await registry.apply_action(failed.registration_number or "", "claim", "olga")  # another action keeps the mark
-    rows = await registry.search(undelivered=True)
+    rows = (await registry.search(undelivered=True)).rows
     assert [(r["complaint"]["id"], r["undelivered"], r["state"]) for r in rows] == [(failed.complaint_id, True, "claimed")]
-    assert {r["complaint"]["id"]: r["undelivered"] for r in await registry.search()} == {
+    assert {r["complaint"]["id"]: r["undelivered"] for r in (await registry.search()).rows} == {
         failed.complaint_id: True, fine.complaint_id: False}
 
 

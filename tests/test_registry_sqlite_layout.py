@@ -2,7 +2,7 @@
 written by an earlier version (receipts in a table of their own, the repeat check's earlier
 index, an index of registrations by customer) is read the same; the repeat check reads its
 candidates from an index alone; the queue's pending deliveries read with the events they
-name."""
+name; the inbox search asks the file for what its columns answer."""
 from __future__ import annotations
 
 import asyncio
@@ -224,3 +224,29 @@ async def test_a_read_of_more_expired_deliveries_than_one_statement_takes(tmp_pa
         again = await registry.read_events("crm", "w1", count=5)
         assert [(e.id, e.deliveries) for e in again] == [(e.id, 2) for e in first]
         assert [e.payload["complaint"]["text"] for e in again] == [f"Жалоба номер {n}" for n in range(5)]
+
+
+async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_match_is_on_the_first_page(tmp_path: Path) -> None:
+    """On SQLite only messages that pass the channel, status and date filters count towards
+    the scan limit: a claimed e-mail older than many open web complaints is found by a
+    search that may look at two messages."""
+    registry = open_registry(tmp_path / "registry.sqlite3")
+    await registry.open()
+    try:
+        old = await registry.submit(complaint("Старая жалоба про связь", ids=[("email", "old@example.com")], channel="email"))
+        await registry.apply_action(old.registration_number or "", "claim", "olga")
+        for i in range(12):
+            await registry.submit(complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")],
+                                            at=NOW + timedelta(minutes=1 + i)))
+        for filters in ({"state": "claimed"}, {"channel": "email"},
+                        {"until": (NOW + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")}):
+            found = await registry.search(scan_limit=2, **filters)  # type: ignore[arg-type]
+            assert ([r["complaint"]["id"] for r in found.rows], found.next_before, found.scan_limited) == (
+                [old.complaint_id], None, False), filters
+        # instants compare as instants: "09:01:00Z" is before "09:01:00.500000Z", though not as text
+        since = (NOW + timedelta(minutes=1, seconds=0.5)).isoformat().replace("+00:00", "Z")
+        assert [r["complaint"]["text"] for r in (await registry.search(since=since, limit=20)).rows][-1] == "Новая жалоба 1 про связь"
+        # without a filter the database can answer, the limit counts every message
+        assert (await registry.search(kind="new", text="старая", scan_limit=2)).scan_limited is True
+    finally:
+        await registry.close()

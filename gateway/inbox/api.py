@@ -75,9 +75,9 @@ async def list_complaints(request: web.Request) -> web.Response:
         return json_error(400, "invalid filters", fields=exc.problems)
     except ValueError:
         return json_error(400, "invalid filters", fields={"limit": f"an integer from 1 to {MAX_LIMIT}"})
-    rows = await request.config_dict[REGISTRY].search(**filters.search_kwargs(), limit=limit + 1)
-    items = rows[:limit]
-    return web.json_response({"items": items, "next_before": items[-1]["complaint"]["id"] if len(rows) > limit else None})
+    found = await request.config_dict[REGISTRY].search(**filters.search_kwargs(), limit=limit,
+                                                       scan_limit=state.settings.search_scan_limit)
+    return web.json_response({"items": found.rows, "next_before": found.next_before, "scan_limited": found.scan_limited})
 
 
 async def get_complaint(request: web.Request) -> web.Response:

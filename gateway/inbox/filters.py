@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from gateway.registry.base import epoch
 from normalizer.schema import URGENCIES
 
 STATES = ("open", "claimed", "closed")
@@ -118,9 +119,10 @@ class Filters:
             return False
         if self.customer_id and customer.get("customer_id") != self.customer_id:
             return False
-        received = complaint.get("received_at") or ""
-        if self.since_utc and received < self.since_utc or self.until_utc and received >= self.until_utc:
-            return False
+        if self.since_utc or self.until_utc:
+            received = epoch(complaint["received_at"])
+            if self.since_utc and received < epoch(self.since_utc) or self.until_utc and received >= epoch(self.until_utc):
+                return False
         if self.q:
             haystack = f"{complaint.get('subject') or ''}\n{complaint.get('text') or ''}\n{customer.get('name') or ''}"
             if self.q.casefold() not in haystack.casefold():
@@ -147,5 +149,4 @@ def _instant(value: str, zone: ZoneInfo, end_of_day: bool) -> str:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=zone)
-    # with microseconds, so string comparison with stored instants is exact
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 
 from gateway.config import ConfigError, GatewayConfig, validate
 from gateway.inbox.i18n import LANGUAGES
+from gateway.registry.base import DEFAULT_SEARCH_SCAN_LIMIT
 
 _OPERATOR = {
     "type": "object", "additionalProperties": False, "required": ["username", "password_hash"],
@@ -49,6 +50,7 @@ INBOX_SCHEMA: dict[str, Any] = {
             "attempts": _COUNT, "window_seconds": _POSITIVE, "duration_seconds": _POSITIVE}},
         "page_size": {"type": "integer", "minimum": 1, "maximum": 500},
         "count_scan_limit": {"type": "integer", "minimum": 1},
+        "search_scan_limit": {"type": "integer", "minimum": 1},
         "max_reply_chars": _COUNT,
         "max_note_chars": _COUNT,
         "max_api_body_bytes": {"type": "integer", "minimum": 1024},
@@ -98,6 +100,7 @@ class InboxSettings:
     lockout_duration: float = 900.0
     page_size: int = 50
     count_scan_limit: int = 1000
+    search_scan_limit: int = DEFAULT_SEARCH_SCAN_LIMIT
     max_reply_chars: int = 10_000
     max_note_chars: int = 5_000
     max_api_body_bytes: int = 1024 * 1024
@@ -151,6 +154,7 @@ def load_settings(config: GatewayConfig) -> InboxSettings:
         lockout_duration=float(lockout.get("duration_seconds", d.lockout_duration)),
         page_size=int(section.get("page_size", d.page_size)),
         count_scan_limit=int(section.get("count_scan_limit", d.count_scan_limit)),
+        search_scan_limit=int(section.get("search_scan_limit", d.search_scan_limit)),
         max_reply_chars=int(section.get("max_reply_chars", d.max_reply_chars)),
         max_note_chars=int(section.get("max_note_chars", d.max_note_chars)),
         max_api_body_bytes=int(section.get("max_api_body_bytes", d.max_api_body_bytes)),

@@ -25,7 +25,7 @@ from gateway.inbox.original import ORIGINAL_CSP, download, view_of
 from gateway.inbox.present import deadlines_view, local_time, message_view, row_view
 from gateway.inbox.service import InboxError
 from gateway.inbox.state import ACTOR, ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
-from gateway.registry.base import RegistryError
+from gateway.registry.base import RegistryError, SearchResult
 from normalizer.schema import URGENCIES
 
 log = logging.getLogger("complaint_gateway.inbox")
@@ -113,25 +113,27 @@ async def complaint_list(request: web.Request) -> web.Response:
     except FilterError as exc:
         errors = [f"{name}: {problem}" for name, problem in exc.problems.items()]
         filters = Filters()
-    page = state.settings.page_size
+    page, scan_limit = state.settings.page_size, state.settings.search_scan_limit
     everything = await registry.search(**filters.search_kwargs(with_channel=False, with_before=False),
-                                       limit=state.settings.count_scan_limit)
+                                       limit=state.settings.count_scan_limit, scan_limit=scan_limit)
     counts: dict[str, int] = {}
-    for row in everything:
+    for row in everything.rows:
         channel = row["complaint"]["channel"]
         counts[channel] = counts.get(channel, 0) + 1
     if filters.channel or filters.before:
-        found = await registry.search(**filters.search_kwargs(), limit=page + 1)
+        found = await registry.search(**filters.search_kwargs(), limit=page, scan_limit=scan_limit)
+    elif len(everything.rows) > page:
+        found = SearchResult(everything.rows[:page], everything.rows[page - 1]["complaint"]["id"], scan_limited=False)
     else:
-        found = everything[: page + 1]
+        found = everything
     now = datetime.now(UTC)
     rows = [row_view(r["complaint"], r["kind"], r["state"], r["assigned_to"], state.tz, _, now, r.get("undelivered", False))
-            for r in found[:page]]
+            for r in found.rows]
     channels = sorted(set(request.config_dict[CONFIG].channels) | set(counts))
     return await render(request, "list.html", title=_("list_title"), section="list", rows=rows, f=filters,
                         errors=errors, counts=sorted(counts.items()), channels=channels, urgencies=URGENCIES,
-                        states=STATES, languages=LANGUAGES,
-                        next_before=found[page - 1]["complaint"]["id"] if len(found) > page else None)
+                        states=STATES, languages=LANGUAGES, next_before=found.next_before,
+                        scan_limited=found.scan_limited, scan_limit=scan_limit)
 
 
 async def events(request: web.Request) -> web.StreamResponse:

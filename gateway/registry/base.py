@@ -7,6 +7,7 @@ interface and pass the same contract test suite.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from abc import ABC, abstractmethod
@@ -209,12 +210,32 @@ class Event:
         }
 
 
+#: Messages one inbox search looks at before it stops and offers to go on (``inbox.search_scan_limit``).
+DEFAULT_SEARCH_SCAN_LIMIT = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One page of an inbox search. ``next_before`` is where the next page starts (None:
+    nothing older matches); ``scan_limited``: the search stopped at its scan limit, so
+    older messages were not looked at yet and the next page looks at them."""
+
+    rows: list[dict[str, Any]]
+    next_before: str | None
+    scan_limited: bool
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
 def iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def epoch(instant: str) -> float:
+    """An ISO 8601 instant (``...Z`` or with an offset) as seconds since the epoch."""
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
 #: Rows (or keys) a purge reads and changes at a time: each chunk is one short write, so
@@ -373,49 +394,82 @@ class Registry(ABC):
                      language: str | None = None, kind: str | None = None, since: str | None = None,
                      until: str | None = None, text: str | None = None, customer_id: str | None = None,
                      undelivered: bool = False, limit: int = 50, before: str | None = None,
-                     scan_limit: int = 5000) -> list[dict[str, Any]]:
+                     scan_limit: int = DEFAULT_SEARCH_SCAN_LIMIT) -> SearchResult:
         """Messages matching every given filter, newest first, as inbox rows:
         ``{"complaint": {...}, "kind": ..., "state": ..., "assigned_to": ..., "undelivered": ...}``.
 
-        ``since``/``until`` are ISO 8601 instants compared with ``received_at``; ``text``
+        ``since``/``until`` are ISO 8601 instants compared, as instants, with ``received_at``; ``text``
         matches the subject, text and customer name case-insensitively; ``state`` is the
         registration's (open, claimed, closed); ``undelivered``: only registrations whose
-        acknowledgement was given up on. At most ``scan_limit`` messages are looked at.
+        acknowledgement was given up on. At most ``scan_limit`` messages are looked at; a
+        search that stops there short of ``limit`` rows says so (``scan_limited``), and its
+        ``next_before`` goes on from the last message it looked at, so that paging on
+        reaches every match.
         """
         needle = (text or "").casefold()
+        since_epoch, until_epoch = epoch(since) if since else -math.inf, epoch(until) if until else math.inf
         rows: list[dict[str, Any]] = []
         scanned, cursor = 0, before
         states: dict[str, dict[str, Any]] = {}
-        while len(rows) < limit and scanned < scan_limit:
-            page = await self.list_messages(limit=200, before=cursor)
-            if not page:
-                break
-            for message in page:
-                scanned += 1
-                c = message
-                number = c.registration_number
-                if number and number not in states:
-                    states[number] = await self.registration_state(number) or {}
-                info = states.get(number or "", {})
-                row_kind = "automatic" if c.auto_submitted else info.get("kinds", {}).get(c.id, "new")
-                if channel and c.channel != channel or urgency and c.urgency != urgency:
-                    continue
-                if language and c.language != language or customer_id and c.customer.customer_id != customer_id:
-                    continue
-                if kind and row_kind != kind or state and info.get("state") != state:
-                    continue
-                if undelivered and not info.get("acknowledgement_failed"):
-                    continue
-                if since and c.received_at < since or until and c.received_at >= until:
-                    continue
-                if needle and needle not in f"{c.subject or ''}\n{c.text}\n{c.customer.name or ''}".casefold():
-                    continue
-                rows.append({"complaint": c.to_dict(), "kind": row_kind, "state": info.get("state"),
-                             "assigned_to": info.get("assigned_to"), "undelivered": bool(info.get("acknowledgement_failed"))})
-                if len(rows) >= limit:
-                    break
+
+        def matches_itself(c: Complaint) -> bool:
+            """The filters a message answers without its registration."""
+            if channel and c.channel != channel or urgency and c.urgency != urgency:
+                return False
+            if language and c.language != language or customer_id and c.customer.customer_id != customer_id:
+                return False
+            if (since or until) and not since_epoch <= epoch(c.received_at) < until_epoch:
+                return False
+            return not needle or needle in f"{c.subject or ''}\n{c.text}\n{c.customer.name or ''}".casefold()
+
+        while scanned < scan_limit:
+            asked = min(200, scan_limit - scanned)  # and one more, to know whether the oldest is among them
+            fetched = await self._search_candidates(limit=asked + 1, before=cursor, channel=channel, state=state,
+                                                    since=since, until=until)
+            page = fetched[:asked]
+            scanned += len(page)
+            passing = [c for c in page if matches_itself(c)]
+            for start in range(0, len(passing), 50):  # the registrations' states read 50 messages at a time
+                chunk = passing[start:start + 50]
+                unread = sorted({c.registration_number for c in chunk if c.registration_number} - states.keys())
+                if unread:
+                    read = await self._registration_states(unread)
+                    states.update((number, read.get(number) or {}) for number in unread)
+                for c in chunk:
+                    info = states.get(c.registration_number or "", {})
+                    row_kind = "automatic" if c.auto_submitted else info.get("kinds", {}).get(c.id, "new")
+                    if kind and row_kind != kind or state and info.get("state") != state:
+                        continue
+                    if undelivered and not info.get("acknowledgement_failed"):
+                        continue
+                    if len(rows) == limit:  # one match more than asked for: there is a next page
+                        return SearchResult(rows, rows[-1]["complaint"]["id"], scan_limited=False)
+                    rows.append({"complaint": c.to_dict(), "kind": row_kind, "state": info.get("state"),
+                                 "assigned_to": info.get("assigned_to"),
+                                 "undelivered": bool(info.get("acknowledgement_failed"))})
+            if len(fetched) <= asked:  # the oldest message has been looked at
+                return SearchResult(rows, None, scan_limited=False)
             cursor = page[-1].id
-        return rows
+        if len(rows) == limit:  # a full page: the next one starts after its last row
+            return SearchResult(rows, rows[-1]["complaint"]["id"], scan_limited=False)
+        # stopped at the scan limit: older messages were not looked at; the next page starts after the last one that was
+        return SearchResult(rows, cursor, scan_limited=True)
+
+    async def _registration_states(self, numbers: list[str]) -> dict[str, dict[str, Any]]:
+        """``registration_state`` of each number that is registered; a backend that can read
+        many at once does so."""
+        states = {}
+        for number in numbers:
+            if (found := await self.registration_state(number)) is not None:
+                states[number] = found
+        return states
+
+    async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
+                                 since: str | None, until: str | None) -> list[Complaint]:
+        """The next messages ``search`` looks at, newest first, from ``before``. A backend
+        that can skip messages failing the given filters by an index does so (every one it
+        returns is still checked); by default, every message."""
+        return await self.list_messages(limit=limit, before=before)
 
     # -- operators' actions -----------------------------------------------------------
     @abstractmethod

@@ -143,6 +143,13 @@ return 1
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 5.0
 
 
+def _in_order(first: str, later: list[str]) -> list[str]:
+    """A registration's messages in order: its first (``first``, the hash's ``complaint_id``),
+    then the list of the later ones (data written by earlier versions holds the first in the
+    list too)."""
+    return [first, *(i for i in later if i != first)] if first else list(later)
+
+
 class RedisRegistry(Registry):
     backend = "redis"
 
@@ -316,11 +323,7 @@ class RedisRegistry(Registry):
         }
 
     async def _message_ids(self, key: str, first: str) -> list[str]:
-        """A registration's messages in order: its first (``first``, the hash's ``complaint_id``),
-        then the list of the later ones (data written by earlier versions holds the first in the
-        list too)."""
-        later = [i for i in await self._strings(self.r.lrange(key + ":messages", 0, -1)) if i != first]
-        return [first, *later] if first else later
+        return _in_order(first, await self._strings(self.r.lrange(key + ":messages", 0, -1)))
 
     async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
         timeline = self.prefix + "timeline"
@@ -331,12 +334,11 @@ class RedisRegistry(Registry):
             ids = await self._strings(self.r.zrevrangebyscore(timeline, f"({score}", "-inf", start=0, num=limit))
         else:
             ids = await self._strings(self.r.zrevrange(timeline, 0, limit - 1))
-        out = []
-        for complaint_id in ids:
-            message = await self.get_message(complaint_id)
-            if message is not None:
-                out.append(message)
-        return out
+        async with self.r.pipeline(transaction=False) as pipe:  # the page's bodies in one round trip
+            for complaint_id in ids:
+                pipe.hget(self.prefix + "message:" + complaint_id, "body")
+            bodies = await pipe.execute()
+        return [Complaint.from_json(body) for body in bodies if body]
 
     async def get_customer(self, customer_id: str) -> dict[str, Any] | None:
         key = self.prefix + "customer:" + customer_id
@@ -372,16 +374,31 @@ class RedisRegistry(Registry):
 
     # -- operators' actions -----------------------------------------------------------
     async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
-        key = self.prefix + "registration:" + registration_number
-        row = await self.r.hgetall(key)
-        if not row:
-            return None
-        kinds = {}
-        for complaint_id in await self._message_ids(key, str(row.get("complaint_id") or "")):
-            kinds[complaint_id] = await self._field(self.prefix + "message:" + complaint_id, "kind")
-        return {"state": row.get("state", "open"), "assigned_to": row.get("assigned_to") or None,
-                "updated_at": row.get("updated_at"), "customer_id": row["customer_id"], "kinds": kinds,
-                "acknowledgement_failed": row.get("acknowledgement_failed") == "1"}
+        return (await self._registration_states([registration_number])).get(registration_number)
+
+    async def _registration_states(self, numbers: list[str]) -> dict[str, dict[str, Any]]:
+        """In three round trips, however many: the registrations' hashes and lists of later
+        messages, then each message's kind."""
+        keys = [self.prefix + "registration:" + number for number in numbers]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+                pipe.lrange(key + ":messages", 0, -1)
+            replies = await pipe.execute()
+        found = []  # (number, its hash, its messages in order)
+        for number, row, later in zip(numbers, replies[0::2], replies[1::2]):
+            if row:
+                found.append((number, row, _in_order(str(row.get("complaint_id") or ""), later)))
+        async with self.r.pipeline(transaction=False) as pipe:
+            for _, _, ids in found:
+                for complaint_id in ids:
+                    pipe.hget(self.prefix + "message:" + complaint_id, "kind")
+            kinds = iter(await pipe.execute())
+        return {number: {"state": row.get("state", "open"), "assigned_to": row.get("assigned_to") or None,
+                         "updated_at": row.get("updated_at"), "customer_id": row["customer_id"],
+                         "kinds": {complaint_id: next(kinds) for complaint_id in ids},
+                         "acknowledgement_failed": row.get("acknowledgement_failed") == "1"}
+                for number, row, ids in found}
 
     async def apply_action(self, registration_number: str, action: str, operator: str,
                            details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +32,7 @@ from gateway.registry.base import (
     anonymise,
     anonymise_action,
     blobs_named,
+    epoch,
     identity_kinds,
     iso,
     stored_json,
@@ -545,14 +545,36 @@ class SqliteRegistry(Registry):
         return await self._read(read)
 
     async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
+        return await self._search_candidates(limit=limit, before=before, channel=None, state=None, since=None, until=None)
+
+    async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
+                                 since: str | None, until: str | None) -> list[Complaint]:
+        """The messages' own columns answer the channel, the registration's state and the
+        time of receipt, so a search with those filters looks only at messages that pass
+        them. The scan goes newest first by rowid (``+channel`` keeps SQLite from sorting a
+        whole channel by another index); ``received_epoch`` is ``received_at`` as ``epoch``
+        reads it, so the times compare exactly as ``search`` compares them after."""
+        where: list[str] = []
+        args: list[Any] = []
+        if before:
+            where.append("rowid < (SELECT rowid FROM messages WHERE id=?)")
+            args.append(before)
+        if channel:
+            where.append("+channel = ?")
+            args.append(channel)
+        if state:
+            where.append("EXISTS (SELECT 1 FROM registrations r WHERE r.number = messages.number AND r.state = ?)")
+            args.append(state)
+        if since:
+            where.append("received_epoch >= ?")
+            args.append(epoch(since))
+        if until:
+            where.append("received_epoch < ?")
+            args.append(epoch(until))
+        sql = "SELECT body FROM messages" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid DESC LIMIT ?"
+
         def read(db: sqlite3.Connection) -> list[Complaint]:
-            if before:
-                rows = db.execute(
-                    "SELECT body FROM messages WHERE rowid < (SELECT rowid FROM messages WHERE id=?)"
-                    " ORDER BY rowid DESC LIMIT ?", (before, limit)).fetchall()
-            else:
-                rows = db.execute("SELECT body FROM messages ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
-            return [Complaint.from_json(r[0]) for r in rows]
+            return [Complaint.from_json(r[0]) for r in db.execute(sql, (*args, limit))]
 
         return await self._read(read)
 
@@ -806,7 +828,7 @@ class SqliteRegistry(Registry):
         (no write lock held while tables are scanned), and each chunk is changed in a write
         transaction of its own, which checks again that its rows still need it (another purge
         may have run meanwhile). Intake waits for one chunk at most, not for the whole purge."""
-        cutoff = datetime.fromisoformat(before.replace("Z", "+00:00")).timestamp()
+        cutoff = epoch(before)
         now = iso(utcnow())
         result: dict[str, Any] = {"messages": 0, "customers": 0, "dead_letters": 0, "events": 0, "actions": 0,
                                   "merge_suggestions": 0}
