@@ -377,7 +377,7 @@ class RedisRegistry(Registry):
         return (await self._registration_states([registration_number])).get(registration_number)
 
     async def _registration_states(self, numbers: list[str]) -> dict[str, dict[str, Any]]:
-        """In three round trips, however many: the registrations' hashes and lists of later
+        """In two round trips, however many: the registrations' hashes and lists of later
         messages, then each message's kind."""
         keys = [self.prefix + "registration:" + number for number in numbers]
         async with self.r.pipeline(transaction=False) as pipe:
