@@ -110,6 +110,26 @@ async def test_filters_select_by_channel_urgency_state_language_date_and_text(ga
     assert set(bad["fields"]) == {"urgency", "since"}
 
 
+async def test_the_overdue_filter_lists_the_red_rows_in_the_api_the_page_and_the_live_view(gateway):
+    registry = registry_of(gateway)
+    now = datetime.now(UTC)
+    stamp = lambda hours: (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    late = complaint("web", text="Ответа нет уже сутки", received=now - timedelta(hours=30), deadlines={"acknowledge": stamp(-22)})
+    fresh = complaint("web", text="Новая жалоба на связь", received=now, deadlines={"acknowledge": stamp(8)})
+    for item in (late, fresh):
+        await registry.submit(item)
+    body = await api(gateway, "GET", "/inbox/api/complaints", expect=200, params={"overdue": "1"}, headers=BEARER)
+    assert [r["complaint"]["id"] for r in body["items"]] == [late.id]
+    await api(gateway, "GET", "/inbox/api/complaints", expect=400, params={"overdue": "yes"}, headers=BEARER)
+    await login(gateway)
+    html = await (await gateway.get("/inbox/?overdue=1")).text()
+    assert 'name="overdue" type="checkbox" value="1" checked' in html
+    assert late.id in html and fresh.id not in html and "overdue by 22 h" in html
+    filters = Filters.parse({"overdue": "1"}, "UTC")
+    assert filters.matches(late.to_dict(), "new", "open") and not filters.matches(fresh.to_dict(), "new", "open")
+    assert not filters.matches(late.to_dict(), "new", "closed")
+
+
 def test_the_live_view_compares_times_as_instants_not_as_text():
     """A message that came at a whole second is before a bound half a second later, though
     "09:00:00Z" sorts after "09:00:00.500000Z" as text."""
@@ -121,7 +141,7 @@ def test_the_live_view_compares_times_as_instants_not_as_text():
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_a_search_stopped_by_its_scan_limit_says_so_and_its_link_goes_on_to_the_older_match(
-        backend, make_config, start_gateway):
+        backend, make_config, start_gateway, redis_url):
     client = await start_gateway(make_config(backend=backend, channels=TWO_DOORS, inbox=inbox_section(search_scan_limit=3)))
     registry = registry_of(client)
     now = datetime.now(UTC)
@@ -130,12 +150,13 @@ async def test_a_search_stopped_by_its_scan_limit_says_so_and_its_link_goes_on_t
     for i in range(5):
         await registry.submit(complaint("web", text=f"Нет связи, жалоба {i}", received=now - timedelta(minutes=50 - i)))
 
-    query = {"q": "счёт"}  # the old complaint is the only match; five newer ones come first
+    query = {"q": "счёт"}  # the old complaint is the oldest message and the only match; five newer ones come first
     first = await api(client, "GET", "/inbox/api/complaints", expect=200, params=query, headers=BEARER)
     assert (first["items"], first["scan_limited"]) == ([], True) and first["next_before"]
     second = await api(client, "GET", "/inbox/api/complaints", expect=200, params={**query, "before": first["next_before"]},
                        headers=BEARER)
     assert [r["complaint"]["id"] for r in second["items"]] == [old.id]
+    assert (second["next_before"], second["scan_limited"]) == (None, False)
 
     await login(client)  # anna reads English
     html = await (await client.get("/inbox/?q=%D1%81%D1%87%D1%91%D1%82")).text()

@@ -22,7 +22,15 @@ from gateway.inbound import Receipt
 from gateway.registry import Registry, RegistrySettings
 from gateway.registry import redis as redis_registry
 from gateway.registry import sqlite as sqlite_registry
-from gateway.registry.base import NumberFormat, RegistryError, SearchResult, make_plan, stored_json
+from gateway.registry.base import (
+    NumberFormat,
+    RegistryError,
+    SearchResult,
+    current_deadline,
+    is_overdue,
+    make_plan,
+    stored_json,
+)
 from gateway.registry.redis import RedisRegistry
 from gateway.registry.redis_cluster import RedisClusterRegistry
 from gateway.registry.sqlite import SqliteRegistry
@@ -700,6 +708,46 @@ async def test_search_filters(registry: Registry) -> None:
     half = (NOW + timedelta(seconds=0.5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert [r["complaint"]["channel"] for r in (await registry.search(since=half)).rows] == ["vk"]
     assert [r["complaint"]["channel"] for r in (await registry.search(until=half)).rows] == ["email"]
+
+
+async def test_the_overdue_filter_finds_messages_whose_current_deadline_has_passed(registry: Registry) -> None:
+    """While open the first answer's deadline counts, once claimed the nearest of the
+    others, and a closed registration is never overdue."""
+    now = datetime.now(timezone.utc)
+
+    def at(hours: float) -> str:
+        return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+    cases = {
+        "open, first answer late": ({"acknowledge": at(-1), "respond": at(90)}, None),
+        "open, first answer in time, the rest late": ({"acknowledge": at(2), "respond": at(-1)}, None),
+        "claimed, only the first answer late": ({"acknowledge": at(-5), "respond": at(90)}, "claim"),
+        "claimed, the answer late": ({"acknowledge": at(-5), "respond": at(-1), "legal": at(900)}, "claim"),
+        "closed, everything late": ({"acknowledge": at(-5), "respond": at(-1)}, "close"),
+        "no deadlines": ({}, None),
+    }
+    ids = {}
+    for i, (name, (deadlines, action)) in enumerate(cases.items()):
+        c = complaint(f"Жалоба: {name}", ids=[("phone", f"+7916300{i:04d}")], at=NOW + timedelta(minutes=i))
+        c.deadlines = deadlines
+        receipt = await registry.submit(c)
+        if action:
+            await registry.apply_action(receipt.registration_number or "", action, "olga")
+        ids[receipt.complaint_id] = name
+    found = await registry.search(overdue=True)
+    assert [ids[r["complaint"]["id"]] for r in found.rows] == ["claimed, the answer late", "open, first answer late"]
+    assert [ids[r["complaint"]["id"]] for r in (await registry.search(overdue=True, state="open")).rows] == [
+        "open, first answer late"]
+
+
+def test_the_current_deadline_is_the_nearest_instant_not_the_first_text() -> None:
+    deadlines = {"technical": "2026-03-10T12:00:00.500000Z", "respond": "2026-03-10T12:00:00Z", "legal": "soon"}
+    assert current_deadline(deadlines, "claimed") == ("respond", "2026-03-10T12:00:00Z")
+    assert current_deadline({"acknowledge": "2026-03-10T09:00:00Z", **deadlines}, "open") == ("acknowledge", "2026-03-10T09:00:00Z")
+    assert current_deadline({"acknowledge": "2026-03-10T09:00:00Z"}, "claimed") == ("acknowledge", "2026-03-10T09:00:00Z")
+    assert current_deadline(deadlines, "closed") is None and current_deadline({"legal": "soon"}, "open") is None
+    assert is_overdue(deadlines, "claimed", NOW.replace(hour=12, second=1).timestamp())
+    assert not is_overdue(deadlines, "claimed", NOW.replace(hour=11).timestamp())
 
 
 async def test_search_pages_by_next_before_and_says_when_there_is_no_more(registry: Registry) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from gateway.registry.base import epoch
+from gateway.registry.base import epoch, is_overdue
 from normalizer.schema import URGENCIES
 
 STATES = ("open", "claimed", "closed")
@@ -45,6 +45,8 @@ class Filters:
     customer_id: str = ""
     #: "1": only registrations whose acknowledgement was given up on (the number did not reach the customer)
     undelivered: str = ""
+    #: "1": only messages whose current deadline has passed (the list's red ones)
+    overdue: str = ""
     before: str = ""
     since_utc: str = ""
     until_utc: str = ""
@@ -63,6 +65,7 @@ class Filters:
             "kind": (lambda v: v in KINDS, " | ".join(KINDS)),
             "customer_id": (_ID.match, "an id"),
             "undelivered": (lambda v: v == "1", "1"),
+            "overdue": (lambda v: v == "1", "1"),
             "before": (_ID.match, "a complaint id"),
         }
         for name, (ok, expected) in checks.items():
@@ -100,6 +103,7 @@ class Filters:
             "urgency": self.urgency or None, "state": self.state or None, "language": self.language or None,
             "kind": self.kind or None, "since": self.since_utc or None, "until": self.until_utc or None,
             "text": self.q or None, "customer_id": self.customer_id or None, "undelivered": self.undelivered == "1",
+            "overdue": self.overdue == "1",
             "before": (self.before or None) if with_before else None,
         }
 
@@ -116,6 +120,8 @@ class Filters:
         if self.language and complaint.get("language") != self.language:
             return False
         if self.kind and kind != self.kind or self.state and state != self.state:
+            return False
+        if self.overdue and not is_overdue(complaint.get("deadlines") or {}, state, datetime.now(UTC).timestamp()):
             return False
         if self.customer_id and customer.get("customer_id") != self.customer_id:
             return False

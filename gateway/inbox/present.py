@@ -6,6 +6,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.inbox.i18n import Translate, duration_text
+from gateway.registry.base import current_deadline
 
 EXCERPT_CHARS = 160
 
@@ -46,19 +47,9 @@ def deadlines_view(complaint: dict[str, Any], now: datetime, _: Translate) -> li
 
 
 def list_deadline(complaint: dict[str, Any], state: str | None, now: datetime, _: Translate) -> dict[str, Any] | None:
-    """The one deadline that matters in the list: none once closed; the first answer while
-    open; then the nearest of the others."""
-    if state == "closed":
-        return None
-    views = deadlines_view(complaint, now, _)
-    if not views:
-        return None
-    if state in (None, "open"):
-        first = [v for v in views if v["name"] == "acknowledge"]
-        if first:
-            return first[0]
-    rest = [v for v in views if v["name"] != "acknowledge"]
-    return (rest or views)[0]
+    """The one deadline that matters in the list (``current_deadline``)."""
+    current = current_deadline(complaint.get("deadlines") or {}, state)
+    return deadline_view(*current, now, _) if current else None
 
 
 def row_view(complaint: dict[str, Any], kind: str, state: str | None, assigned_to: str | None,

@@ -238,6 +238,33 @@ def epoch(instant: str) -> float:
     return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
+def current_deadline(deadlines: dict[str, str], state: str | None) -> tuple[str, str] | None:
+    """The one deadline of a message that matters now, as ``(name, instant)``: none once its
+    registration is closed; while open, the first answer's (``acknowledge``); then the
+    nearest of the others. Instants that do not parse are left out."""
+    if state == "closed":
+        return None
+    dated = []
+    for name, at in deadlines.items():
+        try:
+            dated.append((epoch(at), name, at))
+        except (TypeError, ValueError):
+            continue
+    dated.sort()
+    if state in (None, "open"):
+        for _, name, at in dated:
+            if name == "acknowledge":
+                return name, at
+    rest = [(name, at) for _, name, at in dated if name != "acknowledge"] or [(name, at) for _, name, at in dated]
+    return rest[0] if rest else None
+
+
+def is_overdue(deadlines: dict[str, str], state: str | None, now: float) -> bool:
+    """Whether the current deadline (``current_deadline``) has passed at ``now`` (epoch seconds)."""
+    current = current_deadline(deadlines, state)
+    return current is not None and epoch(current[1]) < now
+
+
 #: Rows (or keys) a purge reads and changes at a time: each chunk is one short write, so
 #: that intake goes on between them.
 PURGE_CHUNK = 500
@@ -393,7 +420,7 @@ class Registry(ABC):
     async def search(self, *, channel: str | None = None, urgency: str | None = None, state: str | None = None,
                      language: str | None = None, kind: str | None = None, since: str | None = None,
                      until: str | None = None, text: str | None = None, customer_id: str | None = None,
-                     undelivered: bool = False, limit: int = 50, before: str | None = None,
+                     undelivered: bool = False, overdue: bool = False, limit: int = 50, before: str | None = None,
                      scan_limit: int = DEFAULT_SEARCH_SCAN_LIMIT) -> SearchResult:
         """Messages matching every given filter, newest first, as inbox rows:
         ``{"complaint": {...}, "kind": ..., "state": ..., "assigned_to": ..., "undelivered": ...}``.
@@ -401,13 +428,15 @@ class Registry(ABC):
         ``since``/``until`` are ISO 8601 instants compared, as instants, with ``received_at``; ``text``
         matches the subject, text and customer name case-insensitively; ``state`` is the
         registration's (open, claimed, closed); ``undelivered``: only registrations whose
-        acknowledgement was given up on. At most ``scan_limit`` messages are looked at; a
+        acknowledgement was given up on; ``overdue``: only messages whose current deadline
+        (``current_deadline``) has passed. At most ``scan_limit`` messages are looked at; a
         search that stops there short of ``limit`` rows says so (``scan_limited``), and its
         ``next_before`` goes on from the last message it looked at, so that paging on
         reaches every match.
         """
         needle = (text or "").casefold()
         since_epoch, until_epoch = epoch(since) if since else -math.inf, epoch(until) if until else math.inf
+        now = utcnow().timestamp()
         rows: list[dict[str, Any]] = []
         scanned, cursor = 0, before
         states: dict[str, dict[str, Any]] = {}
@@ -441,6 +470,8 @@ class Registry(ABC):
                     if kind and row_kind != kind or state and info.get("state") != state:
                         continue
                     if undelivered and not info.get("acknowledgement_failed"):
+                        continue
+                    if overdue and not is_overdue(c.deadlines, info.get("state"), now):
                         continue
                     if len(rows) == limit:  # one match more than asked for: there is a next page
                         return SearchResult(rows, rows[-1]["complaint"]["id"], scan_limited=False)
