@@ -4,7 +4,7 @@ how many pages it takes to reach a match older than everything else.
 ``python bench/inbox_search.py [--messages 100000] [--backends sqlite,redis] [--scan-limit 5000]``
 registers, through the registry itself (``submit_many``, batches of 64), one web complaint
 per customer; the very first is an e-mail that an operator claims, so it is the one claimed
-registration and the one e-mail, older than every other message. Then, per backend, for
+registration, the one e-mail and the one overdue message, older than every other message. Then, per backend, for
 each filter: the time of the first page (50 rows, newest first), and the pages and time a
 reader following the "search older messages" links needs to reach that first complaint.
 A filter the backend answers from its own columns (SQLite: channel, status, dates) finds it
@@ -35,6 +35,7 @@ FILTERS: dict[str, dict[str, Any]] = {
     "channel email": {"channel": "email"},
     "until the first day": {"until": "2000-01-02T00:00:00Z"},
     "text of the first": {"text": "the very first complaint"},
+    "overdue": {"overdue": True},
 }
 
 
@@ -42,6 +43,7 @@ async def preload(registry: Registry, messages: int) -> float:
     began = time.perf_counter()
     first = complaint(0, 0)
     first.channel, first.received_at, first.text = "email", "2000-01-01T10:00:00Z", "the very first complaint, about a bill"
+    first.deadlines = {"acknowledge": "2000-01-01T18:00:00Z"}  # the only deadline of all: long passed
     first.customer.identities = [Identity("email", "first@example.com")]
     receipt = (await registry.submit_many([first]))[0]
     await registry.apply_action(receipt.registration_number or "", "claim", "bench")

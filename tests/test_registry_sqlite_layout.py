@@ -248,5 +248,14 @@ async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_m
         assert [r["complaint"]["text"] for r in (await registry.search(since=since, limit=20)).rows][-1] == "Новая жалоба 1 про связь"
         # without a filter the database can answer, the limit counts every message
         assert (await registry.search(kind="new", text="старая", scan_limit=2)).scan_limited is True
+        # the overdue filter skips closed registrations in the file: the old claimed one, its
+        # deadline passed, is found past twelve closed ones by a search that may look at two
+        with registry.db:  # a deadline that has passed (NOW is in March 2026)
+            registry.db.execute("UPDATE messages SET body = json_set(body, '$.deadlines', json_object('respond',"
+                                " '2026-03-11T09:00:00Z')) WHERE id = ?", (old.complaint_id,))
+        for number in [r["complaint"]["registration_number"] for r in (await registry.search(state="open", limit=20)).rows]:
+            await registry.apply_action(number, "close", "olga")
+        found = await registry.search(overdue=True, scan_limit=2)
+        assert ([r["complaint"]["id"] for r in found.rows], found.scan_limited) == ([old.complaint_id], False)
     finally:
         await registry.close()

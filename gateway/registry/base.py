@@ -454,7 +454,7 @@ class Registry(ABC):
         while scanned < scan_limit:
             asked = min(200, scan_limit - scanned)  # and one more, to know whether the oldest is among them
             fetched = await self._search_candidates(limit=asked + 1, before=cursor, channel=channel, state=state,
-                                                    since=since, until=until)
+                                                    since=since, until=until, not_closed=overdue)
             page = fetched[:asked]
             scanned += len(page)
             passing = [c for c in page if matches_itself(c)]
@@ -496,10 +496,11 @@ class Registry(ABC):
         return states
 
     async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
-                                 since: str | None, until: str | None) -> list[Complaint]:
+                                 since: str | None, until: str | None, not_closed: bool = False) -> list[Complaint]:
         """The next messages ``search`` looks at, newest first, from ``before``. A backend
         that can skip messages failing the given filters by an index does so (every one it
-        returns is still checked); by default, every message."""
+        returns is still checked; ``not_closed``: those of a closed registration may be
+        skipped); by default, every message."""
         return await self.list_messages(limit=limit, before=before)
 
     # -- operators' actions -----------------------------------------------------------

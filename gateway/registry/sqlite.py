@@ -548,10 +548,10 @@ class SqliteRegistry(Registry):
         return await self._search_candidates(limit=limit, before=before, channel=None, state=None, since=None, until=None)
 
     async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
-                                 since: str | None, until: str | None) -> list[Complaint]:
-        """The messages' own columns answer the channel, the registration's state and the
-        time of receipt, so a search with those filters looks only at messages that pass
-        them. The scan goes newest first by rowid (``+channel`` keeps SQLite from sorting a
+                                 since: str | None, until: str | None, not_closed: bool = False) -> list[Complaint]:
+        """The messages' own columns answer the channel, the registration's state (and
+        whether it is closed) and the time of receipt, so a search with those filters looks
+        only at messages that pass them. The scan goes newest first by rowid (``+channel`` keeps SQLite from sorting a
         whole channel by another index); ``received_epoch`` is ``received_at`` as ``epoch``
         reads it, so the times compare exactly as ``search`` compares them after."""
         where: list[str] = []
@@ -565,6 +565,8 @@ class SqliteRegistry(Registry):
         if state:
             where.append("EXISTS (SELECT 1 FROM registrations r WHERE r.number = messages.number AND r.state = ?)")
             args.append(state)
+        if not_closed:
+            where.append("NOT EXISTS (SELECT 1 FROM registrations r WHERE r.number = messages.number AND r.state = 'closed')")
         if since:
             where.append("received_epoch >= ?")
             args.append(epoch(since))
@@ -615,16 +617,29 @@ class SqliteRegistry(Registry):
 
     # -- operators' actions -----------------------------------------------------------
     async def registration_state(self, registration_number: str) -> dict[str, Any] | None:
-        def read(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute("SELECT state, assigned_to, updated_at, customer_id FROM registrations WHERE number=?",
-                                  (registration_number,)).fetchone()
-            if row is None:
-                return None
-            kinds = dict(db.execute("SELECT id, kind FROM messages WHERE number=?", (registration_number,)).fetchall())
-            undelivered = db.execute("SELECT 1 FROM audit WHERE registration_number=? AND action='acknowledgement_failed' LIMIT 1",
-                                     (registration_number,)).fetchone() is not None
-            return {"state": row[0], "assigned_to": row[1], "updated_at": row[2], "customer_id": row[3], "kinds": kinds,
-                    "acknowledgement_failed": undelivered}
+        return (await self._registration_states([registration_number])).get(registration_number)
+
+    async def _registration_states(self, numbers: list[str]) -> dict[str, dict[str, Any]]:
+        """Three statements for a list of numbers (``_IN_CHUNK`` at a time), in one read."""
+        def read(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            states: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(numbers), _IN_CHUNK):
+                chunk = numbers[start:start + _IN_CHUNK]
+                for number, state, assigned_to, updated_at, customer_id in db.execute(_in_list(
+                        "SELECT number, state, assigned_to, updated_at, customer_id FROM registrations"
+                        " WHERE number IN ({})", chunk), chunk):
+                    states[number] = {"state": state, "assigned_to": assigned_to, "updated_at": updated_at,
+                                      "customer_id": customer_id, "kinds": {}, "acknowledgement_failed": False}
+                for number, complaint_id, kind in db.execute(_in_list(
+                        "SELECT number, id, kind FROM messages WHERE number IN ({})", chunk), chunk):
+                    if number in states:
+                        states[number]["kinds"][complaint_id] = kind
+                for (number,) in db.execute(_in_list(
+                        "SELECT DISTINCT registration_number FROM audit WHERE registration_number IN ({})"
+                        " AND action='acknowledgement_failed'", chunk), chunk):
+                    if number in states:
+                        states[number]["acknowledgement_failed"] = True
+            return states
 
         return await self._read(read)
 
