@@ -137,6 +137,7 @@ def test_the_live_view_compares_times_as_instants_not_as_text():
     assert not Filters.parse({"since": "2026-03-10T09:00:00.5Z"}, "UTC").matches(message, "new", "open")
     assert Filters.parse({"until": "2026-03-10T09:00:00.5Z"}, "UTC").matches(message, "new", "open")
     assert Filters.parse({"since": "2026-03-10T12:00:00+03:00"}, "UTC").matches(message, "new", "open")
+    assert not Filters.parse({"since": "2026-03-10"}, "UTC").matches({**message, "received_at": "yesterday"}, "new", "open")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])

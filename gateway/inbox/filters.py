@@ -126,7 +126,10 @@ class Filters:
         if self.customer_id and customer.get("customer_id") != self.customer_id:
             return False
         if self.since_utc or self.until_utc:
-            received = epoch(complaint["received_at"])
+            try:
+                received = epoch(complaint.get("received_at") or "")
+            except ValueError:  # no time of receipt: in no range
+                return False
             if self.since_utc and received < epoch(self.since_utc) or self.until_utc and received >= epoch(self.until_utc):
                 return False
         if self.q:
