@@ -227,9 +227,9 @@ async def test_a_read_of_more_expired_deliveries_than_one_statement_takes(tmp_pa
 
 
 async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_match_is_on_the_first_page(tmp_path: Path) -> None:
-    """On SQLite only messages that pass the channel, status and date filters count towards
-    the scan limit: a claimed e-mail older than many open web complaints is found by a
-    search that may look at two messages."""
+    """On SQLite only messages that pass the channel, status and date filters (and, for the
+    overdue filter, are not closed) count towards the scan limit: a claimed e-mail older
+    than many web complaints is found by a search that may look at two messages."""
     registry = open_registry(tmp_path / "registry.sqlite3")
     await registry.open()
     try:
