@@ -238,10 +238,8 @@ def epoch(instant: str) -> float:
     return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
 
 
-def current_deadline(deadlines: dict[str, str], state: str | None) -> tuple[str, str] | None:
-    """The one deadline of a message that matters now, as ``(name, instant)``: none once its
-    registration is closed; while open, the first answer's (``acknowledge``); then the
-    nearest of the others. Instants that do not parse are left out."""
+def _current(deadlines: dict[str, str], state: str | None) -> tuple[float, str, str] | None:
+    """``current_deadline`` with its instant read: ``(epoch, name, instant)``."""
     if state == "closed":
         return None
     dated = []
@@ -252,17 +250,25 @@ def current_deadline(deadlines: dict[str, str], state: str | None) -> tuple[str,
             continue
     dated.sort()
     if state in (None, "open"):
-        for _, name, at in dated:
-            if name == "acknowledge":
-                return name, at
-    rest = [(name, at) for _, name, at in dated if name != "acknowledge"] or [(name, at) for _, name, at in dated]
+        first = next((d for d in dated if d[1] == "acknowledge"), None)
+        if first:
+            return first
+    rest = [d for d in dated if d[1] != "acknowledge"] or dated
     return rest[0] if rest else None
+
+
+def current_deadline(deadlines: dict[str, str], state: str | None) -> tuple[str, str] | None:
+    """The one deadline of a message that matters now, as ``(name, instant)``: none once its
+    registration is closed; while open, the first answer's (``acknowledge``); then the
+    nearest of the others. Instants that do not parse are left out."""
+    current = _current(deadlines, state)
+    return (current[1], current[2]) if current else None
 
 
 def is_overdue(deadlines: dict[str, str], state: str | None, now: float) -> bool:
     """Whether the current deadline (``current_deadline``) has passed at ``now`` (epoch seconds)."""
-    current = current_deadline(deadlines, state)
-    return current is not None and epoch(current[1]) < now
+    current = _current(deadlines, state)
+    return current is not None and current[0] < now
 
 
 #: Rows (or keys) a purge reads and changes at a time: each chunk is one short write, so

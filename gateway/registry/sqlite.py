@@ -551,9 +551,10 @@ class SqliteRegistry(Registry):
                                  since: str | None, until: str | None, not_closed: bool = False) -> list[Complaint]:
         """The messages' own columns answer the channel, the registration's state (and
         whether it is closed) and the time of receipt, so a search with those filters looks
-        only at messages that pass them. The scan goes newest first by rowid (``+channel`` keeps SQLite from sorting a
-        whole channel by another index); ``received_epoch`` is ``received_at`` as ``epoch``
-        reads it, so the times compare exactly as ``search`` compares them after."""
+        only at messages that pass them. The scan goes newest first by rowid (``+channel``
+        keeps SQLite from sorting a whole channel by another index); ``received_epoch`` is
+        ``received_at`` as ``epoch`` reads it, so the times compare exactly as ``search``
+        compares them after."""
         where: list[str] = []
         args: list[Any] = []
         if before:
