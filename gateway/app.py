@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -137,6 +138,7 @@ async def metrics_view(request: web.Request) -> web.Response:
     try:
         metrics.queue_length.set(await registry.queue_length())
         metrics.dead_letters.set(len(await registry.list_dead_letters()))
+        metrics.set_registrations_due(await registry.registrations_due(time.time()))
     except Exception as exc:  # metrics must answer even when the backend does not
         log.warning("metrics: backend unavailable", extra={"error": repr(exc)})
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})

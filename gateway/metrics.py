@@ -35,6 +35,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
         self.queue_length = Gauge("complaint_gateway_queue_length", "Events in the registry queue.", registry=r)
         self.dead_letters = Gauge("complaint_gateway_dead_letters", "Dead letters not yet replayed.", registry=r)
+        self.registrations_pending = Gauge(
+            "complaint_gateway_registrations_pending", "Registrations not closed, per the deadline that matters for each now "
+            "(the first answer's while open, then the nearest other).", ["deadline"], registry=r)
+        self.registrations_overdue = Gauge(
+            "complaint_gateway_registrations_overdue", "Registrations not closed whose deadline that matters now has passed, "
+            "per deadline.", ["deadline"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
@@ -45,6 +51,15 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def set_registrations_due(self, due: dict[str, dict[str, int]]) -> None:
+        """The two gauges of deadlines from ``Registry.registrations_due``: a deadline no
+        registration waits for any more is left out, not kept at its last value."""
+        self.registrations_pending.clear()
+        self.registrations_overdue.clear()
+        for name, counts in due.items():
+            self.registrations_pending.labels(name).set(counts["pending"])
+            self.registrations_overdue.labels(name).set(counts["overdue"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.testing.servers import free_port
 from normalizer.schema import json_schema
 from tests.conftest import base_config, registry_of
+from tests.test_registry_contract import complaint as contract_complaint
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "gateway.cli"]
@@ -305,6 +306,31 @@ async def test_unusable_message_goes_to_dead_letters_and_replays(make_config, st
     assert replayed.receipt.status == "new"
     assert await registry.list_dead_letters() == []
     assert await registry.queue_length() == 1
+
+
+async def test_metrics_count_open_registrations_and_overdue_ones_per_deadline(make_config, start_gateway) -> None:
+    client, _, registry = await started(start_gateway, make_config())
+    now = datetime.now(timezone.utc)
+
+    def at(hours: float) -> str:
+        return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+    numbers = []
+    for i, deadlines in enumerate([{"acknowledge": at(-1), "respond": at(40)}, {"acknowledge": at(3), "respond": at(40)},
+                                   {"acknowledge": at(-3), "respond": at(-2)}]):
+        c = contract_complaint(f"Жалоба {i}: нет связи", ids=[("phone", f"+7916555{i:04d}")])
+        c.deadlines = deadlines
+        numbers.append((await registry.submit(c)).registration_number)
+    await registry.apply_action(numbers[2], "claim", "olga")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'complaint_gateway_registrations_pending{deadline="acknowledge"} 2.0' in metrics
+    assert 'complaint_gateway_registrations_overdue{deadline="acknowledge"} 1.0' in metrics
+    assert 'complaint_gateway_registrations_pending{deadline="respond"} 1.0' in metrics
+    assert 'complaint_gateway_registrations_overdue{deadline="respond"} 1.0' in metrics
+    await registry.apply_action(numbers[2], "close", "olga")  # no registration waits for "respond" any more
+    metrics = await (await client.get("/metrics")).text()
+    assert 'complaint_gateway_registrations_overdue{deadline="acknowledge"} 1.0' in metrics
+    assert 'deadline="respond"' not in metrics
 
 
 async def test_registry_failure_is_a_temporary_failure_for_the_door(make_config, start_gateway) -> None:

@@ -187,6 +187,31 @@ async def test_list_page_shows_counts_per_channel_and_overdue_deadlines_in_words
     assert "<li>urgency: expected" in await (await gateway.get("/inbox/?urgency=bogus")).text()
 
 
+async def test_the_api_and_the_list_count_open_registrations_and_the_overdue_ones_per_deadline(gateway):
+    registry = registry_of(gateway)
+    now = datetime.now(UTC)
+    stamp = lambda hours: (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    late = complaint("web", text="Ответа нет уже сутки", deadlines={"acknowledge": stamp(-3), "respond": stamp(30)})
+    fresh = complaint("site", text="Новая жалоба на связь", deadlines={"acknowledge": stamp(5), "respond": stamp(40)})
+    claimed = complaint("web", text="Счёт выставлен дважды", deadlines={"acknowledge": stamp(-9), "respond": stamp(-1)})
+    numbers = [(await registry.submit(item)).registration_number for item in (late, fresh, claimed)]
+    await registry.apply_action(numbers[2], "claim", "anna")
+    body = await api(gateway, "GET", "/inbox/api/deadlines", expect=200, headers=BEARER)
+    assert body["deadlines"] == {"acknowledge": {"pending": 2, "overdue": 1}, "respond": {"pending": 1, "overdue": 1}}
+    assert abs(datetime.fromisoformat(body["at"].replace("Z", "+00:00")) - now) < timedelta(minutes=1)
+    await api(gateway, "GET", "/inbox/api/deadlines", expect=401)
+    await login(gateway)
+    html = await (await gateway.get("/inbox/")).text()
+    first = ('<li data-deadline="acknowledge">first answer: <span class="pending">2</span>,\n'
+             '    <a class="overdue" href="/inbox/?overdue=1">1 overdue</a></li>')
+    assert first in html and html.index(first) < html.index('<li data-deadline="respond">decision: <span class="pending">1</span>')
+    await registry.apply_action(numbers[2], "close", "anna")
+    await registry.apply_action(numbers[0], "close", "anna")
+    html = await (await gateway.get("/inbox/")).text()
+    assert '<li data-deadline="acknowledge">first answer: <span class="pending">1</span></li>' in html
+    assert 'data-deadline="respond"' not in html
+
+
 # -- actions ----------------------------------------------------------------------------
 async def test_an_acknowledgement_the_gateway_gave_up_on_shows_on_the_complaint_and_operators_cannot_post_one(gateway):
     registry = registry_of(gateway)

@@ -740,6 +740,71 @@ async def test_the_overdue_filter_finds_messages_whose_current_deadline_has_pass
         "open, first answer late"]
 
 
+async def registrations_with_deadlines(registry: Registry) -> dict[str, str]:
+    """Six registrations with the deadlines and the action of each (the overdue filter's
+    cases), and a follow-up, a repeat and an automatic reply that open none: the numbers by case."""
+    now = datetime.now(timezone.utc)
+
+    def at(hours: float) -> str:
+        return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+    cases = {
+        "open, first answer late": ({"acknowledge": at(-1), "respond": at(90)}, None),
+        "open, first answer in time, the rest late": ({"acknowledge": at(2), "respond": at(-1)}, None),
+        "claimed, only the first answer late": ({"acknowledge": at(-5), "respond": at(90)}, "claim"),
+        "claimed, the answer late": ({"acknowledge": at(-5), "respond": at(-1), "legal": at(900)}, "claim"),
+        "closed, everything late": ({"acknowledge": at(-5), "respond": at(-1)}, "close"),
+        "no deadlines": ({}, None),
+    }
+    numbers = {}
+    for i, (name, (deadlines, action)) in enumerate(cases.items()):
+        c = complaint(f"Жалоба: {name}", ids=[("phone", f"+7916300{i:04d}")], at=NOW + timedelta(minutes=i))
+        c.deadlines = deadlines
+        receipt = await registry.submit(c)
+        assert receipt.status == "new"
+        if action:
+            await registry.apply_action(receipt.registration_number or "", action, "olga")
+        numbers[name] = receipt.registration_number or ""
+    late = {"acknowledge": at(-9)}
+    statuses = []
+    for c in (complaint("Жалоба: open, first answer late", ids=[("phone", "+79163000000")], at=NOW + timedelta(minutes=9)),
+              complaint("Ещё раз: ответьте", ids=[("phone", "+79163000000")], in_reply_to=numbers["open, first answer late"]),
+              complaint("Автоответ: я в отпуске", ids=[("phone", "+79163000002")], auto=True)):
+        c.deadlines = late
+        statuses.append((await registry.submit(c)).status)
+    assert statuses == ["repeat", "follow_up", "automatic"]
+    return numbers
+
+
+async def test_registrations_due_counts_each_open_registration_by_the_deadline_that_matters_now(
+        registry: Registry) -> None:
+    """The index of deadlines: a registration counts under the first answer's deadline while
+    open, under the nearest other once claimed, not at all once closed or without deadlines;
+    it moves as its state changes; follow-ups, repeats and automatic replies open none."""
+    numbers = await registrations_with_deadlines(registry)
+    now = time.time()
+    assert await registry.registrations_due(now) == {"acknowledge": {"pending": 2, "overdue": 1},
+                                                     "respond": {"pending": 2, "overdue": 1}}
+    await registry.apply_action(numbers["closed, everything late"], "reopen", "olga")  # open again: the first answer
+    await registry.apply_action(numbers["claimed, the answer late"], "close", "olga")
+    await registry.apply_action(numbers["open, first answer in time, the rest late"], "reply", "olga")  # no state change
+    assert await registry.registrations_due(now) == {"acknowledge": {"pending": 3, "overdue": 2},
+                                                     "respond": {"pending": 1, "overdue": 0}}
+    for number in numbers.values():
+        await registry.apply_action(number, "close", "olga")
+    assert await registry.registrations_due(now) == {}
+    assert await registry.registrations_due(now - 86400 * 400) == {}
+
+
+async def test_registrations_due_counts_a_deadline_as_passed_only_after_its_instant(registry: Registry) -> None:
+    c = complaint()
+    c.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": "2026-03-17T17:00:00Z"}
+    await registry.submit(c)
+    at = datetime(2026, 3, 10, 17, tzinfo=timezone.utc).timestamp()
+    assert await registry.registrations_due(at) == {"acknowledge": {"pending": 1, "overdue": 0}}
+    assert await registry.registrations_due(at + 0.001) == {"acknowledge": {"pending": 1, "overdue": 1}}
+
+
 def test_the_current_deadline_is_the_nearest_instant_not_the_first_text() -> None:
     deadlines = {"technical": "2026-03-10T12:00:00.500000Z", "respond": "2026-03-10T12:00:00Z", "legal": "soon"}
     assert current_deadline(deadlines, "claimed") == ("respond", "2026-03-10T12:00:00Z")

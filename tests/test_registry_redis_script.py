@@ -1,9 +1,11 @@
 """The Redis registry's submit script: what one call does when its arguments are broken, or many."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis as redis_sync
-from test_registry_contract import complaint
+from test_registry_contract import complaint, registrations_with_deadlines
 
 from gateway.registry import RegistrySettings
 from gateway.registry.base import make_plan
@@ -69,5 +71,44 @@ async def test_a_batch_past_luas_unpack_limit_reads_and_writes_every_identity_an
         assert [r.status for r in again] == ["duplicate", "new"]  # type: ignore[union-attr]
         assert again[1].customer_id == receipts[2099].customer_id  # type: ignore[union-attr]
         assert [m.id for m in await reg.list_messages(limit=3)] == [later.id, batch[2099].id, batch[2098].id]
+    finally:
+        await reg.close()
+
+
+async def test_registrations_opened_before_the_index_of_deadlines_are_indexed_when_the_registry_opens(redis_url: str) -> None:
+    """What an earlier version left (no ``due`` field, no sorted sets, no ``due_indexed``)
+    is indexed from each registration's first message when the registry opens, once."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        numbers = await registrations_with_deadlines(reg)
+        now = time.time()
+        expected = await reg.registrations_due(now)
+        await reg.r.delete("cgtest:due_indexed", "cgtest:due_names", *await reg.r.keys("cgtest:due:*"))
+        for number in numbers.values():
+            await reg.r.hdel("cgtest:registration:" + number, "due")
+        assert await reg.registrations_due(now) == {}
+    finally:
+        await reg.close()
+    assert expected == {"acknowledge": {"pending": 2, "overdue": 1}, "respond": {"pending": 2, "overdue": 1}}
+
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        assert await reg.registrations_due(now) == expected
+        assert await reg.r.get("cgtest:due_indexed") == "1"
+        await reg.apply_action(numbers["open, first answer late"], "claim", "olga")  # its respond: 90 hours on
+        assert await reg.registrations_due(now) == {"acknowledge": {"pending": 1, "overdue": 0},
+                                                    "respond": {"pending": 3, "overdue": 1}}
+        # the script leaves an indexed registration as it is, and refuses a state read before a change
+        number, key = numbers["no deadlines"], "cgtest:registration:" + numbers["no deadlines"]
+        assert await reg._index_due_script(keys=[key, "cgtest:due:respond", "cgtest:due_names"],
+                                           args=["open", "respond", "1.0", number]) == 0
+        await reg.r.hdel(key, "due")
+        assert await reg._index_due_script(keys=[key, "cgtest:due:respond", "cgtest:due_names"],
+                                           args=["claimed", "respond", "1.0", number]) == -1
+        assert await reg._index_due_script(keys=[key, "cgtest:due:respond", "cgtest:due_names"],
+                                           args=["open", "respond", "1.0", number]) == 1
+        assert (await reg.registrations_due(now))["respond"] == {"pending": 4, "overdue": 2}
     finally:
         await reg.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,7 +19,7 @@ from gateway.inbound import Receipt
 from gateway.registry import RegistrySettings
 from gateway.registry.sqlite import SqliteRegistry
 from normalizer.schema import Complaint
-from tests.test_registry_contract import NOW, complaint
+from tests.test_registry_contract import NOW, complaint, registrations_with_deadlines
 
 
 def open_registry(path: Path, **settings: float) -> SqliteRegistry:
@@ -257,5 +258,35 @@ async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_m
             await registry.apply_action(number, "close", "olga")
         found = await registry.search(overdue=True, scan_limit=2)
         assert ([r["complaint"]["id"] for r in found.rows], found.scan_limited) == ([old.complaint_id], False)
+    finally:
+        await registry.close()
+
+
+async def test_a_file_without_the_index_of_deadlines_gets_it_worked_out_from_each_open_registration(tmp_path: Path) -> None:
+    """A file of the earlier layout (no ``due_epoch``, ``due_name``, ``registrations_due``)
+    gets the columns, their values and the index when opened, and keeps them up to date."""
+    path = tmp_path / "registry.sqlite3"
+    registry = open_registry(path)
+    await registry.open()
+    try:
+        numbers = await registrations_with_deadlines(registry)
+        now = time.time()
+        expected = await registry.registrations_due(now)
+    finally:
+        await registry.close()
+    assert expected == {"acknowledge": {"pending": 2, "overdue": 1}, "respond": {"pending": 2, "overdue": 1}}
+    db = sqlite3.connect(path)
+    db.executescript("DROP INDEX registrations_due; ALTER TABLE registrations DROP COLUMN due_epoch;"
+                     " ALTER TABLE registrations DROP COLUMN due_name;")
+    db.close()
+
+    registry = open_registry(path)
+    await registry.open()
+    try:
+        assert registry.db.execute("SELECT name FROM sqlite_master WHERE name='registrations_due'").fetchone()
+        assert await registry.registrations_due(now) == expected
+        await registry.apply_action(numbers["open, first answer late"], "claim", "olga")  # its respond: 90 hours on
+        assert await registry.registrations_due(now) == {"acknowledge": {"pending": 1, "overdue": 0},
+                                                         "respond": {"pending": 3, "overdue": 1}}
     finally:
         await registry.close()

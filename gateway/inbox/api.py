@@ -6,6 +6,7 @@ The same access as the pages: an operator's session (state-changing calls then n
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,7 @@ from gateway.inbox.filters import FilterError, Filters
 from gateway.inbox.i18n import translator
 from gateway.inbox.service import InboxError
 from gateway.inbox.state import ROOT, actor_of, csrf_token, state_of
+from gateway.registry.base import iso
 
 MAX_LIMIT = 500
 
@@ -145,6 +147,14 @@ async def undo_merge(request: web.Request) -> web.Response:
     return web.json_response({"merge_id": request.match_info["merge_id"], "undone": True})
 
 
+async def deadlines(request: web.Request) -> web.Response:
+    """The registrations not closed, per the deadline that matters for each now, and how
+    many of them have passed it (``Registry.registrations_due``)."""
+    now = datetime.now(UTC)
+    due = await request.config_dict[REGISTRY].registrations_due(now.timestamp())
+    return web.json_response({"at": iso(now), "deadlines": due})
+
+
 async def list_suggestions(request: web.Request) -> web.Response:
     return web.json_response({"items": await request.config_dict[REGISTRY].merge_suggestions()})
 
@@ -212,6 +222,7 @@ def routes() -> list[web.RouteDef]:
         web.get(p + "/customers/{customer_id}", get_customer),
         web.post(p + "/customers/{customer_id}/merge", merge_customer),
         web.post(p + "/merges/{merge_id}/undo", undo_merge),
+        web.get(p + "/deadlines", deadlines),
         web.get(p + "/merge-suggestions", list_suggestions),
         web.post(p + "/merge-suggestions/{suggestion_id}/accept", accept_suggestion),
         web.post(p + "/merge-suggestions/{suggestion_id}/reject", reject_suggestion),

@@ -26,6 +26,7 @@ from gateway.inbox.present import deadlines_view, local_time, message_view, row_
 from gateway.inbox.service import InboxError
 from gateway.inbox.state import ACTOR, ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
 from gateway.registry.base import RegistryError, SearchResult
+from normalizer.deadlines import DEFAULT_POLICIES
 from normalizer.schema import URGENCIES
 
 log = logging.getLogger("complaint_gateway.inbox")
@@ -103,6 +104,16 @@ def _safe_next(value: str | None) -> str:
 
 
 # -- the list -------------------------------------------------------------------------
+#: The default deadlines in their documented order (first answer, decision, technical, legal).
+_DEADLINE_ORDER = tuple(DEFAULT_POLICIES)
+
+
+def _deadline_order(item: tuple[str, dict[str, int]]) -> tuple[int, str]:
+    """The default deadlines first, in their order, then any other by name."""
+    name = item[0]
+    return (_DEADLINE_ORDER.index(name) if name in _DEADLINE_ORDER else len(_DEADLINE_ORDER), name)
+
+
 async def complaint_list(request: web.Request) -> web.Response:
     state = state_of(request)
     registry = request.config_dict[REGISTRY]
@@ -130,8 +141,10 @@ async def complaint_list(request: web.Request) -> web.Response:
     rows = [row_view(r["complaint"], r["kind"], r["state"], r["assigned_to"], state.tz, _, now, r.get("undelivered", False))
             for r in found.rows]
     channels = sorted(set(request.config_dict[CONFIG].channels) | set(counts))
+    due = await registry.registrations_due(now.timestamp())
     return await render(request, "list.html", title=_("list_title"), section="list", rows=rows, f=filters,
-                        errors=errors, counts=sorted(counts.items()), channels=channels, urgencies=URGENCIES,
+                        errors=errors, counts=sorted(counts.items()), due=sorted(due.items(), key=_deadline_order),
+                        channels=channels, urgencies=URGENCIES,
                         states=STATES, languages=LANGUAGES, next_before=found.next_before,
                         scan_limited=found.scan_limited, scan_limit=scan_limit)
 

@@ -139,6 +139,10 @@ class SubmitPlan:
     window_seconds: float
     max_distance: int
     candidates: int
+    #: The deadline that matters while a new registration is open (``current_deadline``):
+    #: its instant (epoch seconds) and name, or None without deadlines.
+    due_epoch: float | None = None
+    due_name: str | None = None
 
 
 def stored_json(text: str | bytes) -> Any:
@@ -159,6 +163,7 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
         year = str(received.astimezone(ZoneInfo(settings.timezone)).year)
     text = complaint.text if complaint.text.strip() else (complaint.subject or "")
     simhash, digest = fingerprint(text, [a.sha256 for a in complaint.attachments])
+    due = due_while_open(complaint.deadlines)
     return SubmitPlan(
         complaint=complaint,
         identity_keys=[i.key for i in complaint.customer.identities],
@@ -171,6 +176,8 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
         window_seconds=settings.repeat_window_days * 86400.0,
         max_distance=max_distance(settings.repeat_similarity),
         candidates=settings.repeat_candidates,
+        due_epoch=due[0] if due else None,
+        due_name=due[1] if due else None,
     )
 
 
@@ -263,6 +270,25 @@ def current_deadline(deadlines: dict[str, str], state: str | None) -> tuple[str,
     nearest of the others. Instants that do not parse are left out."""
     current = _current(deadlines, state)
     return (current[1], current[2]) if current else None
+
+
+def due(deadlines: dict[str, str], state: str | None) -> tuple[float, str] | None:
+    """The current deadline (``current_deadline``) as ``(epoch seconds, name)``: what a
+    registration's index of deadlines holds for it."""
+    current = _current(deadlines, state)
+    return (current[0], current[1]) if current else None
+
+
+def due_while_open(deadlines: dict[str, str]) -> tuple[float, str] | None:
+    """``due(deadlines, "open")``, a new registration's: the first answer's deadline read
+    alone when it is there (one instant parsed, not every deadline's, for every complaint)."""
+    first = deadlines.get("acknowledge")
+    if first is not None:
+        try:
+            return epoch(first), "acknowledge"
+        except (TypeError, ValueError):
+            pass
+    return due(deadlines, "open") if deadlines else None
 
 
 def is_overdue(deadlines: dict[str, str], state: str | None, now: float) -> bool:
@@ -525,6 +551,14 @@ class Registry(ABC):
     @abstractmethod
     async def actions(self, registration_number: str) -> list[dict[str, Any]]:
         """Every action recorded on a registration, oldest first."""
+
+    @abstractmethod
+    async def registrations_due(self, now: float) -> dict[str, dict[str, int]]:
+        """The registrations not closed, by the deadline that matters for each now
+        (``current_deadline`` of the deadlines of the message that opened it, in its state):
+        ``{name: {"pending": how many, "overdue": how many of them passed it before now}}``
+        (``now``: epoch seconds). Read from an index kept as registrations are opened and
+        change state, not from the messages."""
 
     @abstractmethod
     async def merge_customers(self, source: str, target: str, operator: str, suggestion_id: str | None = None) -> str:

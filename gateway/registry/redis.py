@@ -7,6 +7,7 @@ consumer groups; see docs/queue.md.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -31,12 +32,30 @@ from gateway.registry.base import (
     anonymise,
     anonymise_action,
     blobs_named,
+    due,
     identity_kinds,
     iso,
     stored_json,
     utcnow,
 )
 from normalizer.schema import Complaint
+
+log = logging.getLogger("complaint_gateway.registry.redis")
+
+#: One registration into the index of deadlines (``RedisRegistry._index_deadlines``), unless
+#: it is there already (its hash has ``due``). KEYS: its hash, the sorted set of its deadline,
+#: ``due_names``; ARGV: the state its deadline was worked out for (-1 when it is no longer
+#: that), the deadline's name ('' for none), its instant, the number.
+_INDEX_DUE = """
+if redis.call('HEXISTS', KEYS[1], 'due') == 1 then return 0 end
+if (redis.call('HGET', KEYS[1], 'state') or 'open') ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'due', ARGV[2])
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+return 1
+"""
 
 #: Where the script puts the customer id, the registration number and the number the message
 #: refers to (kept, or null when refused) in a complaint's JSON: unguessable and never sent
@@ -196,10 +215,49 @@ class RedisRegistry(Registry):
         self._message_count_script = self._redis.register_script(_MESSAGE_COUNT + "return message_count(KEYS[1], ARGV[1])")
         self._forget_customer_script = self._redis.register_script(_FORGET_CUSTOMER)
         self._suggestion_identities_script = self._redis.register_script(_SUGGESTION_IDENTITIES)
+        self._index_due_script = self._redis.register_script(_INDEX_DUE)
         try:
             await self._redis.ping()
         except RedisError as exc:
             raise RegistryError(f"redis at {self.url}: {exc}") from exc
+        if not await self.r.exists(self.prefix + "due_indexed"):
+            await self._index_deadlines()
+
+    async def _index_deadlines(self) -> None:
+        """The index of deadlines for registrations opened by a version without it: each
+        registration's first message read once from the timeline, ``PURGE_CHUNK`` a round
+        trip, then ``due_indexed`` set. A registration indexed meanwhile (opened or moved by
+        this version) is left as it is; one whose state changed between the read and the
+        write is read again."""
+        timeline, started, indexed = self.prefix + "timeline", time.monotonic(), 0
+        cursor = 0
+        while ids := await self._strings(self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1)):
+            cursor += len(ids)
+            async with self.r.pipeline(transaction=False) as pipe:
+                for complaint_id in ids:
+                    pipe.hmget(self.prefix + "message:" + complaint_id, "kind", "number", "body")
+                opened = [(number, body) for kind, number, body in await pipe.execute() if kind == "new" and number and body]
+            waiting = {number: (stored_json(body).get("deadlines") or {}) for number, body in opened}
+            while waiting:
+                numbers = list(waiting)
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for number in numbers:
+                        pipe.hget(self.prefix + "registration:" + number, "state")
+                    states = [state or "open" for state in await pipe.execute()]
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for number, state in zip(numbers, states):
+                        current = due(waiting[number], state)
+                        name, at = (current[1], current[0]) if current else ("", 0.0)
+                        await self._index_due_script(
+                            keys=[self.prefix + "registration:" + number, self.prefix + "due:" + name, self.prefix + "due_names"],
+                            args=[state, name, repr(at), number], client=pipe)
+                    results = await pipe.execute()
+                indexed += results.count(1)
+                waiting = {number: waiting[number] for number, result in zip(numbers, results) if result == -1}
+        await self.r.set(self.prefix + "due_indexed", "1")
+        if cursor:
+            log.info("registry: deadlines indexed", extra={"registrations": indexed, "messages": cursor,
+                                                          "seconds": round(time.monotonic() - started, 1)})
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -297,6 +355,8 @@ class RedisRegistry(Registry):
             "slots": [name for _, name, _ in cuts],
             "cuts": [[at, length] for at, _, length in cuts],
             "meta_empty": not c.meta,
+            "due": plan.due_epoch,
+            "due_name": plan.due_name,
         }
         return orjson.dumps(params), body
 
@@ -414,6 +474,10 @@ class RedisRegistry(Registry):
                     if not row:
                         raise KeyError(registration_number)
                     state, assigned = transition(row.get("state", "open"), row.get("assigned_to") or None, operator)
+                    current: tuple[float, str] | None = None
+                    if state != row.get("state", "open"):  # the deadline that matters changes with the state
+                        body = await pipe.hget(self.prefix + "message:" + str(row["complaint_id"]), "body")
+                        current = due((stored_json(body).get("deadlines") or {}) if body else {}, state)
                     now = iso(utcnow())
                     record = {"action": action, "operator": operator, "at": now, "registration_number": registration_number,
                               "state": state, "assigned_to": assigned, "details": details or {}}
@@ -422,6 +486,8 @@ class RedisRegistry(Registry):
                     pipe.hset(key, mapping={"state": state, "assigned_to": assigned or "", "updated_at": now})
                     if action == "acknowledgement_failed":  # stays marked: registration_state says so (the inbox's filter)
                         pipe.hset(key, "acknowledgement_failed", "1")
+                    if state != row.get("state", "open"):
+                        self._move_due(pipe, registration_number, str(row.get("due") or ""), current)
                     pipe.rpush(key + ":actions", encoded)
                     pipe.lpush(self.prefix + "audit", encoded)
                     pipe.xadd(self.stream, {"event": action, "registration_number": registration_number,
@@ -430,6 +496,28 @@ class RedisRegistry(Registry):
                     return record
                 except WatchError:
                     continue
+
+    def _move_due(self, pipe: Any, number: str, old_name: str, current: tuple[float, str] | None) -> None:
+        """Queue on ``pipe`` what moves a registration in the index of deadlines: out of its
+        deadline's sorted set ``due:<name>`` and into the one of ``current`` (when not None);
+        its hash's ``due`` field names the set it is in."""
+        key = self.prefix + "registration:" + number
+        if old_name:
+            pipe.zrem(self.prefix + "due:" + old_name, number)
+        if current is not None:
+            pipe.zadd(self.prefix + "due:" + current[1], {number: current[0]})
+            pipe.sadd(self.prefix + "due_names", current[1])
+        pipe.hset(key, "due", current[1] if current is not None else "")
+
+    async def registrations_due(self, now: float) -> dict[str, dict[str, int]]:
+        names = await self._strings(self.r.smembers(self.prefix + "due_names"))
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(self.prefix + "due:" + name)
+                pipe.zcount(self.prefix + "due:" + name, "-inf", f"({now!r}")
+            counts = await pipe.execute()
+        return {name: {"pending": pending, "overdue": overdue}
+                for name, pending, overdue in zip(names, counts[0::2], counts[1::2]) if pending}
 
     async def actions(self, registration_number: str) -> list[dict[str, Any]]:
         raw = await self.r.lrange(self.prefix + "registration:" + registration_number + ":actions", 0, -1)

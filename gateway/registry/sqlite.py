@@ -32,6 +32,7 @@ from gateway.registry.base import (
     anonymise,
     anonymise_action,
     blobs_named,
+    due,
     epoch,
     identity_kinds,
     iso,
@@ -75,7 +76,7 @@ CREATE TABLE IF NOT EXISTS merge_suggestions (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS registrations (
     number TEXT PRIMARY KEY, customer_id TEXT NOT NULL, complaint_id TEXT NOT NULL, created_at TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'open', assigned_to TEXT, updated_at TEXT);
+    state TEXT NOT NULL DEFAULT 'open', assigned_to TEXT, updated_at TEXT, due_epoch REAL, due_name TEXT);
 DROP INDEX IF EXISTS registrations_customer;
 CREATE TABLE IF NOT EXISTS messages (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, number TEXT,
@@ -133,6 +134,32 @@ def _customers_without_rowid(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE customers")  # and its index of merges
     db.execute("ALTER TABLE customers_rebuilt RENAME TO customers")
     db.execute("CREATE INDEX IF NOT EXISTS customers_merged ON customers(merged_into)")
+
+
+def _registrations_due(db: sqlite3.Connection) -> None:
+    """The index of deadlines: each registration not closed holds its current deadline
+    (``due_epoch``, ``due_name``; NULL once closed or without deadlines), and the partial
+    index ``registrations_due`` holds those rows alone. A file written before gets the two
+    columns and their values, worked out from the deadlines of each open registration's first
+    message, once (in the caller's transaction, as ``_customers_without_rowid``)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(registrations)")}
+    if "due_epoch" not in columns:
+        db.execute("ALTER TABLE registrations ADD COLUMN due_epoch REAL")
+        db.execute("ALTER TABLE registrations ADD COLUMN due_name TEXT")
+        rows = db.execute("SELECT r.number, r.state, json_extract(m.body, '$.deadlines') FROM registrations r"
+                          " JOIN messages m ON m.id = r.complaint_id WHERE r.state != 'closed'")
+        while chunk := rows.fetchmany(PURGE_CHUNK):
+            updates = [(*current, number) for number, state, deadlines in chunk
+                       if (current := due(stored_json(deadlines) if deadlines else {}, state))]
+            db.executemany("UPDATE registrations SET due_epoch=?, due_name=? WHERE number=?", updates)
+    db.execute("CREATE INDEX IF NOT EXISTS registrations_due ON registrations(due_name, due_epoch)"
+               " WHERE due_epoch IS NOT NULL")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """What a file written by an earlier version needs, in one transaction."""
+    _customers_without_rowid(db)
+    _registrations_due(db)
 
 
 async def _in_thread(executor: Executor, fn: Callable[..., T], *args: Any) -> T:
@@ -295,7 +322,7 @@ class SqliteRegistry(Registry):
         self._db = connect_wal(self.path, self.synchronous, SCHEMA, cache_mb=self.cache_mb)
         if self.checkpoint_pages is not None:
             self._db.execute(f"PRAGMA wal_autocheckpoint={int(self.checkpoint_pages)}")
-        write_transaction(self._db, _customers_without_rowid)
+        write_transaction(self._db, _migrate)
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return write_transaction(self.db, fn)
@@ -442,8 +469,9 @@ class SqliteRegistry(Registry):
         if kind == "new":
             number = plan.printf % counters.next(plan.counter)
             db.execute(
-                "INSERT INTO registrations(number, customer_id, complaint_id, created_at) VALUES (?,?,?,?)",
-                (number, customer_id, c.id, now),
+                "INSERT INTO registrations(number, customer_id, complaint_id, created_at, due_epoch, due_name)"
+                " VALUES (?,?,?,?,?,?)",
+                (number, customer_id, c.id, now, plan.due_epoch, plan.due_name),
             )
         c.registration_number = number
         body = c.to_json()
@@ -651,14 +679,21 @@ class SqliteRegistry(Registry):
             raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
 
         def act(db: sqlite3.Connection) -> dict[str, Any]:
-            row = db.execute("SELECT customer_id, state, assigned_to FROM registrations WHERE number=?",
+            row = db.execute("SELECT customer_id, state, assigned_to, complaint_id FROM registrations WHERE number=?",
                              (registration_number,)).fetchone()
             if row is None:
                 raise KeyError(registration_number)
             now = iso(utcnow())
             state, assigned = transition(row[1], row[2], operator)
-            db.execute("UPDATE registrations SET state=?, assigned_to=?, updated_at=? WHERE number=?",
-                       (state, assigned, now, registration_number))
+            if state == row[1]:
+                db.execute("UPDATE registrations SET assigned_to=?, updated_at=? WHERE number=?",
+                           (assigned, now, registration_number))
+            else:  # the deadline that matters changes with the state
+                deadlines = db.execute("SELECT json_extract(body, '$.deadlines') FROM messages WHERE id=?",
+                                       (row[3],)).fetchone()
+                current = due(stored_json(deadlines[0]) if deadlines and deadlines[0] else {}, state)
+                db.execute("UPDATE registrations SET state=?, assigned_to=?, updated_at=?, due_epoch=?, due_name=?"
+                           " WHERE number=?", (state, assigned, now, *(current or (None, None)), registration_number))
             record = {"action": action, "operator": operator, "at": now, "registration_number": registration_number,
                       "state": state, "assigned_to": assigned, "details": details or {}}
             self._audit(db, record, customer_id=row[0])
@@ -673,6 +708,12 @@ class SqliteRegistry(Registry):
         db.execute("INSERT INTO audit(at, operator, action, registration_number, customer_id, details) VALUES (?,?,?,?,?,?)",
                    (record["at"], record["operator"], record["action"], record.get("registration_number"), customer_id,
                     json.dumps(record, ensure_ascii=False)))
+
+    async def registrations_due(self, now: float) -> dict[str, dict[str, int]]:
+        rows = await self._read(lambda db: db.execute(
+            "SELECT due_name, count(*), sum(due_epoch < ?) FROM registrations WHERE due_epoch IS NOT NULL"
+            " GROUP BY due_name", (now,)).fetchall())
+        return {name: {"pending": pending, "overdue": overdue} for name, pending, overdue in rows}
 
     async def actions(self, registration_number: str) -> list[dict[str, Any]]:
         rows = await self._read(lambda db: db.execute(

@@ -57,6 +57,9 @@ end
 -- what was read and what is added meanwhile (false: not there).
 local receipts, identity = {}, {}
 local receipts_written, identities_written, timeline = {}, {}, {}
+-- The index of deadlines: per deadline name, the new registrations' {instant, number} pairs
+-- of this batch, added with one command per name at its end (see RedisRegistry.registrations_due).
+local due_added = {}
 
 -- Commands with many arguments are sent in chunks (Lua's unpack() has a limit).
 local CHUNK = 1000
@@ -177,8 +180,20 @@ local function submit(a, template, position)
   end
   if kind == 'new' then
     number = string.format(a.printf, next_number(a.counter))
-    redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
-               'created_at', a.now)
+    if a.due_name ~= null then  -- 'due': the name of the deadline that matters now, for apply_action
+      redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
+                 'created_at', a.now, 'due', a.due_name)
+      local pairs_of_name = due_added[a.due_name]
+      if not pairs_of_name then
+        pairs_of_name = {}
+        due_added[a.due_name] = pairs_of_name
+      end
+      pairs_of_name[#pairs_of_name + 1] = a.due
+      pairs_of_name[#pairs_of_name + 1] = number
+    else
+      redis.call('HSET', P .. 'registration:' .. number, 'customer_id', customer, 'complaint_id', a.id,
+                 'created_at', a.now, 'due', '')
+    end
     redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
     if a.candidates > 0 and
        redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|')) > a.candidates then
@@ -253,4 +268,8 @@ end
 write_all('HSET', P .. 'identity', identities_written)
 write_all('ZADD', P .. 'timeline', timeline)
 write_all('HSET', P .. 'receipts', receipts_written)
+for name, added in pairs(due_added) do
+  write_all('ZADD', P .. 'due:' .. name, added)
+  redis.call('SADD', P .. 'due_names', name)
+end
 return replies
