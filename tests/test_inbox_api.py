@@ -20,6 +20,8 @@ from openapi_spec_validator import validate as validate_spec
 
 from gateway.inbound import Inbound
 from gateway.inbox.filters import Filters
+from gateway.inbox.i18n import translator
+from gateway.inbox.present import row_view
 from tests.conftest import registry_of
 from tests.test_email_support import adapter_of, relay_fixture, smtp_channel, smtp_send  # noqa: F401 (the relay fixture)
 from tests.test_inbox_support import (
@@ -128,6 +130,16 @@ async def test_the_overdue_filter_lists_the_red_rows_in_the_api_the_page_and_the
     filters = Filters.parse({"overdue": "1"}, "UTC")
     assert filters.matches(late.to_dict(), "new", "open") and not filters.matches(fresh.to_dict(), "new", "open")
     assert not filters.matches(late.to_dict(), "new", "closed")
+    assert not filters.matches(late.to_dict(), "automatic", None)  # an automatic reply waits for no answer
+
+
+def test_an_automatic_reply_shows_no_deadline_in_the_list():
+    """An automatic reply (an out-of-office answer, a bounce) opens no registration: nobody
+    owes it an answer, so its row has no deadline to turn red."""
+    late = complaint("web", text="Я в отпуске до понедельника", received=datetime.now(UTC) - timedelta(days=3)).to_dict()
+    _ = translator("en")
+    assert row_view(late, "automatic", None, None, ZoneInfo("UTC"), _)["deadline"] is None
+    assert row_view(late, "new", "open", None, ZoneInfo("UTC"), _)["deadline"]["overdue"] is True
 
 
 def test_the_live_view_compares_times_as_instants_not_as_text():

@@ -712,7 +712,7 @@ async def test_search_filters(registry: Registry) -> None:
 
 async def test_the_overdue_filter_finds_messages_whose_current_deadline_has_passed(registry: Registry) -> None:
     """While open the first answer's deadline counts, once claimed the nearest of the
-    others, and a closed registration is never overdue."""
+    others, and a closed registration is never overdue, nor an automatic reply."""
     now = datetime.now(timezone.utc)
 
     def at(hours: float) -> str:
@@ -734,6 +734,9 @@ async def test_the_overdue_filter_finds_messages_whose_current_deadline_has_pass
         if action:
             await registry.apply_action(receipt.registration_number or "", action, "olga")
         ids[receipt.complaint_id] = name
+    auto = complaint("Автоответ: я в отпуске до понедельника", ids=[("phone", "+79163009999")], auto=True)
+    auto.deadlines = {"acknowledge": at(-3)}  # an automatic reply opens no registration and waits for no answer
+    assert (await registry.submit(auto)).status == "automatic"
     found = await registry.search(overdue=True)
     assert [ids[r["complaint"]["id"]] for r in found.rows] == ["claimed, the answer late", "open, first answer late"]
     assert [ids[r["complaint"]["id"]] for r in (await registry.search(overdue=True, state="open")).rows] == [

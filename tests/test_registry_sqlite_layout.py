@@ -229,16 +229,21 @@ async def test_a_read_of_more_expired_deliveries_than_one_statement_takes(tmp_pa
 
 async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_match_is_on_the_first_page(tmp_path: Path) -> None:
     """On SQLite only messages that pass the channel, status and date filters (and, for the
-    overdue filter, are not closed) count towards the scan limit: a claimed e-mail older
-    than many web complaints is found by a search that may look at two messages."""
+    overdue filter, whose registration's deadline has passed) count towards the scan limit:
+    a claimed e-mail older than many web complaints is found by a search that may look at
+    two messages."""
     registry = open_registry(tmp_path / "registry.sqlite3")
     await registry.open()
     try:
-        old = await registry.submit(complaint("Старая жалоба про связь", ids=[("email", "old@example.com")], channel="email"))
+        first = complaint("Старая жалоба про связь", ids=[("email", "old@example.com")], channel="email")
+        first.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": "2026-03-11T09:00:00Z"}  # NOW: March 2026
+        old = await registry.submit(first)
         await registry.apply_action(old.registration_number or "", "claim", "olga")
         for i in range(12):
-            await registry.submit(complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")],
-                                            at=NOW + timedelta(minutes=1 + i)))
+            later = complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")],
+                              at=NOW + timedelta(minutes=1 + i))
+            later.deadlines = {"acknowledge": "2126-03-10T17:00:00Z"}  # in time
+            await registry.submit(later)
         for filters in ({"state": "claimed"}, {"channel": "email"},
                         {"until": (NOW + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")}):
             found = await registry.search(scan_limit=2, **filters)  # type: ignore[arg-type]
@@ -249,15 +254,19 @@ async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_m
         assert [r["complaint"]["text"] for r in (await registry.search(since=since, limit=20)).rows][-1] == "Новая жалоба 1 про связь"
         # without a filter the database can answer, the limit counts every message
         assert (await registry.search(kind="new", text="старая", scan_limit=2)).scan_limited is True
-        # the overdue filter skips closed registrations in the file: the old claimed one, its
-        # deadline passed, is found past twelve closed ones by a search that may look at two
-        with registry.db:  # a deadline that has passed (NOW is in March 2026)
-            registry.db.execute("UPDATE messages SET body = json_set(body, '$.deadlines', json_object('respond',"
-                                " '2026-03-11T09:00:00Z')) WHERE id = ?", (old.complaint_id,))
-        for number in [r["complaint"]["registration_number"] for r in (await registry.search(state="open", limit=20)).rows]:
+        # the overdue filter asks the index of deadlines: the old claimed one, its decision's
+        # deadline passed, is found past six in time and six closed (their first answer late,
+        # once reopened) by a search that may look at two
+        numbers = [r["complaint"]["registration_number"] for r in (await registry.search(state="open", limit=20)).rows]
+        for number in numbers[:6]:
             await registry.apply_action(number, "close", "olga")
         found = await registry.search(overdue=True, scan_limit=2)
         assert ([r["complaint"]["id"] for r in found.rows], found.scan_limited) == ([old.complaint_id], False)
+        with registry.db:
+            registry.db.execute("UPDATE registrations SET due_epoch = 0 WHERE number = ?", (numbers[7],))
+        found = await registry.search(overdue=True, scan_limit=1)  # the index only lets in: the deadlines decide
+        assert ([r["complaint"]["id"] for r in found.rows], found.scan_limited) == ([], True)
+        assert [r["complaint"]["id"] for r in (await registry.search(overdue=True, scan_limit=2)).rows] == [old.complaint_id]
     finally:
         await registry.close()
 

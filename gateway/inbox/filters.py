@@ -121,7 +121,8 @@ class Filters:
             return False
         if self.kind and kind != self.kind or self.state and state != self.state:
             return False
-        if self.overdue and not is_overdue(complaint.get("deadlines") or {}, state, datetime.now(UTC).timestamp()):
+        if self.overdue and (kind == "automatic" or
+                             not is_overdue(complaint.get("deadlines") or {}, state, datetime.now(UTC).timestamp())):
             return False
         if self.customer_id and customer.get("customer_id") != self.customer_id:
             return False

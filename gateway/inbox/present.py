@@ -70,7 +70,7 @@ def row_view(complaint: dict[str, Any], kind: str, state: str | None, assigned_t
         "assigned_to": assigned_to,
         "received_at": complaint.get("received_at"),
         "received_local": local_time(complaint.get("received_at"), tz),
-        "deadline": list_deadline(complaint, state, now, _),
+        "deadline": list_deadline(complaint, state, now, _) if kind != "automatic" else None,  # it waits for no answer
         #: an acknowledgement of its registration was given up on: the number did not reach the customer
         "undelivered": undelivered,
     }

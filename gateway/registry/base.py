@@ -461,7 +461,8 @@ class Registry(ABC):
         matches the subject, text and customer name case-insensitively; ``state`` is the
         registration's (open, claimed, closed); ``undelivered``: only registrations whose
         acknowledgement was given up on; ``overdue``: only messages whose current deadline
-        (``current_deadline``) has passed. At most ``scan_limit`` messages are looked at; a
+        (``current_deadline``) has passed (never an automatic reply, which opens no
+        registration and waits for no answer). At most ``scan_limit`` messages are looked at; a
         search that stops there short of ``limit`` rows says so (``scan_limited``), and its
         ``next_before`` goes on from the last message it looked at, so that paging on
         reaches every match.
@@ -486,7 +487,7 @@ class Registry(ABC):
         while scanned < scan_limit:
             asked = min(200, scan_limit - scanned)  # and one more, to know whether the oldest is among them
             fetched = await self._search_candidates(limit=asked + 1, before=cursor, channel=channel, state=state,
-                                                    since=since, until=until, not_closed=overdue)
+                                                    since=since, until=until, overdue_at=now if overdue else None)
             page = fetched[:asked]
             scanned += len(page)
             passing = [c for c in page if matches_itself(c)]
@@ -503,7 +504,7 @@ class Registry(ABC):
                         continue
                     if undelivered and not info.get("acknowledgement_failed"):
                         continue
-                    if overdue and not is_overdue(c.deadlines, info.get("state"), now):
+                    if overdue and (row_kind == "automatic" or not is_overdue(c.deadlines, info.get("state"), now)):
                         continue
                     if len(rows) == limit:  # one match more than asked for: there is a next page
                         return SearchResult(rows, rows[-1]["complaint"]["id"], scan_limited=False)
@@ -528,11 +529,11 @@ class Registry(ABC):
         return states
 
     async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
-                                 since: str | None, until: str | None, not_closed: bool = False) -> list[Complaint]:
+                                 since: str | None, until: str | None, overdue_at: float | None = None) -> list[Complaint]:
         """The next messages ``search`` looks at, newest first, from ``before``. A backend
         that can skip messages failing the given filters by an index does so (every one it
-        returns is still checked; ``not_closed``: those of a closed registration may be
-        skipped); by default, every message."""
+        returns is still checked; ``overdue_at``: those that cannot be overdue at that
+        instant may be skipped); by default, every message."""
         return await self.list_messages(limit=limit, before=before)
 
     # -- operators' actions -----------------------------------------------------------

@@ -576,10 +576,13 @@ class SqliteRegistry(Registry):
         return await self._search_candidates(limit=limit, before=before, channel=None, state=None, since=None, until=None)
 
     async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
-                                 since: str | None, until: str | None, not_closed: bool = False) -> list[Complaint]:
-        """The messages' own columns answer the channel, the registration's state (and
-        whether it is closed) and the time of receipt, so a search with those filters looks
-        only at messages that pass them. The scan goes newest first by rowid (``+channel``
+                                 since: str | None, until: str | None, overdue_at: float | None = None) -> list[Complaint]:
+        """The messages' own columns answer the channel, the registration's state and the
+        time of receipt, so a search with those filters looks only at messages that pass
+        them. For the overdue filter, a registration's first message (kind ``new``: its
+        deadlines are the registration's) is overdue exactly when the index of deadlines says
+        so (``due_epoch``); a later one only needs its registration not closed, and an
+        automatic reply, which opens none, is never overdue. The scan goes newest first by rowid (``+channel``
         keeps SQLite from sorting a whole channel by another index); ``received_epoch`` is
         ``received_at`` as ``epoch`` reads it, so the times compare exactly as ``search``
         compares them after."""
@@ -594,8 +597,10 @@ class SqliteRegistry(Registry):
         if state:
             where.append("EXISTS (SELECT 1 FROM registrations r WHERE r.number = messages.number AND r.state = ?)")
             args.append(state)
-        if not_closed:
-            where.append("NOT EXISTS (SELECT 1 FROM registrations r WHERE r.number = messages.number AND r.state = 'closed')")
+        if overdue_at is not None:
+            where.append("EXISTS (SELECT 1 FROM registrations r WHERE r.number = messages.number AND"
+                         " CASE WHEN messages.kind = 'new' THEN r.due_epoch < ? ELSE r.state != 'closed' END)")
+            args.append(overdue_at)
         if since:
             where.append("received_epoch >= ?")
             args.append(epoch(since))
