@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 import redis as redis_sync
-from test_registry_contract import complaint, registrations_with_deadlines
+from test_registry_contract import NOW, complaint, registrations_with_deadlines
 
 from gateway.registry import RegistrySettings
 from gateway.registry.base import make_plan
@@ -110,5 +111,53 @@ async def test_registrations_opened_before_the_index_of_deadlines_are_indexed_wh
         assert await reg._index_due_script(keys=[key, "cgtest:due:respond", "cgtest:due_names"],
                                            args=["open", "respond", "1.0", number]) == 1
         assert (await reg.registrations_due(now))["respond"] == {"pending": 4, "overdue": 2}
+    finally:
+        await reg.close()
+
+
+async def test_a_state_filter_reads_the_index_of_states_so_an_old_claimed_complaint_is_on_the_first_page(redis_url: str) -> None:
+    """The messages of a registration are in the sorted set of its state (``state:<state>``),
+    moved with it, later messages included: a search for a state looks at those alone."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        old = await reg.submit(complaint("Старая жалоба про связь", ids=[("email", "old@example.com")], channel="email"))
+        number = old.registration_number or ""
+        await reg.apply_action(number, "claim", "olga")
+        follow_up = await reg.submit(complaint("Ответьте, пожалуйста", ids=[("email", "old@example.com")], in_reply_to=number,
+                                               at=NOW + timedelta(seconds=30)))
+        assert follow_up.status == "follow_up"
+        for i in range(12):
+            await reg.submit(complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")],
+                                       at=NOW + timedelta(minutes=1 + i)))
+        auto = await reg.submit(complaint("Автоответ: я в отпуске", ids=[("phone", "+79162009999")], auto=True))
+        assert auto.status == "automatic"
+
+        async def ids_in(state: str, scan_limit: int = 2) -> list[str]:
+            found = await reg.search(state=state, scan_limit=scan_limit, limit=20)
+            assert found.scan_limited is False
+            return [r["complaint"]["id"] for r in found.rows]
+
+        assert await ids_in("claimed") == [follow_up.complaint_id, old.complaint_id]
+        await reg.apply_action(number, "close", "olga")
+        assert await ids_in("claimed") == [] and await ids_in("closed") == [follow_up.complaint_id, old.complaint_id]
+        assert len(await ids_in("open", scan_limit=100)) == 12  # the automatic reply belongs to no registration
+        await reg.apply_action(number, "reopen", "olga")
+        assert (await ids_in("open", scan_limit=100))[-2:] == [follow_up.complaint_id, old.complaint_id]
+        await reg.apply_action(number, "claim", "olga")
+
+        # a registry written before the index of states gets it when opened, and the same answers
+        await reg.r.delete("cgtest:states_indexed", *await reg.r.keys("cgtest:state:*"))
+        await reg.close()
+        await reg.open()
+        assert await reg.r.get("cgtest:states_indexed") == "1"
+        assert await ids_in("claimed") == [follow_up.complaint_id, old.complaint_id]
+        assert len(await ids_in("open", scan_limit=100)) == 12
+        # the script leaves a message already in a state's set where it is
+        keys = ["cgtest:registration:" + number, "cgtest:timeline", *("cgtest:state:" + s for s in ("open", "claimed", "closed"))]
+        assert await reg._index_state_script(keys=keys, args=[old.complaint_id, "open", "claimed", "closed"]) == 0
+        await reg.r.zrem("cgtest:state:claimed", old.complaint_id)
+        assert await reg._index_state_script(keys=keys, args=[old.complaint_id, "open", "claimed", "closed"]) == 1
+        assert await ids_in("claimed") == [follow_up.complaint_id, old.complaint_id]
     finally:
         await reg.close()

@@ -11,10 +11,9 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from gateway.registry.base import epoch, is_overdue
+from gateway.registry.base import STATES, epoch, is_overdue
 from normalizer.schema import URGENCIES
 
-STATES = ("open", "claimed", "closed")
 KINDS = ("new", "follow_up", "repeat", "automatic")
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _CHANNEL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

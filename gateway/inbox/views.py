@@ -18,14 +18,14 @@ from gateway.inbound import Receipt
 from gateway.inbox import service
 from gateway.inbox.assets import CSS, JS
 from gateway.inbox.auth import check_password, new_csrf_token
-from gateway.inbox.filters import STATES, FilterError, Filters
+from gateway.inbox.filters import FilterError, Filters
 from gateway.inbox.i18n import LANGUAGES, translator
 from gateway.inbox.live import sse
 from gateway.inbox.original import ORIGINAL_CSP, download, view_of
 from gateway.inbox.present import deadlines_view, local_time, message_view, row_view
 from gateway.inbox.service import InboxError
 from gateway.inbox.state import ACTOR, ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
-from gateway.registry.base import RegistryError, SearchResult
+from gateway.registry.base import STATES, RegistryError, SearchResult
 from normalizer.deadlines import DEFAULT_POLICIES
 from normalizer.schema import URGENCIES
 

@@ -44,6 +44,10 @@ ACTIONS: dict[str, Any] = {
 }
 
 
+#: The states of a registration (what ``ACTIONS`` leave).
+STATES = ("open", "claimed", "closed")
+
+
 class RegistryError(Exception):
     """The backend could not do what was asked (unreachable, corrupt)."""
 

@@ -24,6 +24,7 @@ from gateway.inbound import Receipt
 from gateway.registry.base import (
     ACTIONS,
     PURGE_CHUNK,
+    STATES,
     Event,
     Registry,
     RegistryError,
@@ -42,7 +43,7 @@ from normalizer.schema import Complaint
 
 log = logging.getLogger("complaint_gateway.registry.redis")
 
-#: One registration into the index of deadlines (``RedisRegistry._index_deadlines``), unless
+#: One registration into the index of deadlines (``RedisRegistry._build_indexes``), unless
 #: it is there already (its hash has ``due``). KEYS: its hash, the sorted set of its deadline,
 #: ``due_names``; ARGV: the state its deadline was worked out for (-1 when it is no longer
 #: that), the deadline's name ('' for none), its instant, the number.
@@ -56,6 +57,27 @@ if ARGV[2] ~= '' then
 end
 return 1
 """
+
+#: One message into the index of states (``RedisRegistry._build_indexes``): into the sorted
+#: set of its registration's state now, at its place in the timeline, unless it is in one of
+#: them already. KEYS: the registration's hash, the timeline, then ``state:<state>`` of every
+#: state; ARGV: the message id, then the states in the order of those keys.
+_INDEX_STATE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == '' then state = 'open' end
+local target
+for i = 3, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then return 0 end
+  if ARGV[i - 1] == state then target = KEYS[i] end
+end
+local position = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not target or not position then return 0 end
+redis.call('ZADD', target, position, ARGV[1])
+return 1
+"""
+#: The indexes a registry written by an earlier version may lack, each marked built by the key
+#: ``<name>_indexed``: deadlines (``due:<name>``) and states (``state:<state>``).
+_INDEXES = ("due", "states")
 
 #: Where the script puts the customer id, the registration number and the number the message
 #: refers to (kept, or null when refused) in a complaint's JSON: unguessable and never sent
@@ -216,48 +238,73 @@ class RedisRegistry(Registry):
         self._forget_customer_script = self._redis.register_script(_FORGET_CUSTOMER)
         self._suggestion_identities_script = self._redis.register_script(_SUGGESTION_IDENTITIES)
         self._index_due_script = self._redis.register_script(_INDEX_DUE)
+        self._index_state_script = self._redis.register_script(_INDEX_STATE)
         try:
             await self._redis.ping()
         except RedisError as exc:
             raise RegistryError(f"redis at {self.url}: {exc}") from exc
-        if not await self.r.exists(self.prefix + "due_indexed"):
-            await self._index_deadlines()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in _INDEXES:
+                pipe.exists(self.prefix + name + "_indexed")
+            missing = [name for name, built in zip(_INDEXES, await pipe.execute()) if not built]
+        if missing:
+            await self._build_indexes(missing)
 
-    async def _index_deadlines(self) -> None:
-        """The index of deadlines for registrations opened by a version without it: each
-        registration's first message read once from the timeline, ``PURGE_CHUNK`` a round
-        trip, then ``due_indexed`` set. A registration indexed meanwhile (opened or moved by
-        this version) is left as it is; one whose state changed between the read and the
-        write is read again."""
-        timeline, started, indexed = self.prefix + "timeline", time.monotonic(), 0
+    async def _build_indexes(self, missing: list[str]) -> None:
+        """The indexes (``_INDEXES``) a registry written by an earlier version lacks, from one
+        walk over the timeline, ``PURGE_CHUNK`` messages a round trip; then each marked built.
+        What this version indexed meanwhile (a registration opened or moved, a message
+        registered) is left as it is; a registration whose state changed between the read and
+        the write of its deadline is read again."""
+        timeline, started, indexed = self.prefix + "timeline", time.monotonic(), dict.fromkeys(missing, 0)
+        state_keys = [self.prefix + "state:" + state for state in STATES]
         cursor = 0
         while ids := await self._strings(self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1)):
             cursor += len(ids)
             async with self.r.pipeline(transaction=False) as pipe:
                 for complaint_id in ids:
                     pipe.hmget(self.prefix + "message:" + complaint_id, "kind", "number", "body")
-                opened = [(number, body) for kind, number, body in await pipe.execute() if kind == "new" and number and body]
-            waiting = {number: (stored_json(body).get("deadlines") or {}) for number, body in opened}
-            while waiting:
-                numbers = list(waiting)
+                messages = await pipe.execute()
+            if "states" in missing:
                 async with self.r.pipeline(transaction=False) as pipe:
-                    for number in numbers:
-                        pipe.hget(self.prefix + "registration:" + number, "state")
-                    states = [state or "open" for state in await pipe.execute()]
-                async with self.r.pipeline(transaction=False) as pipe:
-                    for number, state in zip(numbers, states):
-                        current = due(waiting[number], state)
-                        name, at = (current[1], current[0]) if current else ("", 0.0)
-                        await self._index_due_script(
-                            keys=[self.prefix + "registration:" + number, self.prefix + "due:" + name, self.prefix + "due_names"],
-                            args=[state, name, repr(at), number], client=pipe)
-                    results = await pipe.execute()
-                indexed += results.count(1)
-                waiting = {number: waiting[number] for number, result in zip(numbers, results) if result == -1}
-        await self.r.set(self.prefix + "due_indexed", "1")
+                    for complaint_id, (_, number, _) in zip(ids, messages):
+                        if number:
+                            await self._index_state_script(keys=[self.prefix + "registration:" + number, timeline, *state_keys],
+                                                           args=[complaint_id, *STATES], client=pipe)
+                    indexed["states"] += sum(await pipe.execute())
+            if "due" in missing:
+                indexed["due"] += await self._index_deadlines_of(
+                    [(number, body) for kind, number, body in messages if kind == "new" and number and body])
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in missing:
+                pipe.set(self.prefix + name + "_indexed", "1")
+            await pipe.execute()
         if cursor:
-            log.info("registry: deadlines indexed", extra={"registrations": indexed, "messages": cursor,
-                                                          "seconds": round(time.monotonic() - started, 1)})
+            log.info("registry: indexes built", extra={"indexes": missing, "messages": cursor, **indexed,
+                                                      "seconds": round(time.monotonic() - started, 1)})
+
+    async def _index_deadlines_of(self, opened: list[tuple[str, str]]) -> int:
+        """Registrations into the index of deadlines, from their numbers and first messages'
+        bodies: how many were indexed (not already there)."""
+        waiting = {number: (stored_json(body).get("deadlines") or {}) for number, body in opened}
+        indexed = 0
+        while waiting:
+            numbers = list(waiting)
+            async with self.r.pipeline(transaction=False) as pipe:
+                for number in numbers:
+                    pipe.hget(self.prefix + "registration:" + number, "state")
+                states = [state or "open" for state in await pipe.execute()]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for number, state in zip(numbers, states):
+                    current = due(waiting[number], state)
+                    name, at = (current[1], current[0]) if current else ("", 0.0)
+                    await self._index_due_script(
+                        keys=[self.prefix + "registration:" + number, self.prefix + "due:" + name, self.prefix + "due_names"],
+                        args=[state, name, repr(at), number], client=pipe)
+                results = await pipe.execute()
+            indexed += results.count(1)
+            waiting = {number: waiting[number] for number, result in zip(numbers, results) if result == -1}
+        return indexed
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -386,14 +433,27 @@ class RedisRegistry(Registry):
         return _in_order(first, await self._strings(self.r.lrange(key + ":messages", 0, -1)))
 
     async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
-        timeline = self.prefix + "timeline"
+        return await self._messages_of(self.prefix + "timeline", limit, before)
+
+    async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
+                                 since: str | None, until: str | None, overdue_at: float | None = None) -> list[Complaint]:
+        """With a state, the messages of the registrations in that state, from the index of
+        states (``state:<state>``, scored as the timeline): a search for the few claimed
+        complaints among a million closed ones looks at those alone."""
+        if state in STATES:
+            return await self._messages_of(self.prefix + "state:" + state, limit, before)
+        return await self.list_messages(limit=limit, before=before)
+
+    async def _messages_of(self, key: str, limit: int, before: str | None) -> list[Complaint]:
+        """Messages newest first from a sorted set scored by timeline positions (the
+        timeline, or a state's), from the one before ``before``."""
         if before:
-            score = await self.r.zscore(timeline, before)
+            score = await self.r.zscore(self.prefix + "timeline", before)
             if score is None:
                 return []
-            ids = await self._strings(self.r.zrevrangebyscore(timeline, f"({score}", "-inf", start=0, num=limit))
+            ids = await self._strings(self.r.zrevrangebyscore(key, f"({score}", "-inf", start=0, num=limit))
         else:
-            ids = await self._strings(self.r.zrevrange(timeline, 0, limit - 1))
+            ids = await self._strings(self.r.zrevrange(key, 0, limit - 1))
         async with self.r.pipeline(transaction=False) as pipe:  # the page's bodies in one round trip
             for complaint_id in ids:
                 pipe.hget(self.prefix + "message:" + complaint_id, "body")
@@ -469,15 +529,20 @@ class RedisRegistry(Registry):
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(key)
+                    await pipe.watch(key, key + ":messages")  # a message added meanwhile would miss the move below
                     row = await pipe.hgetall(key)
                     if not row:
                         raise KeyError(registration_number)
                     state, assigned = transition(row.get("state", "open"), row.get("assigned_to") or None, operator)
                     current: tuple[float, str] | None = None
-                    if state != row.get("state", "open"):  # the deadline that matters changes with the state
-                        body = await pipe.hget(self.prefix + "message:" + str(row["complaint_id"]), "body")
+                    positions: dict[str, float] = {}
+                    if state != row.get("state", "open"):  # the deadline that matters and the index of states change
+                        first = str(row["complaint_id"])
+                        body = await pipe.hget(self.prefix + "message:" + first, "body")
                         current = due((stored_json(body).get("deadlines") or {}) if body else {}, state)
+                        ids = _in_order(first, await self._strings(pipe.lrange(key + ":messages", 0, -1)))
+                        scores = await pipe.zmscore(self.prefix + "timeline", ids)
+                        positions = {i: score for i, score in zip(ids, scores) if score is not None}
                     now = iso(utcnow())
                     record = {"action": action, "operator": operator, "at": now, "registration_number": registration_number,
                               "state": state, "assigned_to": assigned, "details": details or {}}
@@ -488,6 +553,11 @@ class RedisRegistry(Registry):
                         pipe.hset(key, "acknowledgement_failed", "1")
                     if state != row.get("state", "open"):
                         self._move_due(pipe, registration_number, str(row.get("due") or ""), current)
+                        for other in STATES:  # the registration's messages into the sorted set of its new state
+                            if other != state and positions:
+                                pipe.zrem(self.prefix + "state:" + other, *positions)
+                        if positions:
+                            pipe.zadd(self.prefix + "state:" + state, positions)
                     pipe.rpush(key + ":actions", encoded)
                     pipe.lpush(self.prefix + "audit", encoded)
                     pipe.xadd(self.stream, {"event": action, "registration_number": registration_number,

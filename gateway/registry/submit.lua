@@ -60,6 +60,19 @@ local receipts_written, identities_written, timeline = {}, {}, {}
 -- The index of deadlines: per deadline name, the new registrations' {instant, number} pairs
 -- of this batch, added with one command per name at its end (see RedisRegistry.registrations_due).
 local due_added = {}
+-- The index of states: per registration state, the {timeline position, message id} pairs of
+-- this batch's messages that belong to a registration, added with one command per state at
+-- its end (RedisRegistry._search_candidates reads 'state:<state>' as it reads the timeline).
+local state_added = {}
+local function add_to_state(state, position, id)
+  local added = state_added[state]
+  if not added then
+    added = {}
+    state_added[state] = added
+  end
+  added[#added + 1] = position
+  added[#added + 1] = id
+end
 
 -- Commands with many arguments are sent in chunks (Lua's unpack() has a limit).
 local CHUNK = 1000
@@ -224,6 +237,11 @@ local function submit(a, template, position)
              'body', body)
   if number and kind ~= 'new' then  -- a registration's first message is its hash's complaint_id
     redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
+    local state = redis.call('HGET', P .. 'registration:' .. number, 'state')
+    if not state or state == '' then state = 'open' end
+    add_to_state(state, position, a.id)
+  elseif number then
+    add_to_state('open', position, a.id)
   end
   timeline[#timeline + 1] = position
   timeline[#timeline + 1] = a.id
@@ -268,6 +286,9 @@ end
 write_all('HSET', P .. 'identity', identities_written)
 write_all('ZADD', P .. 'timeline', timeline)
 write_all('HSET', P .. 'receipts', receipts_written)
+for state, added in pairs(state_added) do
+  write_all('ZADD', P .. 'state:' .. state, added)
+end
 for name, added in pairs(due_added) do
   write_all('ZADD', P .. 'due:' .. name, added)
   redis.call('SADD', P .. 'due_names', name)
