@@ -161,3 +161,31 @@ async def test_a_state_filter_reads_the_index_of_states_so_an_old_claimed_compla
         assert await ids_in("claimed") == [follow_up.complaint_id, old.complaint_id]
     finally:
         await reg.close()
+
+
+async def test_the_overdue_filter_reads_only_the_messages_of_registrations_not_closed(redis_url: str) -> None:
+    """On Redis the overdue filter reads the index of states' open and claimed sets, merged
+    in the timeline's order: an old overdue complaint is found past twelve closed ones by a
+    search that may look at two messages."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        first = complaint("Старая жалоба про связь", ids=[("email", "old@example.com")], channel="email")
+        first.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": "2026-03-11T09:00:00Z"}  # NOW: March 2026
+        old = await reg.submit(first)
+        claimed = complaint("Жалоба, взятая в работу", ids=[("email", "claimed@example.com")], at=NOW + timedelta(seconds=1))
+        claimed.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": "2026-03-11T09:00:00Z"}
+        taken = await reg.submit(claimed)
+        await reg.apply_action(taken.registration_number or "", "claim", "olga")
+        for i in range(12):
+            later = complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")], at=NOW + timedelta(minutes=1 + i))
+            later.deadlines = dict(first.deadlines)
+            await reg.apply_action((await reg.submit(later)).registration_number or "", "close", "olga")
+        found = await reg.search(overdue=True, scan_limit=2)
+        assert ([r["complaint"]["id"] for r in found.rows], found.scan_limited) == ([taken.complaint_id, old.complaint_id], False)
+        found = await reg.search(overdue=True, scan_limit=1, limit=1)  # paging on goes from one set to the other
+        assert [r["complaint"]["id"] for r in found.rows] == [taken.complaint_id] and found.next_before == taken.complaint_id
+        found = await reg.search(overdue=True, scan_limit=1, before=found.next_before)
+        assert ([r["complaint"]["id"] for r in found.rows], found.next_before) == ([old.complaint_id], None)
+    finally:
+        await reg.close()

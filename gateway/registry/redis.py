@@ -432,28 +432,36 @@ class RedisRegistry(Registry):
     async def _message_ids(self, key: str, first: str) -> list[str]:
         return _in_order(first, await self._strings(self.r.lrange(key + ":messages", 0, -1)))
 
-    async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
-        return await self._messages_of(self.prefix + "timeline", limit, before)
-
     async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
                                  since: str | None, until: str | None, overdue_at: float | None = None) -> list[Complaint]:
         """With a state, the messages of the registrations in that state, from the index of
         states (``state:<state>``, scored as the timeline): a search for the few claimed
-        complaints among a million closed ones looks at those alone."""
+        complaints among a million closed ones looks at those alone. For the overdue filter,
+        the messages of registrations not closed (open and claimed, merged in the timeline's
+        order): a closed registration's messages, and automatic replies, are never overdue."""
         if state in STATES:
-            return await self._messages_of(self.prefix + "state:" + state, limit, before)
+            return await self._messages_of([self.prefix + "state:" + state], limit, before)
+        if overdue_at is not None:
+            return await self._messages_of([self.prefix + "state:open", self.prefix + "state:claimed"], limit, before)
         return await self.list_messages(limit=limit, before=before)
 
-    async def _messages_of(self, key: str, limit: int, before: str | None) -> list[Complaint]:
-        """Messages newest first from a sorted set scored by timeline positions (the
-        timeline, or a state's), from the one before ``before``."""
+    async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
+        return await self._messages_of([self.prefix + "timeline"], limit, before)
+
+    async def _messages_of(self, keys: list[str], limit: int, before: str | None) -> list[Complaint]:
+        """Messages newest first from sorted sets scored by timeline positions (the timeline,
+        or states'), from the one before ``before``: a page of each, merged."""
+        high = "+inf"
         if before:
             score = await self.r.zscore(self.prefix + "timeline", before)
             if score is None:
                 return []
-            ids = await self._strings(self.r.zrevrangebyscore(key, f"({score}", "-inf", start=0, num=limit))
-        else:
-            ids = await self._strings(self.r.zrevrange(key, 0, limit - 1))
+            high = f"({score}"
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrevrangebyscore(key, high, "-inf", start=0, num=limit, withscores=True)
+            pages = await pipe.execute()
+        ids = [i for i, _ in sorted((entry for page in pages for entry in page), key=lambda entry: -entry[1])[:limit]]
         async with self.r.pipeline(transaction=False) as pipe:  # the page's bodies in one round trip
             for complaint_id in ids:
                 pipe.hget(self.prefix + "message:" + complaint_id, "body")
