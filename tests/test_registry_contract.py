@@ -710,73 +710,59 @@ async def test_search_filters(registry: Registry) -> None:
     assert [r["complaint"]["channel"] for r in (await registry.search(until=half)).rows] == ["email"]
 
 
+async def registrations_with_deadlines(registry: Registry) -> dict[str, Receipt]:
+    """Six registrations with the deadlines and the action of each, and then a repeat and a
+    follow-up of the first (their own first answer's deadline passed) and an automatic reply:
+    the receipts by case."""
+    now = datetime.now(timezone.utc)
+
+    def at(hours: float) -> str:
+        return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
+
+    cases = {
+        "open, first answer late": ({"acknowledge": at(-1), "respond": at(90)}, None),
+        "open, first answer in time, the rest late": ({"acknowledge": at(2), "respond": at(-1)}, None),
+        "claimed, only the first answer late": ({"acknowledge": at(-5), "respond": at(90)}, "claim"),
+        "claimed, the answer late": ({"acknowledge": at(-5), "respond": at(-1), "legal": at(900)}, "claim"),
+        "closed, everything late": ({"acknowledge": at(-5), "respond": at(-1)}, "close"),
+        "no deadlines": ({}, None),
+    }
+    receipts = {}
+    for i, (name, (deadlines, action)) in enumerate(cases.items()):
+        c = complaint(f"Жалоба: {name}", ids=[("phone", f"+7916300{i:04d}")], at=NOW + timedelta(minutes=i))
+        c.deadlines = deadlines
+        receipts[name] = await registry.submit(c)
+        assert receipts[name].status == "new"
+        if action:
+            await registry.apply_action(receipts[name].registration_number or "", action, "olga")
+    first = receipts["open, first answer late"].registration_number
+    for name, c in (("a repeat", complaint("Жалоба: open, first answer late", ids=[("phone", "+79163000000")],
+                                           at=NOW + timedelta(minutes=9))),
+                    ("a follow-up", complaint("Ещё раз: ответьте", ids=[("phone", "+79163000000")], in_reply_to=first)),
+                    ("an automatic reply", complaint("Автоответ: я в отпуске", ids=[("phone", "+79163000002")], auto=True))):
+        c.deadlines = {"acknowledge": at(-9)}
+        receipts[name] = await registry.submit(c)
+    assert [receipts[name].status for name in ("a repeat", "a follow-up", "an automatic reply")] == [
+        "repeat", "follow_up", "automatic"]
+    return receipts
+
+
+def opened_numbers(receipts: dict[str, Receipt]) -> dict[str, str]:
+    """The registration numbers of the cases that opened one."""
+    return {name: receipt.registration_number or "" for name, receipt in receipts.items() if receipt.status == "new"}
+
+
 async def test_the_overdue_filter_finds_messages_whose_current_deadline_has_passed(registry: Registry) -> None:
     """While open the first answer's deadline counts, once claimed the nearest of the
-    others, and a closed registration is never overdue, nor an automatic reply."""
-    now = datetime.now(timezone.utc)
-
-    def at(hours: float) -> str:
-        return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
-
-    cases = {
-        "open, first answer late": ({"acknowledge": at(-1), "respond": at(90)}, None),
-        "open, first answer in time, the rest late": ({"acknowledge": at(2), "respond": at(-1)}, None),
-        "claimed, only the first answer late": ({"acknowledge": at(-5), "respond": at(90)}, "claim"),
-        "claimed, the answer late": ({"acknowledge": at(-5), "respond": at(-1), "legal": at(900)}, "claim"),
-        "closed, everything late": ({"acknowledge": at(-5), "respond": at(-1)}, "close"),
-        "no deadlines": ({}, None),
-    }
-    ids = {}
-    for i, (name, (deadlines, action)) in enumerate(cases.items()):
-        c = complaint(f"Жалоба: {name}", ids=[("phone", f"+7916300{i:04d}")], at=NOW + timedelta(minutes=i))
-        c.deadlines = deadlines
-        receipt = await registry.submit(c)
-        if action:
-            await registry.apply_action(receipt.registration_number or "", action, "olga")
-        ids[receipt.complaint_id] = name
-    auto = complaint("Автоответ: я в отпуске до понедельника", ids=[("phone", "+79163009999")], auto=True)
-    auto.deadlines = {"acknowledge": at(-3)}  # an automatic reply opens no registration and waits for no answer
-    assert (await registry.submit(auto)).status == "automatic"
+    others; each message's own (a repeat's, a follow-up's); a closed registration is never
+    overdue, nor an automatic reply, which opens no registration and waits for no answer."""
+    receipts = await registrations_with_deadlines(registry)
+    names = {receipt.complaint_id: name for name, receipt in receipts.items()}
     found = await registry.search(overdue=True)
-    assert [ids[r["complaint"]["id"]] for r in found.rows] == ["claimed, the answer late", "open, first answer late"]
-    assert [ids[r["complaint"]["id"]] for r in (await registry.search(overdue=True, state="open")).rows] == [
-        "open, first answer late"]
-
-
-async def registrations_with_deadlines(registry: Registry) -> dict[str, str]:
-    """Six registrations with the deadlines and the action of each (the overdue filter's
-    cases), and a follow-up, a repeat and an automatic reply that open none: the numbers by case."""
-    now = datetime.now(timezone.utc)
-
-    def at(hours: float) -> str:
-        return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
-
-    cases = {
-        "open, first answer late": ({"acknowledge": at(-1), "respond": at(90)}, None),
-        "open, first answer in time, the rest late": ({"acknowledge": at(2), "respond": at(-1)}, None),
-        "claimed, only the first answer late": ({"acknowledge": at(-5), "respond": at(90)}, "claim"),
-        "claimed, the answer late": ({"acknowledge": at(-5), "respond": at(-1), "legal": at(900)}, "claim"),
-        "closed, everything late": ({"acknowledge": at(-5), "respond": at(-1)}, "close"),
-        "no deadlines": ({}, None),
-    }
-    numbers = {}
-    for i, (name, (deadlines, action)) in enumerate(cases.items()):
-        c = complaint(f"Жалоба: {name}", ids=[("phone", f"+7916300{i:04d}")], at=NOW + timedelta(minutes=i))
-        c.deadlines = deadlines
-        receipt = await registry.submit(c)
-        assert receipt.status == "new"
-        if action:
-            await registry.apply_action(receipt.registration_number or "", action, "olga")
-        numbers[name] = receipt.registration_number or ""
-    late = {"acknowledge": at(-9)}
-    statuses = []
-    for c in (complaint("Жалоба: open, first answer late", ids=[("phone", "+79163000000")], at=NOW + timedelta(minutes=9)),
-              complaint("Ещё раз: ответьте", ids=[("phone", "+79163000000")], in_reply_to=numbers["open, first answer late"]),
-              complaint("Автоответ: я в отпуске", ids=[("phone", "+79163000002")], auto=True)):
-        c.deadlines = late
-        statuses.append((await registry.submit(c)).status)
-    assert statuses == ["repeat", "follow_up", "automatic"]
-    return numbers
+    assert [names[r["complaint"]["id"]] for r in found.rows] == [
+        "a follow-up", "a repeat", "claimed, the answer late", "open, first answer late"]
+    assert [names[r["complaint"]["id"]] for r in (await registry.search(overdue=True, state="open")).rows] == [
+        "a follow-up", "a repeat", "open, first answer late"]
 
 
 async def test_registrations_due_counts_each_open_registration_by_the_deadline_that_matters_now(
@@ -784,7 +770,7 @@ async def test_registrations_due_counts_each_open_registration_by_the_deadline_t
     """The index of deadlines: a registration counts under the first answer's deadline while
     open, under the nearest other once claimed, not at all once closed or without deadlines;
     it moves as its state changes; follow-ups, repeats and automatic replies open none."""
-    numbers = await registrations_with_deadlines(registry)
+    numbers = opened_numbers(await registrations_with_deadlines(registry))
     now = time.time()
     assert await registry.registrations_due(now) == {"acknowledge": {"pending": 2, "overdue": 1},
                                                      "respond": {"pending": 2, "overdue": 1}}

@@ -19,7 +19,7 @@ from gateway.inbound import Receipt
 from gateway.registry import RegistrySettings
 from gateway.registry.sqlite import SqliteRegistry
 from normalizer.schema import Complaint
-from tests.test_registry_contract import NOW, complaint, registrations_with_deadlines
+from tests.test_registry_contract import NOW, complaint, opened_numbers, registrations_with_deadlines
 
 
 def open_registry(path: Path, **settings: float) -> SqliteRegistry:
@@ -278,7 +278,7 @@ async def test_a_file_without_the_index_of_deadlines_gets_it_worked_out_from_eac
     registry = open_registry(path)
     await registry.open()
     try:
-        numbers = await registrations_with_deadlines(registry)
+        numbers = opened_numbers(await registrations_with_deadlines(registry))
         now = time.time()
         expected = await registry.registrations_due(now)
     finally:
