@@ -1,6 +1,7 @@
 """The Redis registry's submit script: what one call does when its arguments are broken, or many."""
 from __future__ import annotations
 
+import struct
 import time
 from datetime import timedelta
 
@@ -187,5 +188,37 @@ async def test_the_overdue_filter_reads_only_the_messages_of_registrations_not_c
         assert [r["complaint"]["id"] for r in found.rows] == [taken.complaint_id] and found.next_before == taken.complaint_id
         found = await reg.search(overdue=True, scan_limit=1, before=found.next_before)
         assert ([r["complaint"]["id"] for r in found.rows], found.next_before) == ([old.complaint_id], None)
+    finally:
+        await reg.close()
+
+
+async def test_recent_complaints_are_packed_and_those_written_as_text_before_are_still_compared(redis_url: str) -> None:
+    """A customer's recent complaints (``recent:<customer>``) are ``0|``, the time of receipt
+    and the SimHash's halves packed, then the number; entries an earlier version wrote as
+    ``received|high|low|digest|number`` are read as before, out of the window too."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        text = "Третий день нет интернета в доме на Ленина 5, роутер мигает красным"
+        first = await reg.submit(complaint(text, at=NOW))
+        key = "cgtest:recent:" + (first.customer_id or "")
+        plan = make_plan(complaint(text, at=NOW), reg.settings, reg.number_format)
+        with redis_sync.Redis.from_url(redis_url) as raw:  # bytes: a client decoding UTF-8 cannot read them
+            assert raw.lrange(key, 0, -1) == [
+                b"0|" + struct.pack(">dII", plan.received_epoch, plan.simhash >> 32, plan.simhash & 0xFFFFFFFF)
+                + (first.registration_number or "").encode()]
+        again = await reg.submit(complaint(text + "!!!", at=NOW + timedelta(days=2)))
+        assert (again.status, again.registration_number) == ("repeat", first.registration_number)
+
+        as_text = "|".join([repr(plan.received_epoch), str(plan.simhash >> 32), str(plan.simhash & 0xFFFFFFFF), plan.digest,
+                            first.registration_number or ""])
+        await reg.r.delete(key)
+        await reg.r.rpush(key, as_text)
+        earlier = await reg.submit(complaint(text + "?", at=NOW + timedelta(days=3)))
+        assert (earlier.status, earlier.registration_number) == ("repeat", first.registration_number)
+        await reg.r.delete(key)
+        await reg.r.rpush(key, as_text)
+        late = await reg.submit(complaint(text, at=NOW + timedelta(days=30)))  # out of the window: a new registration
+        assert late.status == "new" and late.registration_number != first.registration_number
     finally:
         await reg.close()

@@ -171,20 +171,34 @@ local function submit(a, template, position)
   -- a customer created just now has no earlier complaint; 0 candidates: none is compared
   if kind == 'new' and #owners > 0 and a.candidates > 0 then
     local recent = redis.call('LRANGE', recent_key, 0, a.candidates - 1)
-    -- an entry: received epoch|SimHash high half|low half|digest|number. The fields are cut
-    -- at the bars one by one, the low half only when the high half is near enough. The
-    -- digest is not compared: the same words give the same SimHash, so an exact copy is
-    -- always within the distance.
+    -- an entry: '0|', then the received epoch (a double) and the SimHash's high and low
+    -- halves (32 bits each) packed big-endian, then the number; the low half is compared only
+    -- when the high half is near enough. Packed, an entry is read by one struct.unpack
+    -- instead of cutting text at its bars (a quarter of the script's time for a customer
+    -- with many recent complaints), and an earlier version that finds one reads '0' as a time of receipt out of
+    -- the window and stops there instead of failing. Entries that version wrote
+    -- ('received|high|low|digest|number') are read as before. No digest is compared: the
+    -- same words give the same SimHash, so an exact copy is always within the distance.
     local oldest, ahi, alo, limit = a.received - a.window, a.hi, a.lo, a.max_distance
-    local find, sub = string.find, string.sub
+    local find, sub, byte, unpack_entry = string.find, string.sub, string.byte, struct.unpack
     for _, entry in ipairs(recent) do
-      local bar1 = find(entry, '|', 1, true)
-      if tonumber(sub(entry, 1, bar1 - 1)) < oldest then break end
-      local bar2 = find(entry, '|', bar1 + 1, true)
-      local high = popcount(bxor(tonumber(sub(entry, bar1 + 1, bar2 - 1)), ahi))
-      local bar3 = high <= limit and find(entry, '|', bar2 + 1, true)
-      if bar3 and high + popcount(bxor(tonumber(sub(entry, bar2 + 1, bar3 - 1)), alo)) <= limit then  -- a repeat
-        local num = string.match(entry, '^[^|]+|(.*)$', bar3 + 1)
+      local received, high_half, low_half, num
+      if byte(entry, 1) == 48 and byte(entry, 2) == 124 then  -- '0|', then received and the halves packed, the number
+        received, high_half, low_half = unpack_entry('>dI4I4', entry, 3)
+        if received < oldest then break end
+        local high = popcount(bxor(high_half, ahi))
+        if high <= limit and high + popcount(bxor(low_half, alo)) <= limit then num = sub(entry, 19) end
+      else  -- written by an earlier version: received|high|low|digest|number
+        local bar1 = find(entry, '|', 1, true)
+        if tonumber(sub(entry, 1, bar1 - 1)) < oldest then break end
+        local bar2 = find(entry, '|', bar1 + 1, true)
+        local high = popcount(bxor(tonumber(sub(entry, bar1 + 1, bar2 - 1)), ahi))
+        local bar3 = high <= limit and find(entry, '|', bar2 + 1, true)
+        if bar3 and high + popcount(bxor(tonumber(sub(entry, bar2 + 1, bar3 - 1)), alo)) <= limit then
+          num = string.match(entry, '^[^|]+|(.*)$', bar3 + 1)
+        end
+      end
+      if num then  -- a repeat
         kind, number = 'repeat', num
         noted[#noted + 1] = '"repeat_of":' .. json_string(num)
         break
@@ -209,7 +223,7 @@ local function submit(a, template, position)
     end
     redis.call('RPUSH', P .. 'customer:' .. customer .. ':registrations', number)
     if a.candidates > 0 and
-       redis.call('LPUSH', recent_key, table.concat({a.received, a.hi, a.lo, a.digest, number}, '|')) > a.candidates then
+       redis.call('LPUSH', recent_key, '0|' .. struct.pack('>dI4I4', a.received, a.hi, a.lo) .. number) > a.candidates then
       redis.call('LTRIM', recent_key, 0, a.candidates - 1)
     end
   end
