@@ -21,7 +21,7 @@ from openapi_spec_validator import validate as validate_spec
 from gateway.inbound import Inbound
 from gateway.inbox.filters import Filters
 from gateway.inbox.i18n import translator
-from gateway.inbox.present import row_view
+from gateway.inbox.present import deadlines_view, row_view
 from tests.conftest import registry_of
 from tests.test_email_support import adapter_of, relay_fixture, smtp_channel, smtp_send  # noqa: F401 (the relay fixture)
 from tests.test_inbox_support import (
@@ -131,6 +131,13 @@ async def test_the_overdue_filter_lists_the_red_rows_in_the_api_the_page_and_the
     assert filters.matches(late.to_dict(), "new", "open") and not filters.matches(fresh.to_dict(), "new", "open")
     assert not filters.matches(late.to_dict(), "new", "closed")
     assert not filters.matches(late.to_dict(), "automatic", None)  # an automatic reply waits for no answer
+
+
+def test_a_complaints_deadlines_are_shown_nearest_first_by_instant():
+    deadlines = {"technical": "2026-03-10T12:00:00.500000Z", "respond": "2026-03-10T12:00:00Z",
+                 "acknowledge": "2026-03-10T11:59:59+03:00", "legal": "soon"}
+    shown = deadlines_view({"deadlines": deadlines}, datetime(2026, 3, 10, 6, tzinfo=UTC), translator("en"))
+    assert [d["name"] for d in shown] == ["acknowledge", "respond", "technical"]
 
 
 def test_an_automatic_reply_shows_no_deadline_in_the_list():

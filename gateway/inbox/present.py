@@ -6,7 +6,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.inbox.i18n import Translate, duration_text
-from gateway.registry.base import current_deadline
+from gateway.registry.base import current_deadline, epoch
 
 EXCERPT_CHARS = 160
 
@@ -37,13 +37,15 @@ def deadline_view(name: str, at: str, now: datetime, _: Translate) -> dict[str, 
 
 
 def deadlines_view(complaint: dict[str, Any], now: datetime, _: Translate) -> list[dict[str, Any]]:
-    out = []
-    for name, at in sorted((complaint.get("deadlines") or {}).items(), key=lambda item: item[1]):
+    """Every deadline of a message, the nearest first (by instant: "12:00:00Z" is before
+    "12:00:00.5Z", though not as text); one whose instant does not parse is left out."""
+    dated = []
+    for name, at in (complaint.get("deadlines") or {}).items():
         try:
-            out.append(deadline_view(name, at, now, _))
-        except ValueError:
+            dated.append((epoch(at), name, at))
+        except (TypeError, ValueError):
             continue
-    return out
+    return [deadline_view(name, at, now, _) for instant, name, at in sorted(dated)]
 
 
 def list_deadline(complaint: dict[str, Any], state: str | None, now: datetime, _: Translate) -> dict[str, Any] | None:
