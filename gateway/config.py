@@ -67,6 +67,7 @@ CORE_SCHEMA: dict[str, Any] = {
                     "max_candidates": {"type": "integer", "minimum": 0}}},
                 "queue": {"type": "object", "additionalProperties": False, "properties": {
                     "visibility_timeout_seconds": _LIMIT}},
+                "due_soon_minutes": _LIMIT,
             },
         },
         "blobs": {"type": "object", "additionalProperties": False, "properties": {

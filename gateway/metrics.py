@@ -41,6 +41,9 @@ class Metrics:
         self.registrations_overdue = Gauge(
             "complaint_gateway_registrations_overdue", "Registrations not closed whose deadline that matters now has passed, "
             "per deadline.", ["deadline"], registry=r)
+        self.registrations_due_soon = Gauge(
+            "complaint_gateway_registrations_due_soon", "Registrations not closed whose deadline that matters now passes "
+            "within registry.due_soon_minutes, per deadline.", ["deadline"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
@@ -53,13 +56,15 @@ class Metrics:
         return found
 
     def set_registrations_due(self, due: dict[str, dict[str, int]]) -> None:
-        """The two gauges of deadlines from ``Registry.registrations_due``: a deadline no
+        """The gauges of deadlines from ``Registry.registrations_due``: a deadline no
         registration waits for any more is left out, not kept at its last value."""
-        self.registrations_pending.clear()
-        self.registrations_overdue.clear()
+        gauges = {"pending": self.registrations_pending, "overdue": self.registrations_overdue,
+                  "due_soon": self.registrations_due_soon}
+        for gauge in gauges.values():
+            gauge.clear()
         for name, counts in due.items():
-            self.registrations_pending.labels(name).set(counts["pending"])
-            self.registrations_overdue.labels(name).set(counts["overdue"])
+            for key, gauge in gauges.items():
+                gauge.labels(name).set(counts[key])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

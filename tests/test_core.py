@@ -316,7 +316,7 @@ async def test_metrics_count_open_registrations_and_overdue_ones_per_deadline(ma
         return (now + timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
 
     numbers = []
-    for i, deadlines in enumerate([{"acknowledge": at(-1), "respond": at(40)}, {"acknowledge": at(3), "respond": at(40)},
+    for i, deadlines in enumerate([{"acknowledge": at(-1), "respond": at(40)}, {"acknowledge": at(0.5), "respond": at(40)},
                                    {"acknowledge": at(-3), "respond": at(-2)}]):
         c = contract_complaint(f"Жалоба {i}: нет связи", ids=[("phone", f"+7916555{i:04d}")])
         c.deadlines = deadlines
@@ -325,6 +325,7 @@ async def test_metrics_count_open_registrations_and_overdue_ones_per_deadline(ma
     metrics = await (await client.get("/metrics")).text()
     assert 'complaint_gateway_registrations_pending{deadline="acknowledge"} 2.0' in metrics
     assert 'complaint_gateway_registrations_overdue{deadline="acknowledge"} 1.0' in metrics
+    assert 'complaint_gateway_registrations_due_soon{deadline="acknowledge"} 1.0' in metrics  # within the hour
     assert 'complaint_gateway_registrations_pending{deadline="respond"} 1.0' in metrics
     assert 'complaint_gateway_registrations_overdue{deadline="respond"} 1.0' in metrics
     await registry.apply_action(numbers[2], "close", "olga")  # no registration waits for "respond" any more

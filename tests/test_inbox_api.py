@@ -213,19 +213,24 @@ async def test_the_api_and_the_list_count_open_registrations_and_the_overdue_one
     late = complaint("web", text="Ответа нет уже сутки", deadlines={"acknowledge": stamp(-3), "respond": stamp(30)})
     fresh = complaint("site", text="Новая жалоба на связь", deadlines={"acknowledge": stamp(5), "respond": stamp(40)})
     claimed = complaint("web", text="Счёт выставлен дважды", deadlines={"acknowledge": stamp(-9), "respond": stamp(-1)})
-    numbers = [(await registry.submit(item)).registration_number for item in (late, fresh, claimed)]
+    soon = complaint("site", text="Опять пропала связь", deadlines={"acknowledge": stamp(0.5), "respond": stamp(40)})
+    numbers = [(await registry.submit(item)).registration_number for item in (late, fresh, claimed, soon)]
     await registry.apply_action(numbers[2], "claim", "anna")
     body = await api(gateway, "GET", "/inbox/api/deadlines", expect=200, headers=BEARER)
-    assert body["deadlines"] == {"acknowledge": {"pending": 2, "overdue": 1}, "respond": {"pending": 1, "overdue": 1}}
+    assert body["deadlines"] == {"acknowledge": {"pending": 3, "overdue": 1, "due_soon": 1},
+                                 "respond": {"pending": 1, "overdue": 1, "due_soon": 0}}
+    assert body["due_soon_minutes"] == 60
     assert abs(datetime.fromisoformat(body["at"].replace("Z", "+00:00")) - now) < timedelta(minutes=1)
     await api(gateway, "GET", "/inbox/api/deadlines", expect=401)
     await login(gateway)
     html = await (await gateway.get("/inbox/")).text()
-    first = ('<li data-deadline="acknowledge">first answer: <span class="pending">2</span>,\n'
-             '    <a class="overdue" href="/inbox/?overdue=1">1 overdue</a></li>')
+    first = ('<li data-deadline="acknowledge">first answer: <span class="pending">3</span>,\n'
+             '    <a class="overdue" href="/inbox/?overdue=1">1 overdue</a>,\n'
+             '    <span class="due-soon">1 due within 60 min</span></li>')
     assert first in html and html.index(first) < html.index('<li data-deadline="respond">decision: <span class="pending">1</span>')
     await registry.apply_action(numbers[2], "close", "anna")
     await registry.apply_action(numbers[0], "close", "anna")
+    await registry.apply_action(numbers[3], "close", "anna")
     html = await (await gateway.get("/inbox/")).text()
     assert '<li data-deadline="acknowledge">first answer: <span class="pending">1</span></li>' in html
     assert 'data-deadline="respond"' not in html

@@ -772,26 +772,30 @@ async def test_registrations_due_counts_each_open_registration_by_the_deadline_t
     it moves as its state changes; follow-ups, repeats and automatic replies open none."""
     numbers = opened_numbers(await registrations_with_deadlines(registry))
     now = time.time()
-    assert await registry.registrations_due(now) == {"acknowledge": {"pending": 2, "overdue": 1},
-                                                     "respond": {"pending": 2, "overdue": 1}}
+    assert await registry.registrations_due(now) == {"acknowledge": {"pending": 2, "overdue": 1, "due_soon": 0},
+                                                     "respond": {"pending": 2, "overdue": 1, "due_soon": 0}}
     await registry.apply_action(numbers["closed, everything late"], "reopen", "olga")  # open again: the first answer
     await registry.apply_action(numbers["claimed, the answer late"], "close", "olga")
     await registry.apply_action(numbers["open, first answer in time, the rest late"], "reply", "olga")  # no state change
-    assert await registry.registrations_due(now) == {"acknowledge": {"pending": 3, "overdue": 2},
-                                                     "respond": {"pending": 1, "overdue": 0}}
+    assert await registry.registrations_due(now) == {"acknowledge": {"pending": 3, "overdue": 2, "due_soon": 0},
+                                                     "respond": {"pending": 1, "overdue": 0, "due_soon": 0}}
     for number in numbers.values():
         await registry.apply_action(number, "close", "olga")
     assert await registry.registrations_due(now) == {}
     assert await registry.registrations_due(now - 86400 * 400) == {}
 
 
-async def test_registrations_due_counts_a_deadline_as_passed_only_after_its_instant(registry: Registry) -> None:
+async def test_registrations_due_counts_a_deadline_as_passed_only_after_its_instant_and_as_due_soon_before(
+        registry: Registry) -> None:
     c = complaint()
     c.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": "2026-03-17T17:00:00Z"}
     await registry.submit(c)
     at = datetime(2026, 3, 10, 17, tzinfo=timezone.utc).timestamp()
-    assert await registry.registrations_due(at) == {"acknowledge": {"pending": 1, "overdue": 0}}
-    assert await registry.registrations_due(at + 0.001) == {"acknowledge": {"pending": 1, "overdue": 1}}
+    assert await registry.registrations_due(at) == {"acknowledge": {"pending": 1, "overdue": 0, "due_soon": 1}}
+    assert await registry.registrations_due(at + 0.001) == {"acknowledge": {"pending": 1, "overdue": 1, "due_soon": 0}}
+    # due soon: the deadline passes within registry.due_soon_minutes (60 by default) from now
+    assert (await registry.registrations_due(at - 3600))["acknowledge"]["due_soon"] == 0
+    assert (await registry.registrations_due(at - 3599.999))["acknowledge"]["due_soon"] == 1
 
 
 def test_the_current_deadline_is_the_nearest_instant_not_the_first_text() -> None:

@@ -92,7 +92,7 @@ async def test_registrations_opened_before_the_index_of_deadlines_are_indexed_wh
         assert await reg.registrations_due(now) == {}
     finally:
         await reg.close()
-    assert expected == {"acknowledge": {"pending": 2, "overdue": 1}, "respond": {"pending": 2, "overdue": 1}}
+    assert expected == {"acknowledge": {"pending": 2, "overdue": 1, "due_soon": 0}, "respond": {"pending": 2, "overdue": 1, "due_soon": 0}}
 
     reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
     await reg.open()
@@ -100,8 +100,8 @@ async def test_registrations_opened_before_the_index_of_deadlines_are_indexed_wh
         assert await reg.registrations_due(now) == expected
         assert await reg.r.get("cgtest:due_indexed") == "1"
         await reg.apply_action(numbers["open, first answer late"], "claim", "olga")  # its respond: 90 hours on
-        assert await reg.registrations_due(now) == {"acknowledge": {"pending": 1, "overdue": 0},
-                                                    "respond": {"pending": 3, "overdue": 1}}
+        assert await reg.registrations_due(now) == {"acknowledge": {"pending": 1, "overdue": 0, "due_soon": 0},
+                                                    "respond": {"pending": 3, "overdue": 1, "due_soon": 0}}
         # the script leaves an indexed registration as it is, and refuses a state read before a change
         number, key = numbers["no deadlines"], "cgtest:registration:" + numbers["no deadlines"]
         assert await reg._index_due_script(keys=[key, "cgtest:due:respond", "cgtest:due_names"],
@@ -111,7 +111,7 @@ async def test_registrations_opened_before_the_index_of_deadlines_are_indexed_wh
                                            args=["claimed", "respond", "1.0", number]) == -1
         assert await reg._index_due_script(keys=[key, "cgtest:due:respond", "cgtest:due_names"],
                                            args=["open", "respond", "1.0", number]) == 1
-        assert (await reg.registrations_due(now))["respond"] == {"pending": 4, "overdue": 2}
+        assert (await reg.registrations_due(now))["respond"] == {"pending": 4, "overdue": 2, "due_soon": 0}
     finally:
         await reg.close()
 

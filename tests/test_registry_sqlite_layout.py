@@ -283,7 +283,7 @@ async def test_a_file_without_the_index_of_deadlines_gets_it_worked_out_from_eac
         expected = await registry.registrations_due(now)
     finally:
         await registry.close()
-    assert expected == {"acknowledge": {"pending": 2, "overdue": 1}, "respond": {"pending": 2, "overdue": 1}}
+    assert expected == {"acknowledge": {"pending": 2, "overdue": 1, "due_soon": 0}, "respond": {"pending": 2, "overdue": 1, "due_soon": 0}}
     db = sqlite3.connect(path)
     db.executescript("DROP INDEX registrations_due; ALTER TABLE registrations DROP COLUMN due_epoch;"
                      " ALTER TABLE registrations DROP COLUMN due_name;")
@@ -295,7 +295,7 @@ async def test_a_file_without_the_index_of_deadlines_gets_it_worked_out_from_eac
         assert registry.db.execute("SELECT name FROM sqlite_master WHERE name='registrations_due'").fetchone()
         assert await registry.registrations_due(now) == expected
         await registry.apply_action(numbers["open, first answer late"], "claim", "olga")  # its respond: 90 hours on
-        assert await registry.registrations_due(now) == {"acknowledge": {"pending": 1, "overdue": 0},
-                                                         "respond": {"pending": 3, "overdue": 1}}
+        assert await registry.registrations_due(now) == {"acknowledge": {"pending": 1, "overdue": 0, "due_soon": 0},
+                                                         "respond": {"pending": 3, "overdue": 1, "due_soon": 0}}
     finally:
         await registry.close()

@@ -148,11 +148,11 @@ async def undo_merge(request: web.Request) -> web.Response:
 
 
 async def deadlines(request: web.Request) -> web.Response:
-    """The registrations not closed, per the deadline that matters for each now, and how
-    many of them have passed it (``Registry.registrations_due``)."""
-    now = datetime.now(UTC)
-    due = await request.config_dict[REGISTRY].registrations_due(now.timestamp())
-    return web.json_response({"at": iso(now), "deadlines": due})
+    """The registrations not closed, per the deadline that matters for each now, how many
+    of them have passed it and how many pass it soon (``Registry.registrations_due``)."""
+    now, registry = datetime.now(UTC), request.config_dict[REGISTRY]
+    due = await registry.registrations_due(now.timestamp())
+    return web.json_response({"at": iso(now), "due_soon_minutes": registry.settings.due_soon_seconds / 60, "deadlines": due})
 
 
 async def list_suggestions(request: web.Request) -> web.Response:

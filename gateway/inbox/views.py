@@ -142,8 +142,9 @@ async def complaint_list(request: web.Request) -> web.Response:
             for r in found.rows]
     channels = sorted(set(request.config_dict[CONFIG].channels) | set(counts))
     due = await registry.registrations_due(now.timestamp())
+    due_soon_minutes = f"{registry.settings.due_soon_seconds / 60:g}"
     return await render(request, "list.html", title=_("list_title"), section="list", rows=rows, f=filters,
-                        errors=errors, counts=sorted(counts.items()), due=sorted(due.items(), key=_deadline_order),
+                        errors=errors, counts=sorted(counts.items()), due=sorted(due.items(), key=_deadline_order), due_soon_minutes=due_soon_minutes,
                         channels=channels, urgencies=URGENCIES,
                         states=STATES, languages=LANGUAGES, next_before=found.next_before,
                         scan_limited=found.scan_limited, scan_limit=scan_limit)

@@ -62,6 +62,8 @@ class RegistrySettings:
     repeat_similarity: float = 0.9
     repeat_candidates: int = 20
     visibility_timeout_seconds: float = 300.0
+    #: ``registrations_due`` counts a deadline that passes within this many seconds as due soon.
+    due_soon_seconds: float = 3600.0
 
     @classmethod
     def from_config(cls, registry: dict[str, Any], normalizer: dict[str, Any] | None = None) -> RegistrySettings:
@@ -80,6 +82,7 @@ class RegistrySettings:
             repeat_similarity=float(repeat.get("similarity", defaults.repeat_similarity)),
             repeat_candidates=int(repeat.get("max_candidates", defaults.repeat_candidates)),
             visibility_timeout_seconds=float(queue.get("visibility_timeout_seconds", defaults.visibility_timeout_seconds)),
+            due_soon_seconds=float(registry.get("due_soon_minutes", defaults.due_soon_seconds / 60)) * 60,
         )
 
 
@@ -561,9 +564,10 @@ class Registry(ABC):
     async def registrations_due(self, now: float) -> dict[str, dict[str, int]]:
         """The registrations not closed, by the deadline that matters for each now
         (``current_deadline`` of the deadlines of the message that opened it, in its state):
-        ``{name: {"pending": how many, "overdue": how many of them passed it before now}}``
-        (``now``: epoch seconds). Read from an index kept as registrations are opened and
-        change state, not from the messages."""
+        ``{name: {"pending": how many, "overdue": how many of them passed it before now,
+        "due_soon": how many pass it within settings.due_soon_seconds from now}}`` (``now``:
+        epoch seconds). Read from an index kept as registrations are opened and change state,
+        not from the messages."""
 
     @abstractmethod
     async def merge_customers(self, source: str, target: str, operator: str, suggestion_id: str | None = None) -> str:

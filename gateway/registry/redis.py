@@ -593,9 +593,10 @@ class RedisRegistry(Registry):
             for name in names:
                 pipe.zcard(self.prefix + "due:" + name)
                 pipe.zcount(self.prefix + "due:" + name, "-inf", f"({now!r}")
+                pipe.zcount(self.prefix + "due:" + name, repr(now), f"({now + self.settings.due_soon_seconds!r}")
             counts = await pipe.execute()
-        return {name: {"pending": pending, "overdue": overdue}
-                for name, pending, overdue in zip(names, counts[0::2], counts[1::2]) if pending}
+        return {name: {"pending": pending, "overdue": overdue, "due_soon": soon}
+                for name, pending, overdue, soon in zip(names, counts[0::3], counts[1::3], counts[2::3]) if pending}
 
     async def actions(self, registration_number: str) -> list[dict[str, Any]]:
         raw = await self.r.lrange(self.prefix + "registration:" + registration_number + ":actions", 0, -1)

@@ -716,9 +716,9 @@ class SqliteRegistry(Registry):
 
     async def registrations_due(self, now: float) -> dict[str, dict[str, int]]:
         rows = await self._read(lambda db: db.execute(
-            "SELECT due_name, count(*), sum(due_epoch < ?) FROM registrations WHERE due_epoch IS NOT NULL"
-            " GROUP BY due_name", (now,)).fetchall())
-        return {name: {"pending": pending, "overdue": overdue} for name, pending, overdue in rows}
+            "SELECT due_name, count(*), sum(due_epoch < ?1), sum(due_epoch >= ?1 AND due_epoch < ?2) FROM registrations"
+            " WHERE due_epoch IS NOT NULL GROUP BY due_name", (now, now + self.settings.due_soon_seconds)).fetchall())
+        return {name: {"pending": pending, "overdue": overdue, "due_soon": soon} for name, pending, overdue, soon in rows}
 
     async def actions(self, registration_number: str) -> list[dict[str, Any]]:
         rows = await self._read(lambda db: db.execute(
