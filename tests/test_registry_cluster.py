@@ -119,6 +119,32 @@ def _stored_keys(port: int, pattern: str) -> list[str]:
     return [k.decode() for k in _node(port).scan_iter(match=pattern, count=1000)]
 
 
+async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_opened(redis_url: str) -> None:
+    """The indexes of deadlines and states are built on a cluster too (its pipelines run the
+    indexing scripts only once they are loaded on the slot's master)."""
+    reg = RedisClusterRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix=PREFIX)
+    await reg.open()
+    try:
+        numbers = contract.opened_numbers(await contract.registrations_with_deadlines(reg))
+        now = time.time()
+        due, claimed = await reg.registrations_due(now), await reg.search(state="claimed", limit=20)
+        assert due["acknowledge"]["overdue"] == 1 and len(claimed.rows) == 2
+        await reg.r.delete(PREFIX + "due_indexed", PREFIX + "states_indexed", PREFIX + "due_names",
+                           *(PREFIX + "due:" + name for name in due), *(PREFIX + "state:" + s for s in ("open", "claimed", "closed")))
+        for number in numbers.values():
+            await reg.r.hdel(PREFIX + "registration:" + number, "due")
+        await reg.r.script_flush()
+    finally:
+        await reg.close()
+    reg = RedisClusterRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix=PREFIX)
+    await reg.open()
+    try:
+        assert await reg.registrations_due(now) == due
+        assert (await reg.search(state="claimed", limit=20)).rows == claimed.rows
+    finally:
+        await reg.close()
+
+
 # -- where things live ----------------------------------------------------------------------
 async def test_every_master_stores_partitions_holding_events_and_the_state_lives_on_one(
         cluster_registry: RedisClusterRegistry, redis_cluster: list[int]) -> None:

@@ -258,6 +258,8 @@ class RedisRegistry(Registry):
         the write of its deadline is read again."""
         timeline, started, indexed = self.prefix + "timeline", time.monotonic(), dict.fromkeys(missing, 0)
         state_keys = [self.prefix + "state:" + state for state in STATES]
+        for script in (self._index_state_script, self._index_due_script):
+            await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
         cursor = 0
         while ids := await self._strings(self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1)):
             cursor += len(ids)
