@@ -222,12 +222,16 @@ async def test_the_api_and_the_list_count_open_registrations_and_the_overdue_one
     assert body["due_soon_minutes"] == 60
     assert abs(datetime.fromisoformat(body["at"].replace("Z", "+00:00")) - now) < timedelta(minutes=1)
     await api(gateway, "GET", "/inbox/api/deadlines", expect=401)
+    assert (await gateway.get("/inbox/deadline-counts", allow_redirects=False)).status == 303  # to the login page
     await login(gateway)
     html = await (await gateway.get("/inbox/")).text()
     first = ('<li data-deadline="acknowledge">first answer: <span class="pending">3</span>,\n'
              '    <a class="overdue" href="/inbox/?overdue=1">1 overdue</a>,\n'
              '    <span class="due-soon">1 due within 60 min</span></li>')
     assert first in html and html.index(first) < html.index('<li data-deadline="respond">decision: <span class="pending">1</span>')
+    fragment = await gateway.get("/inbox/deadline-counts")  # what the list's script reads to refresh them
+    assert fragment.status == 200 and (await fragment.text()).startswith('<ul id="deadline-counts">')
+    assert first in await fragment.text()
     await registry.apply_action(numbers[2], "close", "anna")
     await registry.apply_action(numbers[0], "close", "anna")
     await registry.apply_action(numbers[3], "close", "anna")

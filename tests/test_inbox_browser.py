@@ -78,6 +78,7 @@ async def test_operator_sees_complaints_live_opens_the_customer_and_replies(make
     watch = Watch(page)
     await log_in(page, base)
     await page.evaluate("window.__sameDocument = true")
+    await expect(page.locator("#deadline-counts li.none")).to_be_visible()
 
     # a web-form complaint with script in every field, and a file with a hostile name
     form = FormData()
@@ -90,6 +91,8 @@ async def test_operator_sees_complaints_live_opens_the_customer_and_replies(make
     await expect(web_row).to_be_visible()
     await expect(web_row).to_contain_text(PAYLOADS["subject"])
     await expect(web_row).to_contain_text(PAYLOADS["name"])
+    first_answer = page.locator('#deadline-counts li[data-deadline="acknowledge"] .pending')
+    await expect(first_answer).to_have_text("1")  # the counts per deadline read again after the new row
     await registry_of(client).apply_action(web["registration_number"], "acknowledgement_failed", "gateway",
                                            {"channel": "web", "attempts": 8, "error": "HTTP 502"})
     await expect(web_row.locator(".tag-undelivered")).to_have_text("number not delivered")  # tagged live
@@ -104,6 +107,7 @@ async def test_operator_sees_complaints_live_opens_the_customer_and_replies(make
     await expect(mail_row).to_be_visible()
     await expect(page.locator("#rows tr").first).to_contain_text(number)  # the newest at the top
     await expect(page.locator('#channel-counts li[data-channel="email"] .count')).to_have_text("1")
+    await expect(first_answer).to_have_text("2")
     assert await page.evaluate("window.__sameDocument") is True  # no reload happened
     await expect(page.locator("#live-status")).to_contain_text("New complaint")
     await shot(page, "1-list-live")

@@ -86,6 +86,27 @@ JS = """
   var status = document.getElementById("live-status");
   var counts = document.getElementById("channel-counts");
   var lost = false;
+  var deadlinesDue = null;
+
+  /* the counts per deadline, read again a second after a registration or an action (several
+     at once: once), and every minute, since a deadline passes with the clock */
+  function refreshDeadlines() {
+    var list = document.getElementById("deadline-counts");
+    if (!list) { return; }
+    fetch(table.getAttribute("data-deadline-counts"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("deadline-counts");
+        if (fresh) { list.innerHTML = fresh.innerHTML; }
+      })
+      .catch(function () {});
+  }
+  function deadlinesChanged() {
+    if (deadlinesDue === null) {
+      deadlinesDue = setTimeout(function () { deadlinesDue = null; refreshDeadlines(); }, 1000);
+    }
+  }
+  setInterval(refreshDeadlines, 60000);
 
   function say(text, state) { status.textContent = text; status.setAttribute("data-state", state); }
 
@@ -163,6 +184,7 @@ JS = """
         var freshCounts = doc.getElementById("channel-counts");
         if (fresh) { rows.innerHTML = fresh.innerHTML; }
         if (freshCounts) { counts.innerHTML = freshCounts.innerHTML; }
+        refreshDeadlines();
       })
       .catch(function () {});
   }
@@ -172,8 +194,8 @@ JS = """
     say(status.getAttribute("data-connected"), "on");
     if (lost) { lost = false; resync(); }
   });
-  source.addEventListener("row", function (e) { addRow(JSON.parse(e.data)); });
-  source.addEventListener("state", function (e) { updateState(JSON.parse(e.data)); });
+  source.addEventListener("row", function (e) { addRow(JSON.parse(e.data)); deadlinesChanged(); });
+  source.addEventListener("state", function (e) { updateState(JSON.parse(e.data)); deadlinesChanged(); });
   source.addEventListener("undelivered", function (e) { markUndelivered(JSON.parse(e.data)); });
   source.addEventListener("resync", function () { resync(); });
   source.onerror = function () { lost = true; say(status.getAttribute("data-disconnected"), "off"); };

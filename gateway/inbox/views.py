@@ -114,6 +114,22 @@ def _deadline_order(item: tuple[str, dict[str, int]]) -> tuple[int, str]:
     return (_DEADLINE_ORDER.index(name) if name in _DEADLINE_ORDER else len(_DEADLINE_ORDER), name)
 
 
+async def _deadline_counts(registry: Any, now: datetime) -> dict[str, Any]:
+    """What ``deadline_counts.html`` shows: the open registrations per deadline, overdue and due soon."""
+    due = await registry.registrations_due(now.timestamp())
+    return {"due": sorted(due.items(), key=_deadline_order), "due_soon_minutes": f"{registry.settings.due_soon_seconds / 60:g}"}
+
+
+async def deadline_counts(request: web.Request) -> web.Response:
+    """The list's counts per deadline alone, as the list shows them, for its script to
+    refresh them: a row becomes overdue with the clock, and with every registration or
+    action. The session's flash message is left for the next page."""
+    lang = language_of(request)
+    html = state_of(request).env.get_template("deadline_counts.html").render(
+        _=translator(lang), root=ROOT, **await _deadline_counts(request.config_dict[REGISTRY], datetime.now(UTC)))
+    return web.Response(text=html, content_type="text/html", headers={"Content-Language": lang, "Vary": "Accept-Language, Cookie"})
+
+
 async def complaint_list(request: web.Request) -> web.Response:
     state = state_of(request)
     registry = request.config_dict[REGISTRY]
@@ -141,10 +157,8 @@ async def complaint_list(request: web.Request) -> web.Response:
     rows = [row_view(r["complaint"], r["kind"], r["state"], r["assigned_to"], state.tz, _, now, r.get("undelivered", False))
             for r in found.rows]
     channels = sorted(set(request.config_dict[CONFIG].channels) | set(counts))
-    due = await registry.registrations_due(now.timestamp())
-    due_soon_minutes = f"{registry.settings.due_soon_seconds / 60:g}"
     return await render(request, "list.html", title=_("list_title"), section="list", rows=rows, f=filters,
-                        errors=errors, counts=sorted(counts.items()), due=sorted(due.items(), key=_deadline_order), due_soon_minutes=due_soon_minutes,
+                        errors=errors, counts=sorted(counts.items()), **await _deadline_counts(registry, now),
                         channels=channels, urgencies=URGENCIES,
                         states=STATES, languages=LANGUAGES, next_before=found.next_before,
                         scan_limited=found.scan_limited, scan_limit=scan_limit)
@@ -488,6 +502,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/logout", logout),
         web.get("/", complaint_list, name="list"),
         web.get("/events", events),
+        web.get("/deadline-counts", deadline_counts),
         web.get("/complaints/{complaint_id}", complaint_page),
         web.get("/complaints/{complaint_id}/original", original),
         web.get("/complaints/{complaint_id}/raw", raw_download),
