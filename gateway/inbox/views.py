@@ -25,7 +25,7 @@ from gateway.inbox.original import ORIGINAL_CSP, download, view_of
 from gateway.inbox.present import deadlines_view, local_time, message_view, row_view
 from gateway.inbox.service import InboxError
 from gateway.inbox.state import ACTOR, ROOT, actor_of, flash, flash_error, language_of, render, see_other, state_of, translate
-from gateway.registry.base import STATES, RegistryError, SearchResult
+from gateway.registry.base import STATES, Registry, RegistryError, SearchResult
 from normalizer.deadlines import DEFAULT_POLICIES
 from normalizer.schema import URGENCIES
 
@@ -114,7 +114,7 @@ def _deadline_order(item: tuple[str, dict[str, int]]) -> tuple[int, str]:
     return (_DEADLINE_ORDER.index(name) if name in _DEADLINE_ORDER else len(_DEADLINE_ORDER), name)
 
 
-async def _deadline_counts(registry: Any, now: datetime) -> dict[str, Any]:
+async def _deadline_counts(registry: Registry, now: datetime) -> dict[str, Any]:
     """What ``deadline_counts.html`` shows: the open registrations per deadline, overdue and due soon."""
     due = await registry.registrations_due(now.timestamp())
     return {"due": sorted(due.items(), key=_deadline_order), "due_soon_minutes": f"{registry.settings.due_soon_seconds / 60:g}"}

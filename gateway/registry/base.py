@@ -6,6 +6,7 @@ interface and pass the same contract test suite.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -291,10 +292,8 @@ def due_while_open(deadlines: dict[str, str]) -> tuple[float, str] | None:
     alone when it is there (one instant parsed, not every deadline's, for every complaint)."""
     first = deadlines.get("acknowledge")
     if first is not None:
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # one that does not parse: the nearest other, as ``due``
             return epoch(first), "acknowledge"
-        except (TypeError, ValueError):
-            pass
     return due(deadlines, "open") if deadlines else None
 
 

@@ -546,7 +546,8 @@ class RedisRegistry(Registry):
                     state, assigned = transition(row.get("state", "open"), row.get("assigned_to") or None, operator)
                     current: tuple[float, str] | None = None
                     positions: dict[str, float] = {}
-                    if state != row.get("state", "open"):  # the deadline that matters and the index of states change
+                    changed = state != row.get("state", "open")
+                    if changed:  # the deadline that matters and the index of states change
                         first = str(row["complaint_id"])
                         body = await pipe.hget(self.prefix + "message:" + first, "body")
                         current = due((stored_json(body).get("deadlines") or {}) if body else {}, state)
@@ -561,7 +562,7 @@ class RedisRegistry(Registry):
                     pipe.hset(key, mapping={"state": state, "assigned_to": assigned or "", "updated_at": now})
                     if action == "acknowledgement_failed":  # stays marked: registration_state says so (the inbox's filter)
                         pipe.hset(key, "acknowledgement_failed", "1")
-                    if state != row.get("state", "open"):
+                    if changed:
                         self._move_due(pipe, registration_number, str(row.get("due") or ""), current)
                         for other in STATES:  # the registration's messages into the sorted set of its new state
                             if other != state and positions:
