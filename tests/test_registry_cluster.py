@@ -11,6 +11,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -120,8 +121,9 @@ def _stored_keys(port: int, pattern: str) -> list[str]:
 
 
 async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_opened(redis_url: str) -> None:
-    """The indexes of deadlines and states are built on a cluster too (its pipelines run the
-    indexing scripts only once they are loaded on the slot's master)."""
+    """The indexes of deadlines, states, channels and receipt times are built on a cluster
+    too (its pipelines run the indexing scripts only once they are loaded on the slot's
+    master)."""
     reg = RedisClusterRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix=PREFIX)
     await reg.open()
     try:
@@ -129,8 +131,14 @@ async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_open
         now = time.time()
         due, claimed = await reg.registrations_due(now), await reg.search(state="claimed", limit=20)
         assert due["acknowledge"]["overdue"] == 1 and len(claimed.rows) == 2
+        since = (contract.NOW + timedelta(minutes=3)).isoformat().replace("+00:00", "Z")
+        dated = await reg.search(channel="web", since=since, limit=20)
+        assert dated.rows and all(r["complaint"]["received_at"] >= since for r in dated.rows)
+        assert len(dated.rows) < len((await reg.search(channel="web", limit=20)).rows)
         await reg.r.delete(PREFIX + "due_indexed", PREFIX + "states_indexed", PREFIX + "due_names",
-                           *(PREFIX + "due:" + name for name in due), *(PREFIX + "state:" + s for s in ("open", "claimed", "closed")))
+                           *(PREFIX + "due:" + name for name in due), *(PREFIX + "state:" + s for s in ("open", "claimed", "closed")),
+                           PREFIX + "channels_indexed", PREFIX + "received_indexed", PREFIX + "channel:web", PREFIX + "received")
+        assert (await reg.search(channel="web", since=since, limit=20)).rows == []
         for number in numbers.values():
             await reg.r.hdel(PREFIX + "registration:" + number, "due")
         await reg.r.script_flush()
@@ -141,6 +149,7 @@ async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_open
     try:
         assert await reg.registrations_due(now) == due
         assert (await reg.search(state="claimed", limit=20)).rows == claimed.rows
+        assert (await reg.search(channel="web", since=since, limit=20)).rows == dated.rows
     finally:
         await reg.close()
 

@@ -192,6 +192,65 @@ async def test_the_overdue_filter_reads_only_the_messages_of_registrations_not_c
         await reg.close()
 
 
+async def test_channel_and_date_filters_read_their_indexes_so_an_old_match_is_on_the_first_page(redis_url: str) -> None:
+    """A channel's messages are in ``channel:<channel>`` and every message's time of receipt in
+    ``received``: a search by channel or by date looks at its matches alone, newest first in
+    the timeline's order (mails imported later with earlier dates come before one that
+    arrived before them), and pages on from its last row. A date range wider than
+    ``date_filter_max_messages`` goes down the timeline as before."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        vk = await reg.submit(complaint("Старая жалоба из группы", ids=[("vk", "7001")], channel="vk"))
+        imported = await reg.submit(complaint("Письмо из архива", ids=[("email", "a@example.com")], channel="email",
+                                              at=NOW - timedelta(days=2)))
+        archived = await reg.submit(complaint("Ещё письмо из архива", ids=[("email", "b@example.com")], channel="email",
+                                              at=NOW - timedelta(days=1)))
+        for i in range(12):
+            await reg.submit(complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")],
+                                       at=NOW + timedelta(days=1, minutes=i)))
+        day_after = (NOW + timedelta(hours=12)).isoformat().replace("+00:00", "Z")
+        yesterday = (NOW - timedelta(days=1)).isoformat().replace("+00:00", "Z")  # archived's instant: since takes it, until not
+
+        async def ids_of(scan_limit: int = 3, **filters: object) -> tuple[list[str], bool]:
+            found = await reg.search(scan_limit=scan_limit, limit=20, **filters)  # type: ignore[arg-type]
+            return [r["complaint"]["id"] for r in found.rows], found.scan_limited
+
+        assert await ids_of(channel="vk") == ([vk.complaint_id], False)
+        assert await ids_of(until=day_after) == ([archived.complaint_id, imported.complaint_id, vk.complaint_id], False)
+        assert await ids_of(until=yesterday) == ([imported.complaint_id], False)
+        assert await ids_of(since=yesterday, until=day_after) == ([archived.complaint_id, vk.complaint_id], False)
+        assert await ids_of(channel="email", until=day_after) == ([archived.complaint_id, imported.complaint_id], False)
+        assert await ids_of(channel="web", until=day_after) == ([], False)
+        pages, before = [], None
+        for _ in range(3):
+            page = await reg.search(until=day_after, scan_limit=1, limit=1, before=before)
+            pages.append(([r["complaint"]["id"] for r in page.rows], page.next_before))
+            before = page.next_before
+        assert pages == [([archived.complaint_id], archived.complaint_id), ([imported.complaint_id], imported.complaint_id),
+                         ([vk.complaint_id], None)]
+        assert await ids_of(until=day_after, before="no such message") == ([], False)
+
+        default, reg.date_filter_max_messages = reg.date_filter_max_messages, 2  # three in the range: down the timeline
+        assert await ids_of(until=day_after) == ([], True)
+        assert await ids_of(until=day_after, scan_limit=15) == (
+            [archived.complaint_id, imported.complaint_id, vk.complaint_id], False)
+        reg.date_filter_max_messages = default
+
+        # a registry written before these indexes gets them when opened, and the same answers
+        await reg.r.delete("cgtest:channels_indexed", "cgtest:received_indexed", "cgtest:received",
+                           *await reg.r.keys("cgtest:channel:*"))
+        await reg.close()
+        await reg.open()
+        assert await reg.r.get("cgtest:channels_indexed") == "1" and await reg.r.get("cgtest:received_indexed") == "1"
+        assert await reg.r.zcard("cgtest:received") == 15 and await reg.r.zcard("cgtest:channel:web") == 12
+        assert await ids_of(channel="vk") == ([vk.complaint_id], False)
+        assert await ids_of(until=day_after) == ([archived.complaint_id, imported.complaint_id, vk.complaint_id], False)
+        assert await ids_of(channel="email", until=day_after) == ([archived.complaint_id, imported.complaint_id], False)
+    finally:
+        await reg.close()
+
+
 async def test_recent_complaints_are_packed_and_those_written_as_text_before_are_still_compared(redis_url: str) -> None:
     """A customer's recent complaints (``recent:<customer>``) are ``0|``, the time of receipt
     and the SimHash's halves packed, then the number; entries an earlier version wrote as

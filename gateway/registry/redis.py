@@ -34,6 +34,7 @@ from gateway.registry.base import (
     anonymise_action,
     blobs_named,
     due,
+    epoch,
     identity_kinds,
     iso,
     stored_json,
@@ -76,8 +77,40 @@ redis.call('ZADD', target, position, ARGV[1])
 return 1
 """
 #: The indexes a registry written by an earlier version may lack, each marked built by the key
-#: ``<name>_indexed``: deadlines (``due:<name>``) and states (``state:<state>``).
-_INDEXES = ("due", "states")
+#: ``<name>_indexed``: deadlines (``due:<name>``), states (``state:<state>``), channels
+#: (``channel:<channel>``) and times of receipt (``received``).
+_INDEXES = ("due", "states", "channels", "received")
+
+#: A page of the messages received in a range, in the timeline's order (newest first):
+#: KEYS[1] ``received`` (scored by the time of receipt), KEYS[2] a sorted set scored by
+#: timeline positions (the timeline, or a state's or a channel's, whose messages alone are
+#: wanted); ARGV: the range's bounds as ``ZRANGE ... BYSCORE`` takes them, the position to page
+#: from (exclusive; '' for the newest), how many. Their ids.
+_RECEIVED_PAGE = """
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE')
+local below = tonumber(ARGV[3])
+local found, id_at = {}, {}  -- positions (each a message's own), sorted by Lua's own comparison
+for first = 1, #ids, 1000 do
+  local last = math.min(first + 999, #ids)
+  local positions = redis.call('ZMSCORE', KEYS[2], unpack(ids, first, last))
+  for i = first, last do
+    local position = tonumber(positions[i - first + 1])  -- not in KEYS[2]: false, so nil
+    if position and (not below or position < below) then
+      found[#found + 1] = position
+      id_at[position] = ids[i]
+    end
+  end
+end
+table.sort(found)
+local page = {}
+for i = #found, math.max(1, #found - tonumber(ARGV[4]) + 1), -1 do page[#page + 1] = id_at[found[i]] end
+return page
+"""
+
+#: A date filter whose range holds at most this many messages is read from the index of
+#: receipt times (``registry.redis.date_filter_max_messages``); a wider one goes down the
+#: timeline, its messages checked one by one.
+DEFAULT_DATE_FILTER_MAX_MESSAGES = 5000
 
 #: Where the script puts the customer id, the registration number and the number the message
 #: refers to (kept, or null when refused) in a complaint's JSON: unguessable and never sent
@@ -195,11 +228,13 @@ class RedisRegistry(Registry):
     backend = "redis"
 
     def __init__(self, settings: RegistrySettings, url: str, prefix: str = "cg:", *,
-                 socket_timeout_seconds: float = DEFAULT_SOCKET_TIMEOUT_SECONDS) -> None:
+                 socket_timeout_seconds: float = DEFAULT_SOCKET_TIMEOUT_SECONDS,
+                 date_filter_max_messages: int = DEFAULT_DATE_FILTER_MAX_MESSAGES) -> None:
         super().__init__(settings)
         self.url = url
         self.prefix = prefix
         self.socket_timeout = socket_timeout_seconds
+        self.date_filter_max_messages = date_filter_max_messages
         self.stream = prefix + "events"
         self._redis: aioredis.Redis | None = None
         self._groups: set[str] = set()
@@ -208,7 +243,8 @@ class RedisRegistry(Registry):
     def from_config(cls, settings: RegistrySettings, section: dict[str, Any]) -> RedisRegistry:
         """From ``registry.redis`` in config.yaml."""
         return cls(settings, section.get("url", "redis://127.0.0.1:6379/0"), section.get("prefix", "cg:"),
-                   socket_timeout_seconds=float(section.get("socket_timeout_seconds", DEFAULT_SOCKET_TIMEOUT_SECONDS)))
+                   socket_timeout_seconds=float(section.get("socket_timeout_seconds", DEFAULT_SOCKET_TIMEOUT_SECONDS)),
+                   date_filter_max_messages=int(section.get("date_filter_max_messages", DEFAULT_DATE_FILTER_MAX_MESSAGES)))
 
     @property
     def r(self) -> aioredis.Redis:
@@ -239,6 +275,7 @@ class RedisRegistry(Registry):
         self._suggestion_identities_script = self._redis.register_script(_SUGGESTION_IDENTITIES)
         self._index_due_script = self._redis.register_script(_INDEX_DUE)
         self._index_state_script = self._redis.register_script(_INDEX_STATE)
+        self._received_page_script = self._redis.register_script(_RECEIVED_PAGE)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -261,12 +298,18 @@ class RedisRegistry(Registry):
         for script in (self._index_state_script, self._index_due_script):
             await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
         cursor = 0
-        while ids := await self._strings(self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1)):
-            cursor += len(ids)
+        while placed := cast(list[tuple[str, float]],
+                             await self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1, withscores=True)):
+            cursor += len(placed)
+            ids = [complaint_id for complaint_id, _ in placed]
             async with self.r.pipeline(transaction=False) as pipe:
                 for complaint_id in ids:
                     pipe.hmget(self.prefix + "message:" + complaint_id, "kind", "number", "body")
                 messages = await pipe.execute()
+            if "channels" in missing or "received" in missing:
+                entries = [(complaint_id, position, body) for (complaint_id, position), (_, _, body) in zip(placed, messages) if body]
+                for name, count in (await self._index_channels_and_receipts(entries, missing)).items():
+                    indexed[name] += count
             if "states" in missing:
                 async with self.r.pipeline(transaction=False) as pipe:
                     for complaint_id, (_, number, _) in zip(ids, messages):
@@ -284,6 +327,30 @@ class RedisRegistry(Registry):
         if cursor:
             log.info("registry: indexes built", extra={"indexes": missing, "messages": cursor, **indexed,
                                                       "seconds": round(time.monotonic() - started, 1)})
+
+    async def _index_channels_and_receipts(self, messages: list[tuple[str, float, str]], missing: list[str]) -> dict[str, int]:
+        """Messages, as (id, timeline position, body), into the indexes of channels and of
+        receipt times that are ``missing``: how many entries each gained (one already there,
+        written by this version meanwhile, has the same score and is left as it is)."""
+        channels: dict[str, dict[str, float]] = {}
+        received: dict[str, float] = {}
+        for complaint_id, position, body in messages:
+            message = stored_json(body)
+            channels.setdefault(message["channel"], {})[complaint_id] = position
+            received[complaint_id] = epoch(message["received_at"])
+        added = {}
+        async with self.r.pipeline(transaction=False) as pipe:
+            if "channels" in missing:
+                for channel, positions in channels.items():
+                    pipe.zadd(self.prefix + "channel:" + channel, positions)
+            if "received" in missing and received:
+                pipe.zadd(self.prefix + "received", received)
+            counts = await pipe.execute()
+        if "channels" in missing:
+            added["channels"] = sum(counts[:len(channels)])
+        if "received" in missing:
+            added["received"] = counts[-1] if received else 0
+        return added
 
     async def _index_deadlines_of(self, opened: list[tuple[str, str]]) -> int:
         """Registrations into the index of deadlines, from their numbers and first messages'
@@ -436,35 +503,78 @@ class RedisRegistry(Registry):
 
     async def _search_candidates(self, *, limit: int, before: str | None, channel: str | None, state: str | None,
                                  since: str | None, until: str | None, overdue_at: float | None = None) -> list[Complaint]:
-        """With a state, the messages of the registrations in that state, from the index of
-        states (``state:<state>``, scored as the timeline): a search for the few claimed
-        complaints among a million closed ones looks at those alone. For the overdue filter,
-        the messages of registrations not closed (open and claimed, merged in the timeline's
-        order): a closed registration's messages, and automatic replies, are never overdue."""
+        """From the smallest index that holds every candidate, each scored by timeline
+        positions: the messages of the registrations in a state (``state:<state>``); for the
+        overdue filter, those of registrations not closed (``state:open`` and
+        ``state:claimed``, merged: a closed registration's messages, and automatic replies,
+        are never overdue); or a channel's (``channel:<channel>``). A search for the few
+        claimed complaints among a million closed ones looks at those alone. A date filter
+        whose range holds at most ``date_filter_max_messages`` messages is answered from the
+        index of receipt times (``received``) instead, by one script that keeps those in the
+        smallest single index (a state's, a channel's or the timeline) and returns a page of
+        them in the timeline's order."""
+        sources: list[list[str]] = []
         if state in STATES:
-            return await self._messages_of([self.prefix + "state:" + state], limit, before)
-        if overdue_at is not None:
-            return await self._messages_of([self.prefix + "state:open", self.prefix + "state:claimed"], limit, before)
-        return await self.list_messages(limit=limit, before=before)
+            sources.append([self.prefix + "state:" + state])
+        elif overdue_at is not None:
+            sources.append([self.prefix + "state:open", self.prefix + "state:claimed"])
+        if channel:
+            sources.append([self.prefix + "channel:" + channel])
+        dated = bool(since or until)
+        if not sources and not dated:
+            return await self.list_messages(limit=limit, before=before)
+        sources.append([self.prefix + "timeline"])
+        low = repr(epoch(since)) if since else "-inf"
+        high = "(" + repr(epoch(until)) if until else "+inf"
+        async with self.r.pipeline(transaction=False) as pipe:
+            for keys in sources:
+                for key in keys:
+                    pipe.zcard(key)
+            if dated:
+                pipe.zcount(self.prefix + "received", low, high)
+            counts = iter(await pipe.execute())
+        sizes = [sum(next(counts) for _ in keys) for keys in sources]
+        in_range = next(counts) if dated else 0
+        if dated and not in_range:
+            return []
+        if in_range and in_range <= self.date_filter_max_messages:
+            single = min((n for n, keys in enumerate(sources) if len(keys) == 1), key=sizes.__getitem__)
+            below = await self._position_before(before)
+            if below is None:
+                return []
+            ids = await self._received_page_script(keys=[self.prefix + "received", sources[single][0]],
+                                                   args=[low, high, "" if below == "+inf" else below, limit])
+            return await self._bodies(ids)
+        return await self._messages_of(sources[min(range(len(sources)), key=sizes.__getitem__)], limit, before)
 
     async def list_messages(self, *, limit: int = 50, before: str | None = None) -> list[Complaint]:
         return await self._messages_of([self.prefix + "timeline"], limit, before)
 
+    async def _position_before(self, before: str | None) -> str | None:
+        """The timeline position a page from ``before`` stays below, as an exclusive bound
+        (``+inf`` from the newest); None when ``before`` is no message."""
+        if not before:
+            return "+inf"
+        score = await self.r.zscore(self.prefix + "timeline", before)
+        return None if score is None else repr(score)
+
     async def _messages_of(self, keys: list[str], limit: int, before: str | None) -> list[Complaint]:
         """Messages newest first from sorted sets scored by timeline positions (the timeline,
-        or states'), from the one before ``before``: a page of each, merged."""
-        high = "+inf"
-        if before:
-            score = await self.r.zscore(self.prefix + "timeline", before)
-            if score is None:
-                return []
-            high = f"({score}"
+        states' or a channel's), from the one before ``before``: a page of each, merged."""
+        below = await self._position_before(before)
+        if below is None:
+            return []
         async with self.r.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.zrevrangebyscore(key, high, "-inf", start=0, num=limit, withscores=True)
+                pipe.zrevrangebyscore(key, below if below == "+inf" else "(" + below, "-inf", start=0, num=limit,
+                                      withscores=True)
             pages = await pipe.execute()
-        ids = [i for i, _ in sorted((entry for page in pages for entry in page), key=lambda entry: -entry[1])[:limit]]
-        async with self.r.pipeline(transaction=False) as pipe:  # the page's bodies in one round trip
+        return await self._bodies([i for i, _ in sorted((entry for page in pages for entry in page),
+                                                        key=lambda entry: -entry[1])[:limit]])
+
+    async def _bodies(self, ids: list[str]) -> list[Complaint]:
+        """The messages of ``ids``, in that order, in one round trip."""
+        async with self.r.pipeline(transaction=False) as pipe:
             for complaint_id in ids:
                 pipe.hget(self.prefix + "message:" + complaint_id, "body")
             bodies = await pipe.execute()

@@ -74,6 +74,12 @@ local function add_to_state(state, position, id)
   added[#added + 1] = id
 end
 
+-- The indexes of channels and of receipt times: per channel, the {timeline position, message
+-- id} pairs of this batch's messages, and their {received epoch, message id} pairs, added with
+-- one command per channel and one at its end (RedisRegistry._search_candidates reads
+-- 'channel:<channel>' as it reads the timeline, and 'received' for a date filter).
+local channel_added, received_added = {}, {}
+
 -- Commands with many arguments are sent in chunks (Lua's unpack() has a limit).
 local CHUNK = 1000
 local function read_fields(key, fields, into)
@@ -259,6 +265,15 @@ local function submit(a, template, position)
   end
   timeline[#timeline + 1] = position
   timeline[#timeline + 1] = a.id
+  local of_channel = channel_added[a.channel]
+  if not of_channel then
+    of_channel = {}
+    channel_added[a.channel] = of_channel
+  end
+  of_channel[#of_channel + 1] = position
+  of_channel[#of_channel + 1] = a.id
+  received_added[#received_added + 1] = a.received
+  received_added[#received_added + 1] = a.id
   if kind ~= 'automatic' then
     redis.call('XADD', P .. 'events', '*', 'event', kind, 'registration_number', number, 'customer_id', customer,
                'complaint_id', a.id, 'complaint', body)
@@ -303,6 +318,10 @@ write_all('HSET', P .. 'receipts', receipts_written)
 for state, added in pairs(state_added) do
   write_all('ZADD', P .. 'state:' .. state, added)
 end
+for channel, added in pairs(channel_added) do
+  write_all('ZADD', P .. 'channel:' .. channel, added)
+end
+write_all('ZADD', P .. 'received', received_added)
 for name, added in pairs(due_added) do
   write_all('ZADD', P .. 'due:' .. name, added)
   redis.call('SADD', P .. 'due_names', name)
