@@ -1,6 +1,7 @@
 """The Redis registry's submit script: what one call does when its arguments are broken, or many."""
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from datetime import timedelta
@@ -9,6 +10,7 @@ import pytest
 import redis as redis_sync
 from test_registry_contract import NOW, complaint, opened_numbers, registrations_with_deadlines
 
+from gateway.inbound import Receipt
 from gateway.registry import RegistrySettings
 from gateway.registry.base import make_plan
 from gateway.registry.redis import RedisRegistry
@@ -247,6 +249,53 @@ async def test_channel_and_date_filters_read_their_indexes_so_an_old_match_is_on
         assert await ids_of(channel="vk") == ([vk.complaint_id], False)
         assert await ids_of(until=day_after) == ([archived.complaint_id, imported.complaint_id, vk.complaint_id], False)
         assert await ids_of(channel="email", until=day_after) == ([archived.complaint_id, imported.complaint_id], False)
+    finally:
+        await reg.close()
+
+
+async def test_messages_an_earlier_version_writes_after_the_indexes_are_built_are_indexed_before_a_read(
+        redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """During a rolling upgrade the processes still running an earlier version add messages to
+    the timeline alone. Before an index is read (a filtered search, the counts per deadline)
+    they are found (fewer messages in ``received`` than in the timeline), looked for from
+    where the last such walk ended, and put into every index, once."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        await registrations_with_deadlines(reg)
+        now = time.time()
+        expected = await reg.registrations_due(now)
+        through = len(await reg.r.zrange("cgtest:timeline", 0, -1))
+        await reg.r.set("cgtest:indexed_through", through - 3)  # the walk skips the three this version indexed
+        async def written_by_an_earlier_version(text: str, vk_id: str) -> Receipt:
+            """A complaint as an earlier version writes it: in the timeline, in none of the indexes."""
+            late = complaint(text, ids=[("vk", vk_id)], channel="vk", at=NOW + timedelta(hours=2))
+            late.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": "2026-03-11T09:00:00Z"}  # NOW: March 2026
+            receipt = await reg.submit(late)
+            number = receipt.registration_number or ""
+            await reg.r.zrem("cgtest:received", receipt.complaint_id)
+            await reg.r.zrem("cgtest:channel:vk", receipt.complaint_id)
+            await reg.r.zrem("cgtest:state:open", receipt.complaint_id)
+            await reg.r.zrem("cgtest:due:acknowledge", number)
+            await reg.r.hdel("cgtest:registration:" + number, "due")
+            return receipt
+
+        receipt = await written_by_an_earlier_version("Жалоба, принятая прежней версией", "7002")
+
+        with caplog.at_level(logging.INFO, logger="complaint_gateway.registry.redis"):
+            assert [r["complaint"]["id"] for r in (await reg.search(channel="vk")).rows] == [receipt.complaint_id]
+            walks = [r for r in caplog.records if r.getMessage() == "registry: messages of an earlier version indexed"]
+            assert [(w.messages, w.__dict__["from"], w.to) for w in walks] == [(1, through - 3, through + 1)]  # type: ignore[attr-defined]
+            assert await reg.r.get("cgtest:indexed_through") == str(through + 1)
+            since = (NOW + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+            assert [r["complaint"]["id"] for r in (await reg.search(since=since)).rows] == [receipt.complaint_id]
+            assert receipt.complaint_id in [r["complaint"]["id"] for r in (await reg.search(state="open", limit=20)).rows]
+            assert len([r for r in caplog.records if r.getMessage() == walks[0].getMessage()]) == 1  # once
+            await written_by_an_earlier_version("Ещё одна жалоба прежней версии", "7003")  # the counts read first
+            due = await reg.registrations_due(now)
+            assert due == {**expected, "acknowledge": {**expected["acknowledge"], "pending": expected["acknowledge"]["pending"] + 2,
+                                                        "overdue": expected["acknowledge"]["overdue"] + 2}}
+            assert await reg.r.get("cgtest:indexed_through") == str(through + 2)
     finally:
         await reg.close()
 

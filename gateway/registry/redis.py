@@ -6,6 +6,7 @@ consumer groups; see docs/queue.md.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -238,6 +239,7 @@ class RedisRegistry(Registry):
         self.stream = prefix + "events"
         self._redis: aioredis.Redis | None = None
         self._groups: set[str] = set()
+        self._indexing = asyncio.Lock()
 
     @classmethod
     def from_config(cls, settings: RegistrySettings, section: dict[str, Any]) -> RedisRegistry:
@@ -286,47 +288,105 @@ class RedisRegistry(Registry):
             missing = [name for name, built in zip(_INDEXES, await pipe.execute()) if not built]
         if missing:
             await self._build_indexes(missing)
+        await self._index_earlier_versions_messages()
 
     async def _build_indexes(self, missing: list[str]) -> None:
         """The indexes (``_INDEXES``) a registry written by an earlier version lacks, from one
-        walk over the timeline, ``PURGE_CHUNK`` messages a round trip; then each marked built.
+        walk over the timeline, ``PURGE_CHUNK`` messages a round trip; then each marked built,
+        and the timeline's length walked kept (``indexed_through``).
         What this version indexed meanwhile (a registration opened or moved, a message
         registered) is left as it is; a registration whose state changed between the read and
         the write of its deadline is read again."""
-        timeline, started, indexed = self.prefix + "timeline", time.monotonic(), dict.fromkeys(missing, 0)
-        state_keys = [self.prefix + "state:" + state for state in STATES]
-        for script in (self._index_state_script, self._index_due_script):
-            await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
+        started, indexed = time.monotonic(), dict.fromkeys(missing, 0)
         cursor = 0
-        while placed := cast(list[tuple[str, float]],
-                             await self.r.zrange(timeline, cursor, cursor + PURGE_CHUNK - 1, withscores=True)):
+        while placed := await self._timeline_from(cursor):
             cursor += len(placed)
-            ids = [complaint_id for complaint_id, _ in placed]
-            async with self.r.pipeline(transaction=False) as pipe:
-                for complaint_id in ids:
-                    pipe.hmget(self.prefix + "message:" + complaint_id, "kind", "number", "body")
-                messages = await pipe.execute()
-            if "channels" in missing or "received" in missing:
-                entries = [(complaint_id, position, body) for (complaint_id, position), (_, _, body) in zip(placed, messages) if body]
-                for name, count in (await self._index_channels_and_receipts(entries, missing)).items():
-                    indexed[name] += count
-            if "states" in missing:
-                async with self.r.pipeline(transaction=False) as pipe:
-                    for complaint_id, (_, number, _) in zip(ids, messages):
-                        if number:
-                            await self._index_state_script(keys=[self.prefix + "registration:" + number, timeline, *state_keys],
-                                                           args=[complaint_id, *STATES], client=pipe)
-                    indexed["states"] += sum(await pipe.execute())
-            if "due" in missing:
-                indexed["due"] += await self._index_deadlines_of(
-                    [(number, body) for kind, number, body in messages if kind == "new" and number and body])
+            for name, count in (await self._index_messages(placed, missing)).items():
+                indexed[name] += count
         async with self.r.pipeline(transaction=False) as pipe:
             for name in missing:
                 pipe.set(self.prefix + name + "_indexed", "1")
+            pipe.set(self.prefix + "indexed_through", cursor)
             await pipe.execute()
         if cursor:
             log.info("registry: indexes built", extra={"indexes": missing, "messages": cursor, **indexed,
                                                       "seconds": round(time.monotonic() - started, 1)})
+
+    async def _index_earlier_versions_messages(self) -> None:
+        """Messages an earlier version wrote after the indexes were built, into every index.
+        During a rolling upgrade the processes still running the earlier version add their
+        messages to the timeline alone. Every message this version writes is in the timeline
+        and in ``received`` both, so fewer in ``received`` means some are missing: they are
+        looked for from ``indexed_through`` (the timeline's length the last time everything
+        before it was indexed), those not in ``received`` indexed, and the length kept. Run when
+        the registry opens and before an index is read, so that the inbox's filters and the
+        counts per deadline never miss them (one round trip when nothing is missing)."""
+        if await self._unindexed_from() is None:
+            return
+        async with self._indexing:  # one walk at a time in a process (another process's meanwhile does no harm)
+            if (through := await self._unindexed_from()) is not None:  # unless the one before did it all
+                await self._index_messages_after(through)
+
+    async def _unindexed_from(self) -> int | None:
+        """Where to look for messages missing from the indexes (``indexed_through``), or None
+        when every message is in ``received``."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.prefix + "timeline")
+            pipe.zcard(self.prefix + "received")
+            pipe.get(self.prefix + "indexed_through")
+            total, indexed, through = await pipe.execute()
+        return None if indexed >= total else int(through or 0)
+
+    async def _index_messages_after(self, through: int) -> None:
+        """The messages from the ``through``-th on that are not in ``received``, into every index."""
+        received = self.prefix + "received"
+        started, cursor, found = time.monotonic(), through, 0
+        counts = dict.fromkeys(_INDEXES, 0)
+        while placed := await self._timeline_from(cursor):
+            cursor += len(placed)
+            unindexed = [entry for entry, position in zip(placed, await self.r.zmscore(received, [i for i, _ in placed]))
+                         if position is None]
+            found += len(unindexed)
+            if unindexed:
+                for name, count in (await self._index_messages(unindexed, list(_INDEXES))).items():
+                    counts[name] += count
+        await self.r.set(self.prefix + "indexed_through", cursor)
+        if found:
+            log.info("registry: messages of an earlier version indexed",
+                     extra={"messages": found, "from": through, "to": cursor, **counts,
+                            "seconds": round(time.monotonic() - started, 1)})
+
+    async def _timeline_from(self, cursor: int) -> list[tuple[str, float]]:
+        """``PURGE_CHUNK`` messages of the timeline from the ``cursor``-th, oldest first, with their positions."""
+        return cast(list[tuple[str, float]],
+                    await self.r.zrange(self.prefix + "timeline", cursor, cursor + PURGE_CHUNK - 1, withscores=True))
+
+    async def _index_messages(self, placed: list[tuple[str, float]], names: list[str]) -> dict[str, int]:
+        """Messages, as (id, timeline position), into the indexes ``names``: how many entries
+        each gained. What is there already is left as it is (see the indexing scripts)."""
+        timeline, indexed = self.prefix + "timeline", dict.fromkeys(names, 0)
+        state_keys = [self.prefix + "state:" + state for state in STATES]
+        for script in (self._index_state_script, self._index_due_script):
+            await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
+        ids = [complaint_id for complaint_id, _ in placed]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for complaint_id in ids:
+                pipe.hmget(self.prefix + "message:" + complaint_id, "kind", "number", "body")
+            messages = await pipe.execute()
+        if "channels" in names or "received" in names:
+            entries = [(complaint_id, position, body) for (complaint_id, position), (_, _, body) in zip(placed, messages) if body]
+            indexed.update(await self._index_channels_and_receipts(entries, names))
+        if "states" in names:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for complaint_id, (_, number, _) in zip(ids, messages):
+                    if number:
+                        await self._index_state_script(keys=[self.prefix + "registration:" + number, timeline, *state_keys],
+                                                       args=[complaint_id, *STATES], client=pipe)
+                indexed["states"] = sum(await pipe.execute())
+        if "due" in names:
+            indexed["due"] = await self._index_deadlines_of(
+                [(number, body) for kind, number, body in messages if kind == "new" and number and body])
+        return indexed
 
     async def _index_channels_and_receipts(self, messages: list[tuple[str, float, str]], missing: list[str]) -> dict[str, int]:
         """Messages, as (id, timeline position, body), into the indexes of channels and of
@@ -523,6 +583,7 @@ class RedisRegistry(Registry):
         dated = bool(since or until)
         if not sources and not dated:
             return await self.list_messages(limit=limit, before=before)
+        await self._index_earlier_versions_messages()
         sources.append([self.prefix + "timeline"])
         low = repr(epoch(since)) if since else "-inf"
         high = "(" + repr(epoch(until)) if until else "+inf"
@@ -701,6 +762,7 @@ class RedisRegistry(Registry):
         pipe.hset(key, "due", current[1] if current is not None else "")
 
     async def registrations_due(self, now: float) -> dict[str, dict[str, int]]:
+        await self._index_earlier_versions_messages()
         names = await self._strings(self.r.smembers(self.prefix + "due_names"))
         async with self.r.pipeline(transaction=False) as pipe:
             for name in names:
