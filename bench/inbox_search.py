@@ -10,7 +10,7 @@ reader following the "search older messages" links needs to reach that first com
 and a date range holding the newest 5 000 messages, alone (the first page's time) and
 with a channel none of them has (the time to the search's end). A filter the backend
 answers from its columns or indexes (SQLite: channel, status, dates, overdue; Redis:
-status, channel, overdue, a date range of at most ``date_filter_max_messages``) finds it
+status, channel, overdue, a date range of at most ``filter_range_max_messages``) finds it
 on the first page; a filter checked message by message looks at ``--scan-limit`` messages
 per page. Figures only; the registries are deleted (Redis: flushed) afterwards.
 """

@@ -51,7 +51,7 @@ CORE_SCHEMA: dict[str, Any] = {
                 "redis": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"}, "prefix": {"type": "string"},
                     "socket_timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-                    "date_filter_max_messages": {"type": "integer", "minimum": 0}}},
+                    "filter_range_max_messages": {"type": "integer", "minimum": 0}}},
                 "redis_cluster": {"type": "object", "additionalProperties": False, "properties": {
                     "url": {"type": "string"},
                     "startup_nodes": {"type": "array", "items": {"type": "string", "pattern": "^.+:[0-9]+$"}},
@@ -61,7 +61,7 @@ CORE_SCHEMA: dict[str, Any] = {
                     "relay_lock_seconds": {"type": "number", "exclusiveMinimum": 0},
                     "outbox_keep_seconds": _LIMIT,
                     "socket_timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
-                    "date_filter_max_messages": {"type": "integer", "minimum": 0}}},
+                    "filter_range_max_messages": {"type": "integer", "minimum": 0}}},
                 "registration_number": {"type": "object", "additionalProperties": False, "properties": {
                     "format": {"type": "string"}}},
                 "repeat": {"type": "object", "additionalProperties": False, "properties": {

@@ -121,8 +121,8 @@ def _stored_keys(port: int, pattern: str) -> list[str]:
 
 
 async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_opened(redis_url: str) -> None:
-    """The indexes of deadlines, states, channels and receipt times are built on a cluster
-    too (its pipelines run the indexing scripts only once they are loaded on the slot's
+    """The indexes of deadlines, states, channels, receipt times and messages' deadlines are
+    built on a cluster too (its pipelines run the indexing scripts only once they are loaded on the slot's
     master)."""
     reg = RedisClusterRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix=PREFIX)
     await reg.open()
@@ -135,9 +135,12 @@ async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_open
         dated = await reg.search(channel="web", since=since, limit=20)
         assert dated.rows and all(r["complaint"]["received_at"] >= since for r in dated.rows)
         assert len(dated.rows) < len((await reg.search(channel="web", limit=20)).rows)
+        overdue = await reg.search(overdue=True, limit=20)
+        assert overdue.rows
         await reg.r.delete(PREFIX + "due_indexed", PREFIX + "states_indexed", PREFIX + "due_names",
                            *(PREFIX + "due:" + name for name in due), *(PREFIX + "state:" + s for s in ("open", "claimed", "closed")),
-                           PREFIX + "channels_indexed", PREFIX + "received_indexed", PREFIX + "channel:web", PREFIX + "received")
+                           PREFIX + "channels_indexed", PREFIX + "received_indexed", PREFIX + "channel:web", PREFIX + "received",
+                           PREFIX + "due_messages_indexed", PREFIX + "due_messages")
         for number in numbers.values():
             await reg.r.hdel(PREFIX + "registration:" + number, "due")
         await reg.r.script_flush()
@@ -149,6 +152,8 @@ async def test_a_cluster_registry_written_before_its_indexes_gets_them_when_open
         assert await reg.registrations_due(now) == due
         assert (await reg.search(state="claimed", limit=20)).rows == claimed.rows
         assert (await reg.search(channel="web", since=since, limit=20)).rows == dated.rows
+        assert (await reg.search(overdue=True, limit=20)).rows == overdue.rows
+        assert await reg.r.zcard(PREFIX + "due_messages") > 0
     finally:
         await reg.close()
 

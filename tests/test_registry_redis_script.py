@@ -12,8 +12,9 @@ from test_registry_contract import NOW, complaint, opened_numbers, registrations
 
 from gateway.inbound import Receipt
 from gateway.registry import RegistrySettings
-from gateway.registry.base import make_plan
+from gateway.registry.base import epoch, make_plan
 from gateway.registry.redis import RedisRegistry
+from normalizer.schema import Complaint
 
 
 async def test_a_script_call_with_unreadable_parameters_writes_nothing(redis_url: str) -> None:
@@ -199,7 +200,7 @@ async def test_channel_and_date_filters_read_their_indexes_so_an_old_match_is_on
     ``received``: a search by channel or by date looks at its matches alone, newest first in
     the timeline's order (mails imported later with earlier dates come before one that
     arrived before them), and pages on from its last row. A date range wider than
-    ``date_filter_max_messages`` goes down the timeline as before."""
+    ``filter_range_max_messages`` goes down the timeline as before."""
     reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
     await reg.open()
     try:
@@ -233,11 +234,11 @@ async def test_channel_and_date_filters_read_their_indexes_so_an_old_match_is_on
                          ([vk.complaint_id], None)]
         assert await ids_of(until=day_after, before="no such message") == ([], False)
 
-        default, reg.date_filter_max_messages = reg.date_filter_max_messages, 2  # three in the range: down the timeline
+        default, reg.filter_range_max_messages = reg.filter_range_max_messages, 2  # three in the range: down the timeline
         assert await ids_of(until=day_after) == ([], True)
         assert await ids_of(until=day_after, scan_limit=15) == (
             [archived.complaint_id, imported.complaint_id, vk.complaint_id], False)
-        reg.date_filter_max_messages = default
+        reg.filter_range_max_messages = default
 
         # a registry written before these indexes gets them when opened, and the same answers
         await reg.r.delete("cgtest:channels_indexed", "cgtest:received_indexed", "cgtest:received",
@@ -277,6 +278,7 @@ async def test_messages_an_earlier_version_writes_after_the_indexes_are_built_ar
             await reg.r.zrem("cgtest:channel:vk", receipt.complaint_id)
             await reg.r.zrem("cgtest:state:open", receipt.complaint_id)
             await reg.r.zrem("cgtest:due:acknowledge", number)
+            await reg.r.zrem("cgtest:due_messages", receipt.complaint_id)
             await reg.r.hdel("cgtest:registration:" + number, "due")
             return receipt
 
@@ -290,12 +292,74 @@ async def test_messages_an_earlier_version_writes_after_the_indexes_are_built_ar
             since = (NOW + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
             assert [r["complaint"]["id"] for r in (await reg.search(since=since)).rows] == [receipt.complaint_id]
             assert receipt.complaint_id in [r["complaint"]["id"] for r in (await reg.search(state="open", limit=20)).rows]
+            assert receipt.complaint_id in [r["complaint"]["id"] for r in (await reg.search(overdue=True, limit=20)).rows]
+            assert await reg.r.zscore("cgtest:due_messages", receipt.complaint_id) == epoch("2026-03-10T17:00:00Z")
             assert len([r for r in caplog.records if r.getMessage() == walks[0].getMessage()]) == 1  # once
             await written_by_an_earlier_version("Ещё одна жалоба прежней версии", "7003")  # the counts read first
             due = await reg.registrations_due(now)
             assert due == {**expected, "acknowledge": {**expected["acknowledge"], "pending": expected["acknowledge"]["pending"] + 2,
                                                         "overdue": expected["acknowledge"]["overdue"] + 2}}
             assert await reg.r.get("cgtest:indexed_through") == str(through + 2)
+    finally:
+        await reg.close()
+
+
+async def test_the_overdue_filter_reads_the_index_of_messages_deadlines_so_old_overdue_complaints_are_on_the_first_page(
+        redis_url: str) -> None:
+    """Each message of a registration not closed is in ``due_messages`` at the deadline that
+    matters for it in its registration's state (the first answer's while open, the nearest
+    other once claimed; moved by every change of state, out when closed): the overdue filter
+    reads the part of it already past, so overdue complaints behind twelve open ones not yet
+    due are on the first page of a search that may look at three messages."""
+    reg = RedisRegistry(RegistrySettings(timezone="Europe/Moscow"), redis_url, prefix="cgtest:")
+    await reg.open()
+    try:
+        def dated(text: str, email: str, respond: str, in_reply_to: str | None = None) -> Complaint:
+            c = complaint(text, ids=[("email", email)], channel="email", in_reply_to=in_reply_to)
+            c.deadlines = {"acknowledge": "2026-03-10T17:00:00Z", "respond": respond}  # NOW is March 2026: the first long past
+            return c
+
+        late = await reg.submit(dated("Старая жалоба про связь", "old@example.com", "2026-03-17T09:00:00Z"))
+        taken = await reg.submit(dated("Жалоба, взятая в работу", "claimed@example.com", "2099-03-17T09:00:00Z"))
+        number = taken.registration_number or ""
+        await reg.apply_action(number, "claim", "olga")  # its respond, far off, matters now: not overdue
+        follow_up = await reg.submit(dated("Напоминаю о жалобе", "claimed@example.com", "2026-03-17T09:00:00Z", number))
+        assert follow_up.status == "follow_up"  # its own respond has passed: overdue in the claimed registration
+        for i in range(12):
+            c = complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")], at=NOW + timedelta(minutes=1 + i))
+            c.deadlines = {"acknowledge": "2099-03-10T17:00:00Z", "respond": "2099-03-17T09:00:00Z"}
+            await reg.submit(c)
+
+        async def overdue() -> list[str]:
+            found = await reg.search(overdue=True, scan_limit=3)
+            assert found.scan_limited is False
+            return [r["complaint"]["id"] for r in found.rows]
+
+        assert await overdue() == [follow_up.complaint_id, late.complaint_id]
+        assert await reg.r.zscore("cgtest:due_messages", taken.complaint_id) == epoch("2099-03-17T09:00:00Z")
+        assert await reg.r.zscore("cgtest:due_messages", follow_up.complaint_id) == epoch("2026-03-17T09:00:00Z")
+        await reg.apply_action(number, "reopen", "olga")  # the first answer's deadline matters again: both overdue
+        assert await overdue() == [follow_up.complaint_id, taken.complaint_id, late.complaint_id]
+        await reg.apply_action(number, "close", "olga")
+        assert await overdue() == [late.complaint_id]
+        assert await reg.r.zscore("cgtest:due_messages", follow_up.complaint_id) is None
+        assert await reg.r.zcard("cgtest:due_messages") == 13
+        await reg.apply_action(number, "reopen", "olga")
+        await reg.apply_action(number, "claim", "olga")
+
+        # a registry written before this index gets it when opened, at the deadlines of the states then
+        await reg.r.delete("cgtest:due_messages_indexed", "cgtest:due_messages")
+        await reg.close()
+        await reg.open()
+        assert await reg.r.get("cgtest:due_messages_indexed") == "1"
+        assert await overdue() == [follow_up.complaint_id, late.complaint_id]
+        assert await reg.r.zscore("cgtest:due_messages", taken.complaint_id) == epoch("2099-03-17T09:00:00Z")
+        # the script leaves a message already indexed as it is, and indexes none of a closed registration
+        keys = ["cgtest:registration:" + number, "cgtest:due_messages"]
+        assert await reg._index_message_due_script(keys=keys, args=[taken.complaint_id, "1.0", "2.0"]) == 0
+        await reg.apply_action(number, "close", "olga")
+        assert await reg._index_message_due_script(keys=keys, args=[taken.complaint_id, "1.0", "2.0"]) == 0
+        assert await reg.r.zscore("cgtest:due_messages", taken.complaint_id) is None
     finally:
         await reg.close()
 

@@ -151,6 +151,9 @@ class SubmitPlan:
     #: its instant (epoch seconds) and name, or None without deadlines.
     due_epoch: float | None = None
     due_name: str | None = None
+    #: The instant of the deadline that matters once its registration is claimed
+    #: (``due(deadlines, "claimed")``): a follow-up's or a repeat's, when it joins one.
+    due_claimed_epoch: float | None = None
 
 
 def stored_json(text: str | bytes) -> Any:
@@ -172,6 +175,7 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
     text = complaint.text if complaint.text.strip() else (complaint.subject or "")
     simhash, digest = fingerprint(text, [a.sha256 for a in complaint.attachments])
     due = due_while_open(complaint.deadlines)
+    claimed = due_once_claimed(complaint.deadlines)
     return SubmitPlan(
         complaint=complaint,
         identity_keys=[i.key for i in complaint.customer.identities],
@@ -186,6 +190,7 @@ def make_plan(complaint: Complaint, settings: RegistrySettings, number_format: N
         candidates=settings.repeat_candidates,
         due_epoch=due[0] if due else None,
         due_name=due[1] if due else None,
+        due_claimed_epoch=claimed,
     )
 
 
@@ -295,6 +300,18 @@ def due_while_open(deadlines: dict[str, str]) -> tuple[float, str] | None:
         with contextlib.suppress(TypeError, ValueError):  # one that does not parse: the nearest other, as ``due``
             return epoch(first), "acknowledge"
     return due(deadlines, "open") if deadlines else None
+
+
+def due_once_claimed(deadlines: dict[str, str]) -> float | None:
+    """The instant of ``due(deadlines, "claimed")``: the nearest deadline but the first
+    answer's (or the first answer's alone). Instants as the normaliser writes them (UTC,
+    ``...Z``, of one length) are in order as text, so only the nearest is parsed."""
+    others = [at for name, at in deadlines.items() if name != "acknowledge"] or list(deadlines.values())
+    if others and all(isinstance(at, str) and at.endswith("Z") and len(at) == len(others[0]) for at in others):
+        with contextlib.suppress(ValueError):
+            return epoch(min(others))
+    current = due(deadlines, "claimed")
+    return current[0] if current else None
 
 
 def is_overdue(deadlines: dict[str, str], state: str | None, now: float) -> bool:

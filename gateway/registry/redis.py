@@ -77,17 +77,33 @@ if not target or not position then return 0 end
 redis.call('ZADD', target, position, ARGV[1])
 return 1
 """
+#: One message into the index of messages' deadlines (``RedisRegistry._build_indexes``) at
+#: the deadline that matters for it in its registration's state now, unless it is there
+#: already. KEYS: the registration's hash, ``due_messages``; ARGV: the message id, its
+#: deadline's instant while open and once claimed ('' for none).
+_INDEX_MESSAGE_DUE = """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+local at = ''
+if not state or state == '' or state == 'open' then at = ARGV[2] elseif state == 'claimed' then at = ARGV[3] end
+if at == '' then return 0 end
+redis.call('ZADD', KEYS[2], at, ARGV[1])
+return 1
+"""
+
 #: The indexes a registry written by an earlier version may lack, each marked built by the key
 #: ``<name>_indexed``: deadlines (``due:<name>``), states (``state:<state>``), channels
-#: (``channel:<channel>``) and times of receipt (``received``).
-_INDEXES = ("due", "states", "channels", "received")
+#: (``channel:<channel>``), times of receipt (``received``) and messages' deadlines
+#: (``due_messages``).
+_INDEXES = ("due", "states", "channels", "received", "due_messages")
 
-#: A page of the messages received in a range, in the timeline's order (newest first):
-#: KEYS[1] ``received`` (scored by the time of receipt), KEYS[2] a sorted set scored by
-#: timeline positions (the timeline, or a state's or a channel's, whose messages alone are
-#: wanted); ARGV: the range's bounds as ``ZRANGE ... BYSCORE`` takes them, the position to page
-#: from (exclusive; '' for the newest), how many. Their ids.
-_RECEIVED_PAGE = """
+#: A page of the messages whose score is in a range, in the timeline's order (newest first):
+#: KEYS[1] ``received`` (scored by the time of receipt) or ``due_messages`` (by the deadline
+#: that matters), KEYS[2] a sorted set scored by timeline positions (the timeline, or a
+#: state's or a channel's, whose messages alone are wanted); ARGV: the range's bounds as
+#: ``ZRANGE ... BYSCORE`` takes them, the position to page from (exclusive; '' for the
+#: newest), how many. Their ids.
+_RANGE_PAGE = """
 local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE')
 local below = tonumber(ARGV[3])
 local found, id_at = {}, {}  -- positions (each a message's own), sorted by Lua's own comparison
@@ -108,10 +124,10 @@ for i = #found, math.max(1, #found - tonumber(ARGV[4]) + 1), -1 do page[#page + 
 return page
 """
 
-#: A date filter whose range holds at most this many messages is read from the index of
-#: receipt times (``registry.redis.date_filter_max_messages``); a wider one goes down the
-#: timeline, its messages checked one by one.
-DEFAULT_DATE_FILTER_MAX_MESSAGES = 5000
+#: A date or overdue filter whose range holds at most this many messages is read from the
+#: index of receipt times or of messages' deadlines (``registry.redis.filter_range_max_messages``);
+#: a wider one goes down the timeline (or the open and claimed ones), its messages checked one by one.
+DEFAULT_FILTER_RANGE_MAX_MESSAGES = 5000
 
 #: Where the script puts the customer id, the registration number and the number the message
 #: refers to (kept, or null when refused) in a complaint's JSON: unguessable and never sent
@@ -230,12 +246,12 @@ class RedisRegistry(Registry):
 
     def __init__(self, settings: RegistrySettings, url: str, prefix: str = "cg:", *,
                  socket_timeout_seconds: float = DEFAULT_SOCKET_TIMEOUT_SECONDS,
-                 date_filter_max_messages: int = DEFAULT_DATE_FILTER_MAX_MESSAGES) -> None:
+                 filter_range_max_messages: int = DEFAULT_FILTER_RANGE_MAX_MESSAGES) -> None:
         super().__init__(settings)
         self.url = url
         self.prefix = prefix
         self.socket_timeout = socket_timeout_seconds
-        self.date_filter_max_messages = date_filter_max_messages
+        self.filter_range_max_messages = filter_range_max_messages
         self.stream = prefix + "events"
         self._redis: aioredis.Redis | None = None
         self._groups: set[str] = set()
@@ -246,7 +262,7 @@ class RedisRegistry(Registry):
         """From ``registry.redis`` in config.yaml."""
         return cls(settings, section.get("url", "redis://127.0.0.1:6379/0"), section.get("prefix", "cg:"),
                    socket_timeout_seconds=float(section.get("socket_timeout_seconds", DEFAULT_SOCKET_TIMEOUT_SECONDS)),
-                   date_filter_max_messages=int(section.get("date_filter_max_messages", DEFAULT_DATE_FILTER_MAX_MESSAGES)))
+                   filter_range_max_messages=int(section.get("filter_range_max_messages", DEFAULT_FILTER_RANGE_MAX_MESSAGES)))
 
     @property
     def r(self) -> aioredis.Redis:
@@ -277,7 +293,8 @@ class RedisRegistry(Registry):
         self._suggestion_identities_script = self._redis.register_script(_SUGGESTION_IDENTITIES)
         self._index_due_script = self._redis.register_script(_INDEX_DUE)
         self._index_state_script = self._redis.register_script(_INDEX_STATE)
-        self._received_page_script = self._redis.register_script(_RECEIVED_PAGE)
+        self._range_page_script = self._redis.register_script(_RANGE_PAGE)
+        self._index_message_due_script = self._redis.register_script(_INDEX_MESSAGE_DUE)
         try:
             await self._redis.ping()
         except RedisError as exc:
@@ -366,7 +383,7 @@ class RedisRegistry(Registry):
         each gained. What is there already is left as it is (see the indexing scripts)."""
         timeline, indexed = self.prefix + "timeline", dict.fromkeys(names, 0)
         state_keys = [self.prefix + "state:" + state for state in STATES]
-        for script in (self._index_state_script, self._index_due_script):
+        for script in (self._index_state_script, self._index_due_script, self._index_message_due_script):
             await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
         ids = [complaint_id for complaint_id, _ in placed]
         async with self.r.pipeline(transaction=False) as pipe:
@@ -383,6 +400,16 @@ class RedisRegistry(Registry):
                         await self._index_state_script(keys=[self.prefix + "registration:" + number, timeline, *state_keys],
                                                        args=[complaint_id, *STATES], client=pipe)
                 indexed["states"] = sum(await pipe.execute())
+        if "due_messages" in names:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for complaint_id, (kind, number, body) in zip(ids, messages):
+                    if number and body and kind != "automatic":
+                        deadlines = stored_json(body).get("deadlines") or {}
+                        at = [due(deadlines, state) for state in ("open", "claimed")]
+                        await self._index_message_due_script(
+                            keys=[self.prefix + "registration:" + number, self.prefix + "due_messages"],
+                            args=[complaint_id, *("" if a is None else repr(a[0]) for a in at)], client=pipe)
+                indexed["due_messages"] = sum(await pipe.execute())
         if "due" in names:
             indexed["due"] = await self._index_deadlines_of(
                 [(number, body) for kind, number, body in messages if kind == "new" and number and body])
@@ -533,6 +560,7 @@ class RedisRegistry(Registry):
             "meta_empty": not c.meta,
             "due": plan.due_epoch,
             "due_name": plan.due_name,
+            "due_claimed": plan.due_claimed_epoch,
         }
         return orjson.dumps(params), body
 
@@ -568,11 +596,13 @@ class RedisRegistry(Registry):
         overdue filter, those of registrations not closed (``state:open`` and
         ``state:claimed``, merged: a closed registration's messages, and automatic replies,
         are never overdue); or a channel's (``channel:<channel>``). A search for the few
-        claimed complaints among a million closed ones looks at those alone. A date filter
-        whose range holds at most ``date_filter_max_messages`` messages is answered from the
-        index of receipt times (``received``) instead, by one script that keeps those in the
-        smallest single index (a state's, a channel's or the timeline) and returns a page of
-        them in the timeline's order."""
+        claimed complaints among a million closed ones looks at those alone. A date filter,
+        or the overdue filter, whose range holds at most ``filter_range_max_messages``
+        messages is answered from the index of receipt times (``received``) or of messages'
+        deadlines (``due_messages``: each message of a registration not closed, at the
+        deadline that matters for it now) instead, the smaller range of the two, by one
+        script that keeps those in the smallest single index (a state's, a channel's or the
+        timeline) and returns a page of them in the timeline's order."""
         sources: list[list[str]] = []
         if state in STATES:
             sources.append([self.prefix + "state:" + state])
@@ -580,31 +610,34 @@ class RedisRegistry(Registry):
             sources.append([self.prefix + "state:open", self.prefix + "state:claimed"])
         if channel:
             sources.append([self.prefix + "channel:" + channel])
-        dated = bool(since or until)
-        if not sources and not dated:
+        ranges: list[tuple[str, str, str]] = []  # sorted sets scored otherwise, and the range of scores wanted
+        if since or until:
+            ranges.append((self.prefix + "received", repr(epoch(since)) if since else "-inf",
+                           "(" + repr(epoch(until)) if until else "+inf"))
+        if overdue_at is not None:
+            ranges.append((self.prefix + "due_messages", "-inf", f"({overdue_at!r}"))
+        if not sources and not ranges:
             return await self.list_messages(limit=limit, before=before)
         await self._index_earlier_versions_messages()
         sources.append([self.prefix + "timeline"])
-        low = repr(epoch(since)) if since else "-inf"
-        high = "(" + repr(epoch(until)) if until else "+inf"
         async with self.r.pipeline(transaction=False) as pipe:
             for keys in sources:
                 for key in keys:
                     pipe.zcard(key)
-            if dated:
-                pipe.zcount(self.prefix + "received", low, high)
+            for key, low, high in ranges:
+                pipe.zcount(key, low, high)
             counts = iter(await pipe.execute())
         sizes = [sum(next(counts) for _ in keys) for keys in sources]
-        in_range = next(counts) if dated else 0
-        if dated and not in_range:
+        in_range, (key, low, high) = min(((next(counts), found) for found in ranges), default=(0, ("", "", "")))
+        if ranges and not in_range:
             return []
-        if in_range and in_range <= self.date_filter_max_messages:
+        if in_range and in_range <= self.filter_range_max_messages:
             single = min((n for n, keys in enumerate(sources) if len(keys) == 1), key=sizes.__getitem__)
             below = await self._position_before(before)
             if below is None:
                 return []
-            ids = await self._received_page_script(keys=[self.prefix + "received", sources[single][0]],
-                                                   args=[low, high, "" if below == "+inf" else below, limit])
+            ids = await self._range_page_script(keys=[key, sources[single][0]],
+                                                args=[low, high, "" if below == "+inf" else below, limit])
             return await self._bodies(ids)
         return await self._messages_of(sources[min(range(len(sources)), key=sizes.__getitem__)], limit, before)
 
@@ -717,14 +750,20 @@ class RedisRegistry(Registry):
                     state, assigned = transition(row.get("state", "open"), row.get("assigned_to") or None, operator)
                     current: tuple[float, str] | None = None
                     positions: dict[str, float] = {}
+                    message_due: dict[str, float] = {}
                     changed = state != row.get("state", "open")
-                    if changed:  # the deadline that matters and the index of states change
+                    if changed:  # the deadlines that matter, the index of states and the messages' deadlines change
                         first = str(row["complaint_id"])
-                        body = await pipe.hget(self.prefix + "message:" + first, "body")
-                        current = due((stored_json(body).get("deadlines") or {}) if body else {}, state)
                         ids = _in_order(first, await self._strings(pipe.lrange(key + ":messages", 0, -1)))
                         scores = await pipe.zmscore(self.prefix + "timeline", ids)
                         positions = {i: score for i, score in zip(ids, scores) if score is not None}
+                        async with self.r.pipeline(transaction=False) as read:  # bodies never change their deadlines
+                            for complaint_id in ids:
+                                read.hget(self.prefix + "message:" + complaint_id, "body")
+                            bodies = dict(zip(ids, await read.execute()))
+                        deadlines = {i: (stored_json(body).get("deadlines") or {}) if body else {} for i, body in bodies.items()}
+                        current = due(deadlines[first], state)
+                        message_due = {i: at[0] for i in positions if (at := due(deadlines[i], state)) is not None}
                     now = iso(utcnow())
                     record = {"action": action, "operator": operator, "at": now, "registration_number": registration_number,
                               "state": state, "assigned_to": assigned, "details": details or {}}
@@ -740,6 +779,9 @@ class RedisRegistry(Registry):
                                 pipe.zrem(self.prefix + "state:" + other, *positions)
                         if positions:
                             pipe.zadd(self.prefix + "state:" + state, positions)
+                            pipe.zrem(self.prefix + "due_messages", *positions)
+                        if message_due:
+                            pipe.zadd(self.prefix + "due_messages", message_due)
                     pipe.rpush(key + ":actions", encoded)
                     pipe.lpush(self.prefix + "audit", encoded)
                     pipe.xadd(self.stream, {"event": action, "registration_number": registration_number,

@@ -25,7 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from gateway.ids import new_id
 from gateway.registry.base import Event, RegistryError, RegistrySettings
-from gateway.registry.redis import DEFAULT_DATE_FILTER_MAX_MESSAGES, DEFAULT_SOCKET_TIMEOUT_SECONDS, RedisRegistry
+from gateway.registry.redis import DEFAULT_FILTER_RANGE_MAX_MESSAGES, DEFAULT_SOCKET_TIMEOUT_SECONDS, RedisRegistry
 
 log = logging.getLogger("complaint_gateway.registry.cluster")
 
@@ -111,7 +111,7 @@ class RedisClusterRegistry(RedisRegistry):
                  startup_nodes: Sequence[str] = (), partitions: int = 16, relay_batch: int = 500,
                  relay_lock_seconds: float = 10.0, outbox_keep_seconds: float = 60.0,
                  socket_timeout_seconds: float = DEFAULT_SOCKET_TIMEOUT_SECONDS,
-                 date_filter_max_messages: int = DEFAULT_DATE_FILTER_MAX_MESSAGES) -> None:
+                 filter_range_max_messages: int = DEFAULT_FILTER_RANGE_MAX_MESSAGES) -> None:
         if not url and not startup_nodes:
             raise RegistryError("registry.redis_cluster: give url or startup_nodes")
         if hash_tag(prefix) is None:
@@ -120,7 +120,7 @@ class RedisClusterRegistry(RedisRegistry):
         if not 1 <= partitions <= 1024:
             raise RegistryError("registry.redis_cluster.partitions must be between 1 and 1024")
         super().__init__(settings, url or "", prefix, socket_timeout_seconds=socket_timeout_seconds,
-                         date_filter_max_messages=date_filter_max_messages)
+                         filter_range_max_messages=filter_range_max_messages)
         self.startup_nodes = list(startup_nodes)
         self.partitions = partitions
         self.relay_batch = relay_batch
@@ -136,7 +136,7 @@ class RedisClusterRegistry(RedisRegistry):
     def from_config(cls, settings: RegistrySettings, section: dict[str, Any]) -> RedisClusterRegistry:
         """From ``registry.redis_cluster`` in config.yaml."""
         limits = ("partitions", "relay_batch", "relay_lock_seconds", "outbox_keep_seconds", "socket_timeout_seconds",
-                  "date_filter_max_messages")
+                  "filter_range_max_messages")
         return cls(settings, section.get("url"), section.get("prefix", "{cg}:"),
                    startup_nodes=section.get("startup_nodes") or (), **{k: section[k] for k in limits if k in section})
 

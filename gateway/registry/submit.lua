@@ -79,6 +79,11 @@ end
 -- one command per channel and one at its end (RedisRegistry._search_candidates reads
 -- 'channel:<channel>' as it reads the timeline, and 'received' for a date filter).
 local channel_added, received_added = {}, {}
+-- The index of messages' deadlines: the {instant, message id} pairs of this batch's messages
+-- whose registration is not closed, each at the deadline that matters for it in its
+-- registration's state (RedisRegistry._search_candidates reads 'due_messages' for the
+-- overdue filter; RedisRegistry.apply_action moves them).
+local due_messages_added = {}
 
 -- Commands with many arguments are sent in chunks (Lua's unpack() has a limit).
 local CHUNK = 1000
@@ -255,13 +260,22 @@ local function submit(a, template, position)
 
   redis.call('HSET', P .. 'message:' .. a.id, 'kind', kind, 'number', number or '', 'customer_id', customer,
              'body', body)
+  local state
   if number and kind ~= 'new' then  -- a registration's first message is its hash's complaint_id
     redis.call('RPUSH', P .. 'registration:' .. number .. ':messages', a.id)
-    local state = redis.call('HGET', P .. 'registration:' .. number, 'state')
+    state = redis.call('HGET', P .. 'registration:' .. number, 'state')
     if not state or state == '' then state = 'open' end
-    add_to_state(state, position, a.id)
   elseif number then
-    add_to_state('open', position, a.id)
+    state = 'open'
+  end
+  if state then
+    add_to_state(state, position, a.id)
+    local due_at = null
+    if state == 'open' then due_at = a.due elseif state == 'claimed' then due_at = a.due_claimed end
+    if due_at ~= null then
+      due_messages_added[#due_messages_added + 1] = due_at
+      due_messages_added[#due_messages_added + 1] = a.id
+    end
   end
   timeline[#timeline + 1] = position
   timeline[#timeline + 1] = a.id
@@ -322,6 +336,7 @@ for channel, added in pairs(channel_added) do
   write_all('ZADD', P .. 'channel:' .. channel, added)
 end
 write_all('ZADD', P .. 'received', received_added)
+write_all('ZADD', P .. 'due_messages', due_messages_added)
 for name, added in pairs(due_added) do
   write_all('ZADD', P .. 'due:' .. name, added)
   redis.call('SADD', P .. 'due_names', name)
