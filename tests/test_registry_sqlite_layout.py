@@ -17,7 +17,7 @@ import pytest
 
 from gateway.inbound import Receipt
 from gateway.registry import RegistrySettings
-from gateway.registry.sqlite import SqliteRegistry
+from gateway.registry.sqlite import SqliteRegistry, _few_in_state
 from normalizer.schema import Complaint
 from tests.test_registry_contract import NOW, complaint, opened_numbers, registrations_with_deadlines
 
@@ -267,6 +267,52 @@ async def test_the_search_asks_the_file_for_channel_status_and_dates_so_an_old_m
         found = await registry.search(overdue=True, scan_limit=1)  # the index only lets in: the deadlines decide
         assert ([r["complaint"]["id"] for r in found.rows], found.scan_limited) == ([], True)
         assert [r["complaint"]["id"] for r in (await registry.search(overdue=True, scan_limit=2)).rows] == [old.complaint_id]
+    finally:
+        await registry.close()
+
+
+async def test_a_rare_status_is_read_from_its_registrations_and_a_common_one_by_going_down_the_messages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claimed or closed registrations few against all (fewer than sqrt(page × registrations))
+    are read from the partial index ``registrations_worked``, their messages by number; many,
+    by going down the messages newest first. Both ways give the same rows, newest first, with
+    a channel, follow-ups and paging."""
+    registry = open_registry(tmp_path / "registry.sqlite3")
+    await registry.open()
+    try:
+        old = await registry.submit(complaint("Старая жалоба про связь", ids=[("email", "old@example.com")], channel="email"))
+        number = old.registration_number or ""
+        follow_up = await registry.submit(complaint("Напоминаю", ids=[("email", "old@example.com")], channel="vk",
+                                                    in_reply_to=number, at=NOW + timedelta(seconds=30)))
+        later = [await registry.submit(complaint(f"Новая жалоба {i} про связь", ids=[("phone", f"+7916200{i:04d}")],
+                                                 at=NOW + timedelta(minutes=1 + i))) for i in range(30)]
+        await registry.apply_action(number, "claim", "olga")
+        for receipt in later[:3]:
+            await registry.apply_action(receipt.registration_number or "", "close", "olga")
+        plan = registry.db.execute("EXPLAIN QUERY PLAN SELECT number FROM registrations WHERE state = 'claimed' AND state != 'open'")
+        assert "registrations_worked" in str(plan.fetchall())
+        # the choice: 1 claimed and 3 closed of 31 are few for a page of 3 (sqrt(3 × 31) = 9.6); 30 closed are not
+        assert _few_in_state(registry.db, "claimed", 3) and _few_in_state(registry.db, "closed", 3)
+
+        async def ids(**filters: object) -> list[str]:
+            return [r["complaint"]["id"] for r in (await registry.search(limit=2, **filters)).rows]  # type: ignore[arg-type]
+
+        for few in (True, False):  # each way of reading, whatever the counts
+            monkeypatch.setattr("gateway.registry.sqlite._few_in_state", lambda db, state, limit, few=few: few)
+            assert await ids(state="claimed") == [follow_up.complaint_id, old.complaint_id], few
+            assert await ids(state="claimed", channel="email") == [old.complaint_id], few
+            assert await ids(state="claimed", before=follow_up.complaint_id) == [old.complaint_id], few
+            assert await ids(state="closed") == [later[2].complaint_id, later[1].complaint_id], few
+            page = await registry.search(state="closed", limit=2)
+            assert [r["complaint"]["id"] for r in (await registry.search(state="closed", limit=2, before=page.next_before)).rows] == [
+                later[0].complaint_id], few
+            assert await ids(state="open") == [later[29].complaint_id, later[28].complaint_id], few
+            newest = await registry.search(state="closed", limit=1, scan_limit=1)  # two asked of the file: the newest two
+            assert [r["complaint"]["id"] for r in newest.rows] == [later[2].complaint_id], few
+        monkeypatch.undo()
+        for receipt in later[3:]:
+            await registry.apply_action(receipt.registration_number or "", "close", "olga")
+        assert not _few_in_state(registry.db, "closed", 3) and _few_in_state(registry.db, "claimed", 3)
     finally:
         await registry.close()
 
