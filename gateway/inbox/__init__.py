@@ -8,6 +8,7 @@ It does nothing unless config.yaml has an ``inbox:`` section that is not disable
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from zoneinfo import ZoneInfo
 
@@ -25,6 +26,10 @@ from gateway.inbox.settings import enabled, load_settings
 from gateway.inbox.state import ROOT, STATE, InboxState
 
 log = logging.getLogger("complaint_gateway.inbox")
+
+# aiohttp_session keeps each request's session under a string key, which aiohttp answers with
+# a NotAppKeyWarning on the first login of every process; nothing here can change its key.
+warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_session")
 
 
 def setup_inbox(app: web.Application, config: GatewayConfig) -> None:
