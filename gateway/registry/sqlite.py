@@ -603,7 +603,8 @@ class SqliteRegistry(Registry):
         automatic reply, which opens none, is never overdue. The scan goes newest first by rowid (``+channel``
         keeps SQLite from sorting a whole channel by another index); ``received_epoch`` is
         ``received_at`` as ``epoch`` reads it, so the times compare exactly as ``search``
-        compares them after."""
+        compares them after. A status whose registrations are few (``_few_in_state``) is read
+        from those registrations instead of going down the messages."""
         where: list[str] = []
         args: list[Any] = []
         if before:
