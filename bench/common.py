@@ -3,6 +3,8 @@ side-by-side comparisons repeated in turns (best of N, with the spread and the s
 time per request)."""
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import os
 import re
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,3 +317,18 @@ def against(side: Contender, base: Contender) -> dict[str, float]:
 
 def dump(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=1, ensure_ascii=False)
+
+
+def on_each_backend(doc: str, run: Callable[..., Coroutine[Any, Any, None]], **options: int) -> None:
+    """The command line of a bench over registries: ``--messages`` (100 000), ``--backends``
+    (sqlite,redis) and an integer option per keyword (its default), then ``run(backend,
+    messages, *options)`` on each backend in turn."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--backends", default="sqlite,redis")
+    for name, default in options.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+    args = parser.parse_args()
+    for backend in args.backends.split(","):
+        asyncio.run(run(backend, args.messages, *(getattr(args, name) for name in options)))
+    sys.stdout.flush()

@@ -14,17 +14,14 @@ before. Figures only; the registries are deleted (Redis: flushed) afterwards.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from common import REDIS_URL, flush_redis
+from common import REDIS_URL, flush_redis, on_each_backend
 from dedup_with_complaints import complaint
 
 from gateway.registry import Registry, RegistrySettings
@@ -120,13 +117,7 @@ async def run(backend: str, messages: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--backends", default="sqlite,redis")
-    args = parser.parse_args()
-    for backend in args.backends.split(","):
-        asyncio.run(run(backend, args.messages))
-    sys.stdout.flush()
+    on_each_backend(__doc__ or "", run)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,13 @@ per page. Figures only; the registries are deleted (Redis: flushed) afterwards.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import REDIS_URL, flush_redis
+from common import REDIS_URL, flush_redis, on_each_backend
 from dedup_with_complaints import complaint
 
 from gateway.registry import Registry, RegistrySettings
@@ -104,14 +101,7 @@ async def run(backend: str, messages: int, scan_limit: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--backends", default="sqlite,redis")
-    parser.add_argument("--scan-limit", type=int, default=5000)
-    args = parser.parse_args()
-    for backend in args.backends.split(","):
-        asyncio.run(run(backend, args.messages, args.scan_limit))
-    sys.stdout.flush()
+    on_each_backend(__doc__ or "", run, scan_limit=5000)
 
 
 if __name__ == "__main__":

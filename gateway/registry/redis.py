@@ -315,6 +315,7 @@ class RedisRegistry(Registry):
         registered) is left as it is; a registration whose state changed between the read and
         the write of its deadline is read again."""
         started, indexed = time.monotonic(), dict.fromkeys(missing, 0)
+        await self._load_index_scripts()
         cursor = 0
         while placed := await self._timeline_from(cursor):
             cursor += len(placed)
@@ -359,6 +360,7 @@ class RedisRegistry(Registry):
         received = self.prefix + "received"
         started, cursor, found = time.monotonic(), through, 0
         counts = dict.fromkeys(_INDEXES, 0)
+        await self._load_index_scripts()
         while placed := await self._timeline_from(cursor):
             cursor += len(placed)
             unindexed = [entry for entry, position in zip(placed, await self.r.zmscore(received, [i for i, _ in placed]))
@@ -378,18 +380,23 @@ class RedisRegistry(Registry):
         return cast(list[tuple[str, float]],
                     await self.r.zrange(self.prefix + "timeline", cursor, cursor + PURGE_CHUNK - 1, withscores=True))
 
+    async def _load_index_scripts(self) -> None:
+        """The indexing scripts, loaded before a walk's pipelines run them (a cluster's
+        pipelines do not load scripts themselves)."""
+        for script in (self._index_state_script, self._index_due_script, self._index_message_due_script):
+            await self.r.script_load(script.script)
+
     async def _index_messages(self, placed: list[tuple[str, float]], names: list[str]) -> dict[str, int]:
         """Messages, as (id, timeline position), into the indexes ``names``: how many entries
         each gained. What is there already is left as it is (see the indexing scripts)."""
         timeline, indexed = self.prefix + "timeline", dict.fromkeys(names, 0)
         state_keys = [self.prefix + "state:" + state for state in STATES]
-        for script in (self._index_state_script, self._index_due_script, self._index_message_due_script):
-            await self.r.script_load(script.script)  # a cluster's pipelines do not load scripts themselves
         ids = [complaint_id for complaint_id, _ in placed]
         async with self.r.pipeline(transaction=False) as pipe:
             for complaint_id in ids:
                 pipe.hmget(self.prefix + "message:" + complaint_id, "kind", "number", "body")
-            messages = await pipe.execute()
+            # each body read once, for every index that needs it
+            messages = [(kind, number, stored_json(body) if body else None) for kind, number, body in await pipe.execute()]
         if "channels" in names or "received" in names:
             entries = [(complaint_id, position, body) for (complaint_id, position), (_, _, body) in zip(placed, messages) if body]
             indexed.update(await self._index_channels_and_receipts(entries, names))
@@ -404,45 +411,44 @@ class RedisRegistry(Registry):
             async with self.r.pipeline(transaction=False) as pipe:
                 for complaint_id, (kind, number, body) in zip(ids, messages):
                     if number and body and kind != "automatic":
-                        deadlines = stored_json(body).get("deadlines") or {}
-                        at = [due(deadlines, state) for state in ("open", "claimed")]
+                        at = [due(body.get("deadlines") or {}, state) for state in ("open", "claimed")]
                         await self._index_message_due_script(
                             keys=[self.prefix + "registration:" + number, self.prefix + "due_messages"],
                             args=[complaint_id, *("" if a is None else repr(a[0]) for a in at)], client=pipe)
                 indexed["due_messages"] = sum(await pipe.execute())
         if "due" in names:
             indexed["due"] = await self._index_deadlines_of(
-                [(number, body) for kind, number, body in messages if kind == "new" and number and body])
+                [(number, body.get("deadlines") or {}) for kind, number, body in messages if kind == "new" and number and body])
         return indexed
 
-    async def _index_channels_and_receipts(self, messages: list[tuple[str, float, str]], missing: list[str]) -> dict[str, int]:
-        """Messages, as (id, timeline position, body), into the indexes of channels and of
-        receipt times that are ``missing``: how many entries each gained (one already there,
+    async def _index_channels_and_receipts(self, messages: list[tuple[str, float, dict[str, Any]]],
+                                           names: list[str]) -> dict[str, int]:
+        """Messages, as (id, timeline position, stored complaint), into the indexes of channels
+        and of receipt times among ``names``: how many entries each gained (one already there,
         written by this version meanwhile, has the same score and is left as it is)."""
         channels: dict[str, dict[str, float]] = {}
         received: dict[str, float] = {}
-        for complaint_id, position, body in messages:
-            message = stored_json(body)
+        for complaint_id, position, message in messages:
             channels.setdefault(message["channel"], {})[complaint_id] = position
             received[complaint_id] = epoch(message["received_at"])
         added = {}
         async with self.r.pipeline(transaction=False) as pipe:
-            if "channels" in missing:
+            if "channels" in names:
                 for channel, positions in channels.items():
                     pipe.zadd(self.prefix + "channel:" + channel, positions)
-            if "received" in missing and received:
+            if "received" in names and received:
                 pipe.zadd(self.prefix + "received", received)
             counts = await pipe.execute()
-        if "channels" in missing:
+        if "channels" in names:
             added["channels"] = sum(counts[:len(channels)])
-        if "received" in missing:
+        if "received" in names:
             added["received"] = counts[-1] if received else 0
         return added
 
-    async def _index_deadlines_of(self, opened: list[tuple[str, str]]) -> int:
+    async def _index_deadlines_of(self, opened: list[tuple[str, dict[str, str]]]) -> int:
         """Registrations into the index of deadlines, from their numbers and first messages'
-        bodies: how many were indexed (not already there)."""
-        waiting = {number: (stored_json(body).get("deadlines") or {}) for number, body in opened}
+        deadlines: how many were indexed (not already there)."""
+        waiting = dict(opened)
         indexed = 0
         while waiting:
             numbers = list(waiting)
